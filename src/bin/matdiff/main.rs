@@ -1,0 +1,162 @@
+//! The `matdiff` command line: scripts, `-e`, and the REPL.
+
+use clap::{Parser, ValueEnum};
+use matdiff::diff::chain::{Conventions, Layout};
+use matdiff::ir::VecOrder;
+use matdiff::session::{Format, Options, Session};
+use std::io::{IsTerminal, Read, Write};
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Text,
+    Ascii,
+    Latex,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LayoutArg {
+    Denominator,
+    Numerator,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum VecArg {
+    Row,
+    Col,
+}
+
+/// Symbolic matrix-differential calculus: differentials, the chain rule and
+/// Magnus–Neudecker identification of derivatives.
+#[derive(Debug, Parser)]
+#[command(name = "matdiff", version, about)]
+struct Cli {
+    /// Scripts to run, in order.
+    files: Vec<std::path::PathBuf>,
+    /// Run this script text.
+    #[arg(short = 'e', long = "eval", value_name = "SCRIPT")]
+    eval: Option<String>,
+    /// Output notation.
+    #[arg(long, value_enum, default_value = "text")]
+    format: FormatArg,
+    /// Print each derivation step by step.
+    #[arg(long)]
+    steps: bool,
+    /// Layout of Jacobians `∂y/∂xᵀ`.
+    #[arg(long, value_enum, default_value = "denominator")]
+    layout: LayoutArg,
+    /// Order in which `vec` stacks entries.
+    #[arg(long = "vec", value_enum, default_value = "row")]
+    vec_order: VecArg,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Recursion on user input is bounded by the parser's limits; a large stack
+    // keeps those bounds far from the operating system's.
+    let worker = std::thread::Builder::new()
+        .stack_size(512 << 20)
+        .spawn(move || run(cli));
+    match worker.map(|h| h.join()) {
+        Ok(Ok(code)) => ExitCode::from(code),
+        _ => {
+            eprintln!("error: internal failure");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn options(cli: &Cli) -> Options {
+    Options {
+        format: match cli.format {
+            FormatArg::Text => Format::Text,
+            FormatArg::Ascii => Format::Ascii,
+            FormatArg::Latex => Format::Latex,
+            FormatArg::Json => Format::Json,
+        },
+        steps: cli.steps,
+        conventions: Conventions {
+            layout: match cli.layout {
+                LayoutArg::Denominator => Layout::Denominator,
+                LayoutArg::Numerator => Layout::Numerator,
+            },
+            order: match cli.vec_order {
+                VecArg::Row => VecOrder::Row,
+                VecArg::Col => VecOrder::Col,
+            },
+        },
+    }
+}
+
+/// Runs one script; returns false after printing its first error.
+fn run_script(session: &mut Session, name: &str, src: &str, out: &mut impl Write) -> bool {
+    let stmts = match session.prepare(src) {
+        Ok(s) => s,
+        Err(e) => {
+            eprint!("{}", e.render(name, src));
+            return false;
+        }
+    };
+    for s in &stmts {
+        match session.exec(s, src) {
+            Ok(o) => {
+                if let Some(text) = session.render_outcome(&o) {
+                    let _ = writeln!(out, "{text}");
+                }
+            }
+            Err(e) => {
+                let _ = out.flush();
+                eprint!("{}", e.render(name, src));
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn run(cli: Cli) -> u8 {
+    let mut session = Session::new(options(&cli));
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut scripts: Vec<(String, String)> = Vec::new();
+    for path in &cli.files {
+        let name = path.display().to_string();
+        match std::fs::read(path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(s) => scripts.push((name, s)),
+                Err(e) => {
+                    let at = e.utf8_error().valid_up_to();
+                    eprintln!("error: {name} is not valid UTF-8 (first bad byte at offset {at}); matdiff reads UTF-8 text");
+                    return 1;
+                }
+            },
+            Err(e) => {
+                eprintln!("error: cannot read {name}: {e}");
+                return 1;
+            }
+        }
+    }
+    if let Some(src) = &cli.eval {
+        scripts.push(("<-e>".to_string(), src.clone()));
+    }
+    if scripts.is_empty() {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            eprintln!("matdiff: interactive mode needs a script for now; try `matdiff -e 'A: n x n; tr(A A)'`");
+            return 2;
+        }
+        let mut src = String::new();
+        if let Err(e) = stdin.lock().read_to_string(&mut src) {
+            eprintln!("error: cannot read standard input: {e}");
+            return 1;
+        }
+        scripts.push(("<stdin>".to_string(), src));
+    }
+    for (name, src) in &scripts {
+        if !run_script(&mut session, name, src, &mut out) {
+            return 1;
+        }
+    }
+    0
+}

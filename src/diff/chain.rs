@@ -1,0 +1,358 @@
+//! The chain rule through the user's definitions.
+//!
+//! Derivatives of a defined name are expressed through the intermediates
+//! (`f2'(d2)`, `n2 - y`), never by expanding definitions back into inputs.
+//! Definitions are processed from the last to the first (reverse
+//! topological order), so each intermediate is visited once.
+
+use super::identify::{self, NotIdentified};
+use crate::error::{Error, Result, Span};
+use crate::ir::{self, Expr, Name, Op, VecOrder};
+use crate::typeck::Env;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Which way a Jacobian is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// `∂y/∂xᵀ` has one row per entry of `x` (the default).
+    #[default]
+    Denominator,
+    /// `∂y/∂xᵀ` has one row per entry of `y` (Magnus & Neudecker).
+    Numerator,
+}
+
+/// The left-hand side of a derivation step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lhs {
+    /// `dF`
+    Differential(String),
+    /// `∂F/∂Xᵀ`, or `∂F/∂vec(X)ᵀ` when `vec` is set.
+    Jacobian {
+        /// The function, as written.
+        f: String,
+        /// The variable.
+        x: String,
+        /// Whether `X` is a matrix (written `vec(X)`).
+        vec: bool,
+    },
+    /// `∂F/∂X`
+    Gradient {
+        /// The function, as written.
+        f: String,
+        /// The variable.
+        x: String,
+    },
+}
+
+/// One line of a derivation: `lhs = [formula =] rhs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// What is being computed.
+    pub lhs: Lhs,
+    /// How it is composed from earlier lines (chain factors), if shown.
+    pub formula: Option<Vec<Vec<Lhs>>>,
+    /// `vec⁻¹` of the line before.
+    pub reshape: bool,
+    /// The value.
+    pub rhs: Expr,
+}
+
+/// An answer and the steps that led to it.
+#[derive(Debug, Clone)]
+pub struct Derivation {
+    /// The answer.
+    pub answer: Expr,
+    /// The steps, in textbook order; the last one is the answer.
+    pub steps: Vec<Step>,
+}
+
+/// Settings for identification.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Conventions {
+    /// Jacobian layout.
+    pub layout: Layout,
+    /// `vec` order.
+    pub order: VecOrder,
+}
+
+/// The names that depend on `x` (including `x`), following definitions.
+fn dependents(env: &Env, x: &str) -> BTreeSet<String> {
+    let mut dep = BTreeSet::from([x.to_string()]);
+    for u in &env.defs {
+        if let Some(body) = env.definition(u) {
+            if dep.iter().any(|v| body.mentions(v)) {
+                dep.insert(u.clone());
+            }
+        }
+    }
+    dep
+}
+
+/// Sets the differentials of names outside `keep` to zero.
+pub fn restrict(e: &Expr, keep: &dyn Fn(&str) -> bool) -> Expr {
+    ir::map_bottom_up(e, &mut |n| match &n.op {
+        Op::Diff(m) if !keep(m) => ir::zero(n.shape.clone()),
+        _ => n,
+    })
+}
+
+struct Root {
+    label: String,
+    /// The differential of the function, in the names it mentions.
+    d: Expr,
+}
+
+fn root(env: &Env, f: &Expr, f_label: &str, keep: &dyn Fn(&str) -> bool, x: &str) -> Root {
+    let body = match &f.op {
+        Op::Var { name, .. } if &**name != x => env.definition(name).cloned(),
+        _ => None,
+    };
+    let d = super::differential(body.as_ref().unwrap_or(f));
+    Root {
+        label: f_label.to_string(),
+        d: restrict(&d, keep),
+    }
+}
+
+fn jac_lhs(f: &str, x: &str, env: &Env) -> Lhs {
+    let vec = env.leaf(x).is_some_and(|e| !e.shape.is_vector());
+    Lhs::Jacobian {
+        f: f.to_string(),
+        x: x.to_string(),
+        vec,
+    }
+}
+
+fn check_wrt(env: &Env, x: &str, span: Span) -> Result<Expr> {
+    env.leaf(x).ok_or_else(|| {
+        Error::unsupported(span, format!("`{x}` is not a declared or defined matrix; derivatives are taken with respect to one"))
+    })
+}
+
+/// `∂F/∂vec(X)ᵀ` in Kronecker form, through definitions.
+pub fn jacobian(
+    env: &Env,
+    f: &Expr,
+    f_label: &str,
+    x: &str,
+    conv: Conventions,
+    span: Span,
+) -> Result<Derivation> {
+    let xe = check_wrt(env, x, span)?;
+    let dep = dependents(env, x);
+    let keep = |n: &str| dep.contains(n);
+    let root = root(env, f, f_label, &keep, x);
+    let present = |j: Expr| match conv.layout {
+        Layout::Denominator => ir::transpose(j),
+        Layout::Numerator => j,
+    };
+    let fail = |e: NotIdentified| Error::unsupported(span, e.0);
+    let mut steps = vec![Step {
+        lhs: Lhs::Differential(root.label.clone()),
+        formula: None,
+        reshape: false,
+        rhs: root.d.clone(),
+    }];
+    // Accumulated Jacobians of F by each name, with the chain formulas.
+    let mut acc: BTreeMap<Name, Vec<(Expr, Vec<Lhs>)>> = BTreeMap::new();
+    let edge = |from: &str,
+                d: &Expr,
+                prefix: Option<(&Expr, &Vec<Vec<Lhs>>)>,
+                steps: &mut Vec<Step>,
+                acc: &mut BTreeMap<Name, Vec<(Expr, Vec<Lhs>)>>|
+     -> Result<()> {
+        let mut names = Vec::new();
+        d.diff_names(&mut names);
+        for v in names {
+            let shape = d.diff_shape(&v).expect("shape");
+            let j = identify::jacobian(d, &v, &shape, conv.order).map_err(fail)?;
+            let lhs = jac_lhs(from, &v, env);
+            steps.push(Step {
+                lhs: lhs.clone(),
+                formula: None,
+                reshape: false,
+                rhs: present(j.clone()),
+            });
+            match prefix {
+                None => acc.entry(v.clone()).or_default().push((j, vec![lhs])),
+                Some((ju, paths)) => {
+                    let total = ir::matmul(ju.clone(), j);
+                    let mut path = paths.first().cloned().unwrap_or_default();
+                    if paths.len() == 1 {
+                        path.push(lhs);
+                    } else {
+                        path.clear();
+                    }
+                    acc.entry(v.clone()).or_default().push((total, path));
+                }
+            }
+        }
+        Ok(())
+    };
+    edge(&root.label, &root.d, None, &mut steps, &mut acc)?;
+    for u in env.defs.iter().rev() {
+        if u == x || !dep.contains(u) {
+            continue;
+        }
+        let Some(parts) = acc.remove(u.as_str()) else {
+            continue;
+        };
+        let ju = ir::sum_of(parts.iter().map(|(j, _)| j.clone()).collect());
+        let paths: Vec<Vec<Lhs>> = parts
+            .into_iter()
+            .map(|(_, p)| p)
+            .filter(|p| !p.is_empty())
+            .collect();
+        let du = restrict(
+            &super::differential(env.definition(u).expect("definition")),
+            &keep,
+        );
+        edge(u, &du, Some((&ju, &paths)), &mut steps, &mut acc)?;
+    }
+    let parts = acc.remove(x).unwrap_or_default();
+    let rows = f.shape.len();
+    let j = if parts.is_empty() {
+        ir::zero(crate::shape::Shape::new(rows, xe.shape.len()))
+    } else {
+        ir::sum_of(parts.iter().map(|(j, _)| j.clone()).collect())
+    };
+    let answer = present(j);
+    let mut formula: Vec<Vec<Lhs>> = parts.into_iter().map(|(_, p)| p).collect();
+    for p in &mut formula {
+        if conv.layout == Layout::Denominator {
+            p.reverse();
+        }
+    }
+    let chained = formula.iter().any(|p| p.len() > 1) && formula.iter().all(|p| !p.is_empty());
+    let lhs = jac_lhs(&root.label, x, env);
+    if steps.last().is_some_and(|s| s.lhs == lhs) {
+        steps.pop();
+    }
+    steps.push(Step {
+        lhs,
+        formula: chained.then_some(formula),
+        reshape: false,
+        rhs: answer.clone(),
+    });
+    Ok(Derivation { answer, steps })
+}
+
+/// `∂F/∂X` for scalar `F`, shaped like `X`, by reverse mode through definitions.
+pub fn gradient(
+    env: &Env,
+    f: &Expr,
+    f_label: &str,
+    x: &str,
+    order: VecOrder,
+    span: Span,
+) -> Result<Derivation> {
+    let xe = check_wrt(env, x, span)?;
+    if !f.shape.is_scalar() {
+        return Err(Error::unsupported(
+            span,
+            format!("`{f_label}` is {}, not a scalar: its gradient has no shape of `{x}`; ask for ∂{f_label}/∂vec({x})ᵀ", f.shape),
+        ));
+    }
+    let dep = dependents(env, x);
+    let keep = |n: &str| dep.contains(n);
+    let root = root(env, f, f_label, &keep, x);
+    let mut steps = vec![Step {
+        lhs: Lhs::Differential(root.label.clone()),
+        formula: None,
+        reshape: false,
+        rhs: root.d.clone(),
+    }];
+    let mut bars: BTreeMap<Name, Vec<Expr>> = BTreeMap::new();
+    identify::adjoint(&root.d, ir::int(1), order, &mut bars);
+    for u in env.defs.iter().rev() {
+        if u == x || !dep.contains(u) {
+            continue;
+        }
+        let Some(parts) = bars.remove(u.as_str()) else {
+            continue;
+        };
+        let bar = crate::simplify::tidy(&ir::sum_of(parts));
+        steps.push(Step {
+            lhs: Lhs::Gradient {
+                f: root.label.clone(),
+                x: u.clone(),
+            },
+            formula: None,
+            reshape: false,
+            rhs: bar.clone(),
+        });
+        let du = restrict(
+            &super::differential(env.definition(u).expect("definition")),
+            &keep,
+        );
+        identify::adjoint(&du, bar, order, &mut bars);
+    }
+    let g = match bars.remove(x) {
+        Some(parts) => ir::sum_of(parts),
+        None => ir::zero(xe.shape.clone()),
+    };
+    let answer = crate::simplify::tidy(&g);
+    steps.push(Step {
+        lhs: Lhs::Gradient {
+            f: root.label,
+            x: x.to_string(),
+        },
+        formula: None,
+        reshape: false,
+        rhs: answer.clone(),
+    });
+    Ok(Derivation { answer, steps })
+}
+
+/// `dF` in the names `F` mentions directly. For a scalar `F` it is written
+/// in identified form, one term per name (`dn2 2(n2 - y)ᵀ`, `tr(Gᵀ dX)`).
+/// Names for which `varies` is false are constants.
+pub fn differential(
+    env: &Env,
+    f: &Expr,
+    f_label: &str,
+    varies: &dyn Fn(&str) -> bool,
+    order: VecOrder,
+) -> Derivation {
+    let body = match &f.op {
+        Op::Var { name, .. } => env.definition(name).cloned(),
+        _ => None,
+    };
+    let d = restrict(&super::differential(body.as_ref().unwrap_or(f)), varies);
+    let answer = if f.shape.is_scalar() {
+        let mut bars: BTreeMap<Name, Vec<Expr>> = BTreeMap::new();
+        identify::adjoint(&d, ir::int(1), order, &mut bars);
+        let mut names = Vec::new();
+        d.diff_names(&mut names);
+        let terms: Vec<Expr> = names
+            .iter()
+            .filter_map(|n| {
+                let g = crate::simplify::tidy(&ir::sum_of(bars.remove(n)?));
+                let dn = ir::diff(n, g.shape.clone());
+                Some(if g.shape.is_scalar() {
+                    ir::matmul(g, dn)
+                } else if g.shape.rows.is_one() {
+                    ir::matmul(dn, ir::transpose(g))
+                } else if g.shape.cols.is_one() {
+                    ir::matmul(ir::transpose(g), dn)
+                } else {
+                    ir::trace(ir::matmul(ir::transpose(g), dn))
+                })
+            })
+            .collect();
+        if terms.is_empty() {
+            ir::int(0)
+        } else {
+            ir::sum_of(terms)
+        }
+    } else {
+        crate::simplify::tidy(&d)
+    };
+    let steps = vec![Step {
+        lhs: Lhs::Differential(f_label.to_string()),
+        formula: None,
+        reshape: false,
+        rhs: answer.clone(),
+    }];
+    Derivation { answer, steps }
+}

@@ -1,0 +1,805 @@
+//! The typed IR: every node carries its [`Shape`].
+//!
+//! Nodes are built only through the constructors in this module, which compute
+//! the shape and apply the local identities that keep expressions tidy
+//! (`I X = X`, `0 + X = X`, `(Xᵀ)ᵀ = X`, `(A B)ᵀ = Bᵀ Aᵀ`, like terms
+//! collected). They assume their arguments already fit: `typeck` checks shapes
+//! on user input and reports errors with spans before anything is built.
+
+use crate::shape::{Dim, Shape};
+use num_bigint::BigInt;
+use num_rational::BigRational;
+use num_traits::{One, Signed, Zero};
+use std::fmt;
+use std::rc::Rc;
+
+/// A name of a declared matrix or defined intermediate.
+pub type Name = Rc<str>;
+
+/// The order in which `vec` stacks entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum VecOrder {
+    /// Rows one after another (the default).
+    #[default]
+    Row,
+    /// Columns one after another (Magnus & Neudecker).
+    Col,
+}
+
+/// Scalar functions applied elementwise.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Func {
+    /// `exp`
+    Exp,
+    /// `log` (natural)
+    Log,
+    /// `sin`
+    Sin,
+    /// `cos`
+    Cos,
+    /// `tanh`
+    Tanh,
+    /// `σ`, the logistic sigmoid
+    Sigmoid,
+    /// `sqrt`
+    Sqrt,
+    /// `softplus(x) = log(1 + eˣ)`
+    Softplus,
+    /// `relu(x) = max(x, 0)`
+    Relu,
+    /// `abs`
+    Abs,
+    /// The Heaviside step, 0 at 0: the derivative of `relu`.
+    Step,
+    /// The sign function, 0 at 0: the derivative of `abs`.
+    Sign,
+    /// A declared function and how often it is differentiated (`f''` is 2).
+    User(Name, u32),
+}
+
+impl Func {
+    /// Every built-in function with its Unicode and ASCII spellings.
+    pub const BUILTINS: &'static [(&'static str, &'static str, Func)] = &[
+        ("exp", "exp", Func::Exp),
+        ("log", "log", Func::Log),
+        ("sin", "sin", Func::Sin),
+        ("cos", "cos", Func::Cos),
+        ("tanh", "tanh", Func::Tanh),
+        ("σ", "sigmoid", Func::Sigmoid),
+        ("sqrt", "sqrt", Func::Sqrt),
+        ("softplus", "softplus", Func::Softplus),
+        ("relu", "relu", Func::Relu),
+        ("abs", "abs", Func::Abs),
+        ("step", "step", Func::Step),
+        ("sign", "sign", Func::Sign),
+    ];
+
+    /// Looks a built-in up by either spelling.
+    pub fn builtin(name: &str) -> Option<Func> {
+        Func::BUILTINS
+            .iter()
+            .find(|(u, a, _)| *u == name || *a == name)
+            .map(|(_, _, f)| f.clone())
+    }
+
+    /// The name as printed.
+    pub fn name(&self, ascii: bool) -> String {
+        match self {
+            Func::User(n, k) => format!("{n}{}", "'".repeat(*k as usize)),
+            f => {
+                let (u, a, _) = Func::BUILTINS
+                    .iter()
+                    .find(|(_, _, g)| g == f)
+                    .expect("builtin");
+                (if ascii { a } else { u }).to_string()
+            }
+        }
+    }
+}
+
+/// An expression node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Node {
+    /// The operation.
+    pub op: Op,
+    /// Its shape.
+    pub shape: Shape,
+}
+
+/// A shared, immutable expression.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Expr(pub Rc<Node>);
+
+impl fmt::Debug for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", crate::print::text(self))
+    }
+}
+
+impl std::ops::Deref for Expr {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.0
+    }
+}
+
+/// Operations. Scalars are 1×1 matrices; a number is `Num`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    /// A declared matrix or a defined name.
+    Var {
+        /// The name.
+        name: Name,
+        /// Declared symmetric.
+        symmetric: bool,
+    },
+    /// The differential `dX` of a name.
+    Diff(Name),
+    /// An exact number (1×1).
+    Num(BigRational),
+    /// The identity (square).
+    Identity,
+    /// The zero matrix.
+    Zero,
+    /// The all-ones matrix.
+    Ones,
+    /// The commutation matrix `K` with `K vec(A) = vec(Aᵀ)` for `A` of the given shape.
+    Commutation(Dim, Dim, VecOrder),
+    /// A sum of two or more terms.
+    Add(Vec<Expr>),
+    /// A 1×1 factor times a matrix.
+    Scale(Expr, Expr),
+    /// The matrix product.
+    MatMul(Expr, Expr),
+    /// Division by a 1×1 expression.
+    Div(Expr, Expr),
+    /// `Xᵀ`
+    Transpose(Expr),
+    /// `X⁻¹`
+    Inverse(Expr),
+    /// `Xᵏ`, `k ≥ 2` or `k ≤ -2`
+    Power(Expr, i64),
+    /// `A ∘ B`
+    Hadamard(Expr, Expr),
+    /// `A ./ B`
+    HadamardDiv(Expr, Expr),
+    /// `A .^ k`
+    HadamardPow(Expr, BigRational),
+    /// `A ⊗ B`
+    Kron(Expr, Expr),
+    /// `vec(X)`
+    Vec(Expr, VecOrder),
+    /// `vec⁻¹(v)` to the node's shape.
+    Unvec(Expr, VecOrder),
+    /// `diag(v)`: a vector to a diagonal matrix.
+    DiagMat(Expr),
+    /// `diag(X)`: the diagonal of a square matrix as a column.
+    DiagVec(Expr),
+    /// `tr(X)`
+    Trace(Expr),
+    /// `det(X)`
+    Det(Expr),
+    /// `logdet(X)`, `log det X`
+    Logdet(Expr),
+    /// `sum(X)`, the sum of all entries
+    Sum(Expr),
+    /// `‖X‖`, Euclidean or Frobenius
+    Norm(Expr),
+    /// An elementwise function.
+    Apply(Func, Expr),
+}
+
+impl Op {
+    /// The direct operands, in order.
+    pub fn children(&self) -> Vec<&Expr> {
+        use Op::*;
+        match self {
+            Var { .. } | Diff(_) | Num(_) | Identity | Zero | Ones | Commutation(..) => vec![],
+            Add(ts) => ts.iter().collect(),
+            Scale(a, b)
+            | MatMul(a, b)
+            | Div(a, b)
+            | Hadamard(a, b)
+            | HadamardDiv(a, b)
+            | Kron(a, b) => vec![a, b],
+            Transpose(a)
+            | Inverse(a)
+            | Power(a, _)
+            | HadamardPow(a, _)
+            | Vec(a, _)
+            | Unvec(a, _)
+            | DiagMat(a)
+            | DiagVec(a)
+            | Trace(a)
+            | Det(a)
+            | Logdet(a)
+            | Sum(a)
+            | Norm(a)
+            | Apply(_, a) => vec![a],
+        }
+    }
+}
+
+fn node(op: Op, shape: Shape) -> Expr {
+    Expr(Rc::new(Node { op, shape }))
+}
+
+/// A rational from an integer.
+pub fn rat(n: i64) -> BigRational {
+    BigRational::from_integer(BigInt::from(n))
+}
+
+// ---- leaves -------------------------------------------------------------------
+
+/// A named matrix.
+pub fn var(name: &str, shape: Shape, symmetric: bool) -> Expr {
+    node(
+        Op::Var {
+            name: name.into(),
+            symmetric,
+        },
+        shape,
+    )
+}
+/// The differential of a named matrix.
+pub fn diff(name: &str, shape: Shape) -> Expr {
+    node(Op::Diff(name.into()), shape)
+}
+/// A number.
+pub fn num(r: BigRational) -> Expr {
+    node(Op::Num(r), Shape::scalar())
+}
+/// An integer.
+pub fn int(n: i64) -> Expr {
+    num(rat(n))
+}
+/// The n×n identity (1×1 is the number 1).
+pub fn identity(n: Dim) -> Expr {
+    if n.is_one() {
+        return int(1);
+    }
+    node(Op::Identity, Shape::new(n.clone(), n))
+}
+/// The zero matrix.
+pub fn zero(shape: Shape) -> Expr {
+    if shape.is_scalar() {
+        return int(0);
+    }
+    node(Op::Zero, shape)
+}
+/// The all-ones matrix.
+pub fn ones(shape: Shape) -> Expr {
+    if shape.is_scalar() {
+        return int(1);
+    }
+    node(Op::Ones, shape)
+}
+/// The commutation matrix for `r×c` matrices.
+pub fn commutation(r: Dim, c: Dim, order: VecOrder) -> Expr {
+    if r.is_one() || c.is_one() {
+        return identity(r.mul(&c));
+    }
+    let n = r.mul(&c);
+    node(Op::Commutation(r, c, order), Shape::new(n.clone(), n))
+}
+
+impl Expr {
+    /// The number, if this is one.
+    pub fn as_num(&self) -> Option<&BigRational> {
+        match &self.op {
+            Op::Num(r) => Some(r),
+            _ => None,
+        }
+    }
+    /// Whether this is a zero (number or matrix).
+    pub fn is_zero(&self) -> bool {
+        matches!(&self.op, Op::Zero) || self.as_num().is_some_and(Zero::is_zero)
+    }
+    /// Whether this is the identity (or the number 1).
+    pub fn is_identity(&self) -> bool {
+        matches!(&self.op, Op::Identity) || self.as_num().is_some_and(One::is_one)
+    }
+    /// Splits off a numeric coefficient: `3 X` gives `(3, X)`.
+    pub fn split_coef(&self) -> (BigRational, Expr) {
+        match &self.op {
+            Op::Num(r) => (r.clone(), int(1)),
+            Op::Scale(s, x) => match s.as_num() {
+                Some(c) => {
+                    let (c2, x2) = x.split_coef();
+                    (c * c2, x2)
+                }
+                None => (rat(1), self.clone()),
+            },
+            _ => (rat(1), self.clone()),
+        }
+    }
+    /// Whether the expression contains a differential.
+    pub fn has_diff(&self) -> bool {
+        matches!(self.op, Op::Diff(_)) || self.op.children().iter().any(|c| c.has_diff())
+    }
+    /// Whether the expression mentions the name (as a variable or differential).
+    pub fn mentions(&self, name: &str) -> bool {
+        match &self.op {
+            Op::Var { name: n, .. } | Op::Diff(n) => &**n == name,
+            op => op.children().iter().any(|c| c.mentions(name)),
+        }
+    }
+    /// Number of nodes in the tree (shared nodes counted each time).
+    pub fn size(&self) -> usize {
+        1 + self.op.children().iter().map(|c| c.size()).sum::<usize>()
+    }
+}
+
+// ---- constructors -----------------------------------------------------------------
+
+/// `a + b`.
+pub fn add(a: Expr, b: Expr) -> Expr {
+    sum_of(vec![a, b])
+}
+/// `a - b`.
+pub fn sub(a: Expr, b: Expr) -> Expr {
+    add(a, neg(b))
+}
+/// `-a`.
+pub fn neg(a: Expr) -> Expr {
+    scale(rat(-1), a)
+}
+
+/// The sum of terms (all of one shape): nested sums are flattened, zeros
+/// dropped, numbers folded and like terms (`2X + X`) collected, in the order
+/// of first appearance.
+pub fn sum_of(terms: Vec<Expr>) -> Expr {
+    let shape = terms.first().expect("a sum needs terms").shape.clone();
+    // Like terms are collected before nested sums are opened, so that
+    // `(n2 - y) + (n2 - y)` stays `2(n2 - y)`.
+    let mut flat = Vec::new();
+    for (c, x) in collect(terms) {
+        match &x.op {
+            Op::Add(ts) if c.is_one() => flat.extend(ts.iter().cloned()),
+            _ => flat.push(scale(c, x)),
+        }
+    }
+    let mut out: Vec<Expr> = collect(flat)
+        .into_iter()
+        .map(|(c, x)| scale(c, x))
+        .collect();
+    match out.len() {
+        0 => zero(shape),
+        1 => out.pop().expect("one term"),
+        _ => node(Op::Add(out), shape),
+    }
+}
+
+/// Groups terms by their non-numeric part, summing coefficients; numbers are
+/// folded into one constant at the end.
+fn collect(terms: Vec<Expr>) -> Vec<(BigRational, Expr)> {
+    let mut collected: Vec<(BigRational, Expr)> = Vec::new();
+    let mut constant = rat(0);
+    for t in terms {
+        if t.is_zero() {
+            continue;
+        }
+        if let Some(r) = t.as_num() {
+            constant += r;
+            continue;
+        }
+        let (c, x) = t.split_coef();
+        match collected.iter_mut().find(|(_, y)| *y == x) {
+            Some((c0, _)) => *c0 += c,
+            None => collected.push((c, x)),
+        }
+    }
+    collected.retain(|(c, _)| !c.is_zero());
+    if !constant.is_zero() {
+        collected.push((constant, int(1)));
+    }
+    collected
+}
+
+/// A number times a matrix.
+pub fn scale(c: BigRational, x: Expr) -> Expr {
+    scalar_mul(num(c), x)
+}
+
+/// A 1×1 expression `s` times a matrix `x`. Numbers are folded and kept in front.
+pub fn scalar_mul(s: Expr, x: Expr) -> Expr {
+    if s.is_zero() || x.is_zero() {
+        return zero(x.shape.clone());
+    }
+    if s.is_identity() {
+        return x;
+    }
+    if x.shape.is_scalar() && x.as_num().is_some() && s.as_num().is_none() {
+        return scalar_mul(x, s);
+    }
+    if let Some(c) = s.as_num() {
+        if let Some(d) = x.as_num() {
+            return num(c * d);
+        }
+        if let Op::Scale(t, y) = &x.op {
+            if let Some(d) = t.as_num() {
+                return scalar_mul(num(c * d), y.clone());
+            }
+        }
+        if let Op::Add(ts) = &x.op {
+            if c.is_negative() && ts.iter().all(|t| t.split_coef().0.is_negative()) {
+                return scale(-c, sum_of(ts.iter().map(|t| neg(t.clone())).collect()));
+            }
+        }
+    } else if let Op::Scale(t, y) = &x.op {
+        if t.as_num().is_some() {
+            // Keep numbers in front: s (c y) = c (s y).
+            return scalar_mul(t.clone(), scalar_mul(s, y.clone()));
+        }
+    }
+    let shape = x.shape.clone();
+    node(Op::Scale(s, x), shape)
+}
+
+/// The matrix product; a 1×1 factor that does not fit as a matrix scales the other.
+pub fn matmul(a: Expr, b: Expr) -> Expr {
+    if a.shape.cols != b.shape.rows {
+        return if a.shape.is_scalar() {
+            scalar_mul(a, b)
+        } else {
+            scalar_mul(b, a)
+        };
+    }
+    let shape = Shape::new(a.shape.rows.clone(), b.shape.cols.clone());
+    if a.is_zero() || b.is_zero() {
+        return zero(shape);
+    }
+    if a.is_identity() {
+        return b;
+    }
+    if b.is_identity() {
+        return a;
+    }
+    if shape.is_scalar() && a.as_num().is_some() {
+        return scalar_mul(a, b);
+    }
+    if shape.is_scalar() && b.as_num().is_some() {
+        return scalar_mul(b, a);
+    }
+    if let (Op::DiagMat(x), Op::DiagMat(y)) = (&a.op, &b.op) {
+        return diag_mat(hadamard(x.clone(), y.clone()));
+    }
+    node(Op::MatMul(a, b), shape)
+}
+
+/// A product of factors, left to right.
+pub fn product(factors: impl IntoIterator<Item = Expr>) -> Expr {
+    let mut it = factors.into_iter();
+    let first = it.next().expect("a product needs factors");
+    it.fold(first, matmul)
+}
+
+/// `a / s` for a 1×1 `s`.
+pub fn div(a: Expr, s: Expr) -> Expr {
+    if let Some(c) = s.as_num() {
+        if !c.is_zero() {
+            return scale(c.recip(), a);
+        }
+    }
+    if a.is_zero() {
+        return a;
+    }
+    let shape = a.shape.clone();
+    node(Op::Div(a, s), shape)
+}
+
+/// `xᵀ`, pushed toward the leaves: through products, Kronecker products and
+/// scalars; dropped on 1×1, symmetric and diagonal matrices.
+pub fn transpose(x: Expr) -> Expr {
+    let shape = x.shape.transposed();
+    if x.shape.is_scalar() {
+        return x;
+    }
+    match &x.op {
+        Op::Transpose(y) => y.clone(),
+        Op::Var {
+            symmetric: true, ..
+        }
+        | Op::Identity
+        | Op::DiagMat(_) => x.clone(),
+        Op::Zero => zero(shape),
+        Op::Ones => ones(shape),
+        Op::Scale(s, y) => scalar_mul(s.clone(), transpose(y.clone())),
+        Op::MatMul(a, b) => matmul(transpose(b.clone()), transpose(a.clone())),
+        Op::Kron(a, b) => kron(transpose(a.clone()), transpose(b.clone())),
+        Op::Div(a, s) => div(transpose(a.clone()), s.clone()),
+        Op::Inverse(y)
+            if matches!(
+                y.op,
+                Op::Var {
+                    symmetric: true,
+                    ..
+                }
+            ) =>
+        {
+            x.clone()
+        }
+        Op::Inverse(y) if matches!(y.op, Op::Transpose(_)) => inverse(transpose(y.clone())),
+        _ => node(Op::Transpose(x), shape),
+    }
+}
+
+/// `x⁻¹`.
+pub fn inverse(x: Expr) -> Expr {
+    match &x.op {
+        Op::Inverse(y) => y.clone(),
+        Op::Identity => x.clone(),
+        Op::Num(r) if !r.is_zero() => num(r.recip()),
+        _ => {
+            let shape = x.shape.clone();
+            node(Op::Inverse(x), shape)
+        }
+    }
+}
+
+/// `xᵏ` for a square `x`.
+pub fn power(x: Expr, k: i64) -> Expr {
+    match k {
+        0 => identity(x.shape.rows.clone()),
+        1 => x,
+        -1 => inverse(x),
+        _ => {
+            if let Some(r) = x.as_num() {
+                if !r.is_zero() || k > 0 {
+                    return num(num_traits::pow::Pow::pow(r, k as i32));
+                }
+            }
+            if x.is_identity() {
+                return x;
+            }
+            let shape = x.shape.clone();
+            node(Op::Power(x, k), shape)
+        }
+    }
+}
+
+/// `a ∘ b`.
+pub fn hadamard(a: Expr, b: Expr) -> Expr {
+    if a.is_zero() {
+        return zero(b.shape.clone());
+    }
+    if b.is_zero() {
+        return zero(a.shape.clone());
+    }
+    if matches!(a.op, Op::Ones) {
+        return b;
+    }
+    if matches!(b.op, Op::Ones) {
+        return a;
+    }
+    if a.shape.is_scalar() {
+        return scalar_mul(a, b);
+    }
+    if b.shape.is_scalar() {
+        return scalar_mul(b, a);
+    }
+    let shape = a.shape.clone();
+    node(Op::Hadamard(a, b), shape)
+}
+
+/// `a ./ b`.
+pub fn hadamard_div(a: Expr, b: Expr) -> Expr {
+    if a.is_zero() {
+        return a;
+    }
+    if b.shape.is_scalar() {
+        return div(a, b);
+    }
+    let shape = a.shape.clone();
+    node(Op::HadamardDiv(a, b), shape)
+}
+
+/// `a .^ k`.
+pub fn hadamard_pow(a: Expr, k: BigRational) -> Expr {
+    if k.is_one() {
+        return a;
+    }
+    if k.is_zero() {
+        return ones(a.shape.clone());
+    }
+    if let (Some(r), true) = (a.as_num(), k.is_integer()) {
+        if let Ok(e) = i32::try_from(k.to_integer()) {
+            if !r.is_zero() || e > 0 {
+                return num(num_traits::pow::Pow::pow(r, e));
+            }
+        }
+    }
+    let shape = a.shape.clone();
+    node(Op::HadamardPow(a, k), shape)
+}
+
+/// `a ⊗ b`.
+pub fn kron(a: Expr, b: Expr) -> Expr {
+    let shape = Shape::new(
+        a.shape.rows.mul(&b.shape.rows),
+        a.shape.cols.mul(&b.shape.cols),
+    );
+    if a.is_zero() || b.is_zero() {
+        return zero(shape);
+    }
+    if a.shape.is_scalar() {
+        return scalar_mul(a, b);
+    }
+    if b.shape.is_scalar() {
+        return scalar_mul(b, a);
+    }
+    if matches!((&a.op, &b.op), (Op::Identity, Op::Identity)) {
+        return identity(shape.rows);
+    }
+    node(Op::Kron(a, b), shape)
+}
+
+/// `vec(x)`: an (mn)×1 column.
+pub fn vec(x: Expr, order: VecOrder) -> Expr {
+    let shape = Shape::new(x.shape.len(), Dim::one());
+    match &x.op {
+        _ if x.shape.cols.is_one() => x,
+        _ if x.shape.rows.is_one() => transpose(x),
+        Op::Unvec(v, o) if *o == order => v.clone(),
+        Op::Zero => zero(shape),
+        _ => node(Op::Vec(x, order), shape),
+    }
+}
+
+/// `vec⁻¹(v)` to the given shape.
+pub fn unvec(v: Expr, shape: Shape, order: VecOrder) -> Expr {
+    if v.shape == shape {
+        return v;
+    }
+    if shape.rows.is_one() && v.shape.cols.is_one() {
+        return transpose(v);
+    }
+    match &v.op {
+        Op::Vec(x, o) if *o == order && x.shape == shape => x.clone(),
+        Op::Zero => zero(shape),
+        _ => node(Op::Unvec(v, order), shape),
+    }
+}
+
+/// `diag(v)`: a vector to a diagonal matrix.
+pub fn diag_mat(v: Expr) -> Expr {
+    let n = v.shape.len();
+    if n.is_one() {
+        return v;
+    }
+    match &v.op {
+        Op::Transpose(y) if y.shape.is_vector() => diag_mat(y.clone()),
+        Op::Ones => identity(n),
+        Op::Zero => zero(Shape::new(n.clone(), n)),
+        _ => node(Op::DiagMat(v), Shape::new(n.clone(), n)),
+    }
+}
+
+/// `diag(X)`: the diagonal of a square matrix as a column.
+pub fn diag_vec(x: Expr) -> Expr {
+    let n = x.shape.rows.clone();
+    if n.is_one() {
+        return x;
+    }
+    match &x.op {
+        Op::DiagMat(v) => vec(v.clone(), VecOrder::Row),
+        Op::Identity => ones(Shape::new(n, Dim::one())),
+        _ => node(Op::DiagVec(x), Shape::new(n, Dim::one())),
+    }
+}
+
+/// `tr(X)`.
+pub fn trace(x: Expr) -> Expr {
+    if x.shape.is_scalar() {
+        return x;
+    }
+    match &x.op {
+        Op::Zero => int(0),
+        Op::Scale(s, y) => scalar_mul(s.clone(), trace(y.clone())),
+        Op::Transpose(y) => trace(y.clone()),
+        Op::Add(ts) => sum_of(ts.iter().cloned().map(trace).collect()),
+        _ => node(Op::Trace(x), Shape::scalar()),
+    }
+}
+
+/// `det(X)`.
+pub fn det(x: Expr) -> Expr {
+    if x.shape.is_scalar() {
+        return x;
+    }
+    match &x.op {
+        Op::Identity => int(1),
+        Op::Transpose(y) => det(y.clone()),
+        _ => node(Op::Det(x), Shape::scalar()),
+    }
+}
+
+/// `log det X`.
+pub fn logdet(x: Expr) -> Expr {
+    match &x.op {
+        Op::Identity => int(0),
+        Op::Transpose(y) => logdet(y.clone()),
+        _ => node(Op::Logdet(x), Shape::scalar()),
+    }
+}
+
+/// `sum(X)`: the sum of all entries.
+pub fn sum(x: Expr) -> Expr {
+    if x.shape.is_scalar() {
+        return x;
+    }
+    match &x.op {
+        Op::Zero => int(0),
+        Op::Scale(s, y) => scalar_mul(s.clone(), sum(y.clone())),
+        Op::Transpose(y) => sum(y.clone()),
+        _ => node(Op::Sum(x), Shape::scalar()),
+    }
+}
+
+/// `‖X‖`.
+pub fn norm(x: Expr) -> Expr {
+    match &x.op {
+        Op::Zero => int(0),
+        Op::Num(r) => num(r.abs()),
+        Op::Transpose(y) => norm(y.clone()),
+        _ => node(Op::Norm(x), Shape::scalar()),
+    }
+}
+
+/// `f(x)` elementwise.
+pub fn apply(f: Func, x: Expr) -> Expr {
+    let shape = x.shape.clone();
+    node(Op::Apply(f, x), shape)
+}
+
+/// Rebuilds `e` with new children through the constructors (used after
+/// substituting leaves, so that the local identities apply again).
+pub fn rebuild(e: &Expr, kids: Vec<Expr>) -> Expr {
+    let mut k = kids.into_iter();
+    let mut next = || k.next().expect("child");
+    match &e.op {
+        Op::Var { .. }
+        | Op::Diff(_)
+        | Op::Num(_)
+        | Op::Identity
+        | Op::Zero
+        | Op::Ones
+        | Op::Commutation(..) => e.clone(),
+        Op::Add(ts) => sum_of((0..ts.len()).map(|_| next()).collect()),
+        Op::Scale(..) => scalar_mul(next(), next()),
+        Op::MatMul(..) => matmul(next(), next()),
+        Op::Div(..) => div(next(), next()),
+        Op::Transpose(_) => transpose(next()),
+        Op::Inverse(_) => inverse(next()),
+        Op::Power(_, k) => power(next(), *k),
+        Op::Hadamard(..) => hadamard(next(), next()),
+        Op::HadamardDiv(..) => hadamard_div(next(), next()),
+        Op::HadamardPow(_, k) => hadamard_pow(next(), k.clone()),
+        Op::Kron(..) => kron(next(), next()),
+        Op::Vec(_, o) => vec(next(), *o),
+        Op::Unvec(_, o) => unvec(next(), e.shape.clone(), *o),
+        Op::DiagMat(_) => diag_mat(next()),
+        Op::DiagVec(_) => diag_vec(next()),
+        Op::Trace(_) => trace(next()),
+        Op::Det(_) => det(next()),
+        Op::Logdet(_) => logdet(next()),
+        Op::Sum(_) => sum(next()),
+        Op::Norm(_) => norm(next()),
+        Op::Apply(f, _) => apply(f.clone(), next()),
+    }
+}
+
+/// Rewrites bottom-up: `f` sees each node after its children were rewritten.
+pub fn map_bottom_up(e: &Expr, f: &mut dyn FnMut(Expr) -> Expr) -> Expr {
+    let kids: Vec<Expr> =
+        e.op.children()
+            .into_iter()
+            .map(|c| map_bottom_up(c, f))
+            .collect();
+    let same = kids
+        .iter()
+        .zip(e.op.children())
+        .all(|(a, b)| Rc::ptr_eq(&a.0, &b.0));
+    let rebuilt = if same { e.clone() } else { rebuild(e, kids) };
+    f(rebuilt)
+}

@@ -1,0 +1,189 @@
+//! LaTeX for KaTeX and MathJax.
+
+use crate::ir::{Expr, Func, Op};
+use num_traits::{One, Signed};
+
+/// LaTeX markup of an expression: matrices in bold, `^\top`, `\otimes`, `\odot`.
+///
+/// ```
+/// use matdiff::{ir, shape::{Dim, Shape}};
+/// let w = ir::var("W1", Shape::new(Dim::num(2), Dim::num(3)), false);
+/// assert_eq!(matdiff::print::latex(&ir::transpose(w)), r"\mathbf{W}_{1}^\top");
+/// ```
+pub fn latex(e: &Expr) -> String {
+    let mut out = String::new();
+    go(e, 0, &mut out);
+    out
+}
+
+/// A name as LaTeX: letters in bold for matrices, trailing digits as a subscript.
+pub fn name(n: &str, bold: bool) -> String {
+    let split = n
+        .find(|c: char| c.is_ascii_digit() || c == '_')
+        .unwrap_or(n.len());
+    let (head, tail) = n.split_at(split);
+    let tail = tail.trim_start_matches('_');
+    let head = match head {
+        "σ" => r"\sigma".to_string(),
+        h if h.chars().count() > 1 && !bold => format!(r"\operatorname{{{h}}}"),
+        h => h.to_string(),
+    };
+    let head = if bold {
+        format!(r"\mathbf{{{head}}}")
+    } else {
+        head
+    };
+    if tail.is_empty() {
+        head
+    } else {
+        format!("{head}_{{{tail}}}")
+    }
+}
+
+fn level(e: &Expr) -> u8 {
+    match &e.op {
+        Op::Add(_) => 1,
+        Op::Num(r) if r.is_negative() => 2,
+        Op::Scale(s, _) if s.as_num().is_some_and(|c| c.is_negative()) => 2,
+        Op::Hadamard(..) | Op::HadamardDiv(..) => 3,
+        Op::Kron(..) => 4,
+        Op::Scale(..) | Op::MatMul(..) | Op::Div(..) => 5,
+        Op::Transpose(_) | Op::Inverse(_) | Op::Power(..) | Op::HadamardPow(..) => 6,
+        _ => 7,
+    }
+}
+
+fn go(e: &Expr, min: u8, out: &mut String) {
+    if level(e) < min {
+        out.push_str(r"\left(");
+        body(e, out);
+        out.push_str(r"\right)");
+    } else {
+        body(e, out);
+    }
+}
+
+fn op(name: &str, x: &Expr, out: &mut String) {
+    out.push_str(name);
+    out.push_str(r"\left(");
+    go(x, 0, out);
+    out.push_str(r"\right)");
+}
+
+fn body(e: &Expr, out: &mut String) {
+    match &e.op {
+        Op::Var { name: n, .. } => out.push_str(&name(n, !e.shape.is_scalar())),
+        Op::Diff(n) => {
+            out.push_str(r"\mathrm{d}");
+            out.push_str(&name(n, !e.shape.is_scalar()));
+        }
+        Op::Num(r) if r.is_integer() => out.push_str(&r.to_string()),
+        Op::Num(r) => {
+            if r.is_negative() {
+                out.push('-');
+            }
+            out.push_str(&format!(r"\frac{{{}}}{{{}}}", r.numer().abs(), r.denom()))
+        }
+        Op::Identity => out.push_str(r"\mathbf{I}"),
+        Op::Zero => out.push_str(r"\mathbf{0}"),
+        Op::Ones => out.push_str(r"\mathbf{1}"),
+        Op::Commutation(r, c, _) => out.push_str(&format!(r"\mathbf{{K}}_{{{r},{c}}}")),
+        Op::Add(ts) => {
+            for (i, t) in ts.iter().enumerate() {
+                let (c, _) = t.split_coef();
+                if i == 0 {
+                    go(t, 1, out);
+                } else if c.is_negative() {
+                    out.push_str(" - ");
+                    go(&crate::ir::neg(t.clone()), 2, out);
+                } else {
+                    out.push_str(" + ");
+                    go(t, 2, out);
+                }
+            }
+        }
+        Op::Scale(s, x) => match s.as_num() {
+            Some(c) if c.is_negative() => {
+                out.push('-');
+                if (-c).is_one() {
+                    go(x, 3, out);
+                } else {
+                    body(&crate::ir::scale(-c, x.clone()), out);
+                }
+            }
+            _ => {
+                go(s, 6, out);
+                out.push_str(r" \, ");
+                go(x, 5, out);
+            }
+        },
+        Op::MatMul(a, b) => {
+            go(a, 5, out);
+            out.push(' ');
+            go(b, 5, out);
+        }
+        Op::Div(a, s) => {
+            out.push_str(r"\frac{");
+            go(a, 0, out);
+            out.push_str("}{");
+            go(s, 0, out);
+            out.push('}');
+        }
+        Op::Hadamard(a, b) => {
+            go(a, 3, out);
+            out.push_str(r" \odot ");
+            go(b, 4, out);
+        }
+        Op::HadamardDiv(a, b) => {
+            go(a, 3, out);
+            out.push_str(r" \oslash ");
+            go(b, 4, out);
+        }
+        Op::Kron(a, b) => {
+            go(a, 4, out);
+            out.push_str(r" \otimes ");
+            go(b, 5, out);
+        }
+        Op::Transpose(x) => {
+            go(x, 7, out);
+            out.push_str(r"^\top");
+        }
+        Op::Inverse(x) => {
+            go(x, 7, out);
+            out.push_str("^{-1}");
+        }
+        Op::Power(x, k) => {
+            go(x, 7, out);
+            out.push_str(&format!("^{{{k}}}"));
+        }
+        Op::HadamardPow(x, k) => {
+            go(x, 7, out);
+            out.push_str(&format!(r"^{{\circ {k}}}"));
+        }
+        Op::Vec(x, _) => op(r"\operatorname{vec}", x, out),
+        Op::Unvec(x, _) => op(r"\operatorname{vec}^{-1}", x, out),
+        Op::DiagMat(x) | Op::DiagVec(x) => op(r"\operatorname{diag}", x, out),
+        Op::Trace(x) => op(r"\operatorname{tr}", x, out),
+        Op::Det(x) => op(r"\det", x, out),
+        Op::Logdet(x) => op(r"\log\det", x, out),
+        Op::Sum(x) => op(r"\operatorname{sum}", x, out),
+        Op::Norm(x) => {
+            out.push_str(r"\left\lVert ");
+            go(x, 0, out);
+            out.push_str(r" \right\rVert");
+        }
+        Op::Apply(f, x) => {
+            let head = match f {
+                Func::User(n, k) => format!("{}{}", name(n, false), "'".repeat(*k as usize)),
+                Func::Sigmoid => r"\sigma".into(),
+                Func::Exp => r"\exp".into(),
+                Func::Log => r"\log".into(),
+                Func::Sin => r"\sin".into(),
+                Func::Cos => r"\cos".into(),
+                Func::Tanh => r"\tanh".into(),
+                other => format!(r"\operatorname{{{}}}", other.name(true)),
+            };
+            op(&head, x, out)
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! One precedence-aware printer for every notation.
+//!
+//! Precedence levels mirror the parser's Pratt table, so that the printed
+//! text parses back to an equal expression with no redundant parentheses.
+//! Products are associative, so chains print flat: `(n1ᵀ ⊗ I) diag(f2'(d2)) 2(n2 - y)ᵀ`.
+
+use crate::ir::{Expr, Op};
+use num_rational::BigRational;
+use num_traits::{One, Signed};
+
+pub mod latex;
+pub use latex::latex;
+
+/// Which spelling to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notation {
+    /// Unicode: `Xᵀ`, `X⁻¹`, `A ⊗ B`, `a ∘ b`, `‖x‖²`, `σ(x)`.
+    Unicode,
+    /// ASCII: `X^T`, `X^-1`, `kron(A, B)`, `a .* b`, `||x||^2`, `sigmoid(x)`.
+    Ascii,
+}
+
+/// Unicode text.
+///
+/// ```
+/// use matdiff::{ir, shape::{Dim, Shape}};
+/// let x = ir::var("x", Shape::new(Dim::sym("n"), Dim::one()), false);
+/// assert_eq!(matdiff::print::text(&ir::matmul(ir::transpose(x.clone()), x)), "xᵀ x");
+/// ```
+pub fn text(e: &Expr) -> String {
+    render(e, Notation::Unicode)
+}
+
+/// ASCII text.
+pub fn ascii(e: &Expr) -> String {
+    render(e, Notation::Ascii)
+}
+
+/// Text in the given notation.
+pub fn render(e: &Expr, n: Notation) -> String {
+    let mut out = String::new();
+    Printer { n }.go(e, 0, &mut out);
+    out
+}
+
+const ADD: u8 = 1;
+const NEG: u8 = 2;
+const HAD: u8 = 3;
+const KRON: u8 = 4;
+const MUL: u8 = 5;
+const POST: u8 = 6;
+const ATOM: u8 = 7;
+
+struct Printer {
+    n: Notation,
+}
+
+fn superscript(k: i64) -> String {
+    let digits = "⁰¹²³⁴⁵⁶⁷⁸⁹";
+    let mut s = String::new();
+    if k < 0 {
+        s.push('⁻');
+    }
+    for c in k.unsigned_abs().to_string().chars() {
+        s.push(digits.chars().nth(c as usize - '0' as usize).unwrap_or('?'));
+    }
+    s
+}
+
+fn rational(r: &BigRational) -> String {
+    if r.is_integer() {
+        r.numer().to_string()
+    } else {
+        format!("{}/{}", r.numer(), r.denom())
+    }
+}
+
+impl Printer {
+    fn ascii(&self) -> bool {
+        self.n == Notation::Ascii
+    }
+
+    /// The precedence level of the node as printed.
+    fn level(&self, e: &Expr) -> u8 {
+        match &e.op {
+            Op::Add(_) => ADD,
+            Op::Num(r) if r.is_negative() => NEG,
+            Op::Num(r) if !r.is_integer() => MUL,
+            Op::Scale(s, _) if s.as_num().is_some_and(|c| c.is_negative()) => NEG,
+            Op::Scale(..) | Op::MatMul(..) | Op::Div(..) => MUL,
+            Op::Hadamard(..) | Op::HadamardDiv(..) => HAD,
+            Op::Kron(..) if !self.ascii() => KRON,
+            Op::Transpose(_) | Op::Inverse(_) | Op::Power(..) | Op::HadamardPow(..) => POST,
+            _ => ATOM,
+        }
+    }
+
+    fn go(&self, e: &Expr, min: u8, out: &mut String) {
+        if self.level(e) < min {
+            out.push('(');
+            self.body(e, out);
+            out.push(')');
+        } else {
+            self.body(e, out);
+        }
+    }
+
+    fn call(&self, name: &str, args: &[&Expr], out: &mut String) {
+        out.push_str(name);
+        out.push('(');
+        for (i, a) in args.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            self.go(a, 0, out);
+        }
+        out.push(')');
+    }
+
+    /// `1` for the all-ones matrix where a number broadcasts (sums, `./`).
+    fn operand(&self, e: &Expr, min: u8, out: &mut String) {
+        let (c, base) = e.split_coef();
+        if matches!(base.op, Op::Ones) {
+            let s = rational(&c);
+            if c.is_negative() || !c.is_integer() {
+                out.push('(');
+                out.push_str(&s);
+                out.push(')');
+            } else {
+                out.push_str(&s);
+            }
+        } else {
+            self.go(e, min, out)
+        }
+    }
+
+    fn body(&self, e: &Expr, out: &mut String) {
+        let ascii = self.ascii();
+        match &e.op {
+            Op::Var { name, .. } => out.push_str(name),
+            Op::Diff(name) => {
+                out.push('d');
+                out.push_str(name);
+            }
+            Op::Num(r) => out.push_str(&rational(r)),
+            Op::Identity => out.push('I'),
+            Op::Zero => out.push('0'),
+            Op::Ones => out.push_str(&format!("ones({}, {})", e.shape.rows, e.shape.cols)),
+            Op::Commutation(r, c, _) => out.push_str(&format!("K_({r},{c})")),
+            Op::Add(ts) => {
+                for (i, t) in ts.iter().enumerate() {
+                    let (c, _) = t.split_coef();
+                    if i == 0 {
+                        self.operand(t, ADD, out);
+                    } else if c.is_negative() {
+                        out.push_str(" - ");
+                        self.operand(&crate::ir::neg(t.clone()), NEG, out);
+                    } else {
+                        out.push_str(" + ");
+                        self.operand(t, NEG, out);
+                    }
+                }
+            }
+            Op::Scale(s, x) => match s.as_num() {
+                Some(c) if c.is_negative() => {
+                    out.push('-');
+                    if (-c).is_one() {
+                        self.go(x, HAD, out);
+                    } else {
+                        self.body(&crate::ir::scale(-c, x.clone()), out);
+                    }
+                }
+                Some(c) if !c.is_integer() && c.numer().is_one() => {
+                    self.go(x, MUL, out);
+                    out.push_str(&format!(" / {}", c.denom()));
+                }
+                Some(c) => {
+                    out.push_str(&rational(c));
+                    let mut rest = String::new();
+                    self.go(x, MUL, &mut rest);
+                    if !rest.starts_with('(') {
+                        out.push(' ');
+                    }
+                    out.push_str(&rest);
+                }
+                None => {
+                    let min = if matches!(s.op, Op::MatMul(..) | Op::Div(..) | Op::Scale(..)) {
+                        POST
+                    } else {
+                        MUL
+                    };
+                    self.go(s, min, out);
+                    out.push(' ');
+                    self.go(x, MUL, out);
+                }
+            },
+            Op::MatMul(a, b) => {
+                self.go(a, MUL, out);
+                out.push(' ');
+                self.go(b, MUL, out);
+            }
+            Op::Div(a, s) => {
+                self.go(a, MUL, out);
+                out.push_str(" / ");
+                self.go(s, POST, out);
+            }
+            Op::Hadamard(a, b) => {
+                self.go(a, HAD, out);
+                out.push_str(if ascii { " .* " } else { " ∘ " });
+                self.go(b, KRON, out);
+            }
+            Op::HadamardDiv(a, b) => {
+                self.operand(a, HAD, out);
+                out.push_str(" ./ ");
+                self.go(b, KRON, out);
+            }
+            Op::Kron(a, b) if ascii => self.call("kron", &[a, b], out),
+            Op::Kron(a, b) => {
+                self.go(a, KRON, out);
+                out.push_str(" ⊗ ");
+                self.go(b, MUL, out);
+            }
+            Op::Transpose(x) => {
+                self.go(x, POST, out);
+                out.push_str(if ascii { "^T" } else { "ᵀ" });
+            }
+            Op::Inverse(x) => {
+                self.go(x, POST, out);
+                out.push_str(if ascii { "^-1" } else { "⁻¹" });
+            }
+            Op::Power(x, k) => {
+                self.go(x, POST, out);
+                if ascii {
+                    out.push_str(&format!("^{k}"));
+                } else {
+                    out.push_str(&superscript(*k));
+                }
+            }
+            Op::HadamardPow(x, k) => {
+                self.go(x, POST, out);
+                out.push_str(" .^ ");
+                if k.is_integer() && !k.is_negative() {
+                    out.push_str(&rational(k));
+                } else {
+                    out.push_str(&format!("({})", rational(k)));
+                }
+            }
+            Op::Vec(x, _) => self.call("vec", &[x], out),
+            Op::Unvec(x, _) => {
+                let s = &e.shape;
+                out.push_str("unvec(");
+                self.go(x, 0, out);
+                out.push_str(&format!(", {}, {})", s.rows, s.cols));
+            }
+            Op::DiagMat(x) | Op::DiagVec(x) => self.call("diag", &[x], out),
+            Op::Trace(x) => self.call("tr", &[x], out),
+            Op::Det(x) => self.call("det", &[x], out),
+            Op::Logdet(x) => self.call("logdet", &[x], out),
+            Op::Sum(x) => self.call("sum", &[x], out),
+            Op::Norm(x) => {
+                let bar = if ascii { "||" } else { "‖" };
+                out.push_str(bar);
+                self.go(x, 0, out);
+                out.push_str(bar);
+            }
+            Op::Apply(f, x) => self.call(&f.name(ascii), &[x], out),
+        }
+    }
+}

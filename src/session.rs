@@ -1,0 +1,514 @@
+//! A session: declarations, definitions and queries, in order.
+//!
+//! Each statement either succeeds or leaves the session as it was, so a REPL
+//! can go on after an error.
+
+use crate::ast::{QueryKind, ShapeAst, Stmt};
+use crate::diff::chain::{self, Conventions, Derivation, Layout, Lhs, Step};
+use crate::error::{Error, Result, Span};
+use crate::ir::{Expr, VecOrder};
+use crate::print::{self, Notation};
+use crate::shape::{Dim, Shape};
+use crate::typeck::{Binding, Env};
+use std::collections::BTreeSet;
+
+/// Output notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Unicode text (the default).
+    #[default]
+    Text,
+    /// ASCII text.
+    Ascii,
+    /// LaTeX.
+    Latex,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How answers are computed and shown.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Output notation.
+    pub format: Format,
+    /// Print derivations step by step.
+    pub steps: bool,
+    /// Layout and `vec` order.
+    pub conventions: Conventions,
+}
+
+/// What a statement produced.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Names were declared.
+    Declared,
+    /// A name was defined, with its shape.
+    Defined {
+        /// The name.
+        name: String,
+        /// Its shape.
+        shape: Shape,
+    },
+    /// A query's answer.
+    Answer(Answer),
+}
+
+/// The answer to a query.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// What was asked.
+    pub kind: QueryKind,
+    /// The left-hand side, as a step label.
+    pub lhs: Lhs,
+    /// The answer.
+    pub expr: Expr,
+    /// The derivation.
+    pub steps: Vec<Step>,
+    /// The query's span in the source.
+    pub span: Span,
+    /// The function, typed (for checking derivatives).
+    pub function: Option<Expr>,
+    /// The variable, for derivative queries.
+    pub wrt: Option<String>,
+}
+
+/// Declarations, definitions and settings.
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    /// Names in force.
+    pub env: Env,
+    /// Settings.
+    pub options: Options,
+    /// Names that derivative queries differentiate with respect to; `d(F)`
+    /// treats declared matrices outside this set as constants.
+    targets: BTreeSet<String>,
+}
+
+impl Session {
+    /// An empty session.
+    pub fn new(options: Options) -> Session {
+        let mut s = Session {
+            options,
+            ..Session::default()
+        };
+        s.env.order = options.conventions.order;
+        s
+    }
+
+    /// Parses a script and notes which names its derivative queries
+    /// differentiate with respect to (see [`Session::exec`] for `d(F)`).
+    pub fn prepare(&mut self, src: &str) -> Result<Vec<Stmt>> {
+        let stmts = crate::syntax::parse(src)?;
+        for s in &stmts {
+            if let Stmt::Query { wrt: Some(w), .. } = s {
+                self.targets.insert(w.name.clone());
+            }
+        }
+        Ok(stmts)
+    }
+
+    /// Runs a whole script, stopping at the first error.
+    ///
+    /// ```
+    /// use matdiff::session::{Session, Outcome};
+    /// let mut s = Session::default();
+    /// let out = s.run("x: n\nA: n x n\nf = x^T A x\n∂f/∂x").unwrap();
+    /// let Outcome::Answer(a) = &out[3] else { panic!() };
+    /// assert_eq!(s.render(a), "∂f/∂x = (A + Aᵀ) x");
+    /// ```
+    pub fn run(&mut self, src: &str) -> Result<Vec<Outcome>> {
+        let stmts = self.prepare(src)?;
+        stmts.iter().map(|s| self.exec(s, src)).collect()
+    }
+
+    /// Runs one statement; on error the session is unchanged.
+    ///
+    /// `d(F)` differentiates with respect to the names the script's
+    /// derivative queries mention and the definitions that depend on them;
+    /// other declared matrices (data such as targets) are constants. With no
+    /// derivative queries, every name varies.
+    pub fn exec(&mut self, stmt: &Stmt, src: &str) -> Result<Outcome> {
+        let saved = self.env.clone();
+        let out = self.exec_inner(stmt, src);
+        if out.is_err() {
+            self.env = saved;
+        }
+        out
+    }
+
+    fn exec_inner(&mut self, stmt: &Stmt, src: &str) -> Result<Outcome> {
+        match stmt {
+            Stmt::Decl {
+                names,
+                shape,
+                symmetric,
+                shape_span,
+            } => {
+                let shape = match shape {
+                    ShapeAst::Scalar => Shape::scalar(),
+                    ShapeAst::Matrix(r, c) => {
+                        let dim = |d: &crate::ast::DimAst| match d {
+                            crate::ast::DimAst::Num(n) => Dim::num(*n),
+                            crate::ast::DimAst::Sym(s) => Dim::sym(s),
+                        };
+                        Shape::new(dim(r), c.as_ref().map_or(Dim::one(), dim))
+                    }
+                };
+                if *symmetric && !shape.is_square() {
+                    return Err(Error::shape(
+                        *shape_span,
+                        format!("a symmetric matrix must be square, but this shape is {shape}"),
+                        "not square",
+                    ));
+                }
+                for n in names {
+                    self.env.check_new(n, src)?;
+                    self.env.names.insert(
+                        n.name.clone(),
+                        (
+                            Binding::Matrix {
+                                shape: shape.clone(),
+                                symmetric: *symmetric,
+                            },
+                            n.span,
+                        ),
+                    );
+                }
+                Ok(Outcome::Declared)
+            }
+            Stmt::FnDecl { names } => {
+                for n in names {
+                    self.env.check_new(n, src)?;
+                    self.env
+                        .names
+                        .insert(n.name.clone(), (Binding::Func, n.span));
+                }
+                Ok(Outcome::Declared)
+            }
+            Stmt::Def { name, body } => {
+                self.env.check_new(name, src)?;
+                let t = self.env.check(body)?;
+                let shape = t.shape.clone();
+                self.env
+                    .names
+                    .insert(name.name.clone(), (Binding::Def { body: t }, name.span));
+                self.env.defs.push(name.name.clone());
+                Ok(Outcome::Defined {
+                    name: name.name.clone(),
+                    shape,
+                })
+            }
+            Stmt::Query {
+                kind,
+                expr,
+                wrt,
+                span,
+            } => {
+                if let Some(w) = wrt {
+                    self.targets.insert(w.name.clone());
+                }
+                let f = self.env.check(expr)?;
+                let label = label_of(&src[expr.span.start..expr.span.end]);
+                let conv = self.options.conventions;
+                let x = wrt.as_ref().map(|w| w.name.clone());
+                let (lhs, deriv) = match kind {
+                    QueryKind::Differential => {
+                        let varying = self.varying();
+                        let all = self.targets.is_empty();
+                        let d = chain::differential(
+                            &self.env,
+                            &f,
+                            &label,
+                            &|n| all || varying.contains(n),
+                            conv.order,
+                        );
+                        (Lhs::Differential(label.clone()), d)
+                    }
+                    QueryKind::Gradient | QueryKind::Jacobian => {
+                        let w = wrt.as_ref().expect("variable");
+                        let xe = self.env.leaf(&w.name).ok_or_else(|| {
+                            Error::unsupported(w.span, format!("`{}` is not a declared or defined matrix; derivatives are taken with respect to one", w.name))
+                        })?;
+                        if *kind == QueryKind::Gradient && f.shape.is_scalar() {
+                            let g = chain::gradient(
+                                &self.env, &f, &label, &w.name, conv.order, w.span,
+                            )?;
+                            let mut steps = Vec::new();
+                            if let Ok(j) = chain::jacobian(
+                                &self.env,
+                                &f,
+                                &label,
+                                &w.name,
+                                Conventions {
+                                    layout: Layout::Denominator,
+                                    ..conv
+                                },
+                                w.span,
+                            ) {
+                                if !xe.shape.is_vector() {
+                                    steps = j.steps;
+                                    steps.push(Step {
+                                        lhs: Lhs::Gradient {
+                                            f: label.clone(),
+                                            x: w.name.clone(),
+                                        },
+                                        formula: None,
+                                        reshape: true,
+                                        rhs: g.answer.clone(),
+                                    });
+                                }
+                            }
+                            if steps.is_empty() {
+                                steps = g.steps.clone();
+                            }
+                            (
+                                Lhs::Gradient {
+                                    f: label.clone(),
+                                    x: w.name.clone(),
+                                },
+                                Derivation {
+                                    answer: g.answer,
+                                    steps,
+                                },
+                            )
+                        } else {
+                            let d = chain::jacobian(&self.env, &f, &label, &w.name, conv, w.span)?;
+                            let lhs = d.steps.last().expect("answer step").lhs.clone();
+                            (lhs, d)
+                        }
+                    }
+                    QueryKind::Hessian => {
+                        return Err(Error::unsupported(
+                            *span,
+                            "Hessians are not available yet; ask for the gradient or Jacobian",
+                        ));
+                    }
+                    QueryKind::Simplify | QueryKind::Show | QueryKind::Shape => {
+                        let e = crate::simplify::tidy(&f);
+                        (
+                            Lhs::Differential(String::new()),
+                            Derivation {
+                                answer: e,
+                                steps: vec![],
+                            },
+                        )
+                    }
+                };
+                Ok(Outcome::Answer(Answer {
+                    kind: *kind,
+                    lhs,
+                    expr: deriv.answer,
+                    steps: deriv.steps,
+                    span: *span,
+                    function: Some(f),
+                    wrt: x,
+                }))
+            }
+        }
+    }
+
+    /// Names that vary in `d(F)`: the targets and what depends on them.
+    fn varying(&self) -> BTreeSet<String> {
+        let mut v = self.targets.clone();
+        for u in &self.env.defs {
+            if let Some(body) = self.env.definition(u) {
+                if v.iter().any(|t| body.mentions(t)) {
+                    v.insert(u.clone());
+                }
+            }
+        }
+        v
+    }
+
+    /// Renders an outcome in the session's format (`None` for declarations).
+    pub fn render_outcome(&self, o: &Outcome) -> Option<String> {
+        match o {
+            Outcome::Declared => None,
+            Outcome::Defined { name, shape } => Some(match self.options.format {
+                Format::Json => {
+                    serde_json::json!({ "definition": name, "shape": shape_json(shape) })
+                        .to_string()
+                }
+                Format::Ascii => format!("{name}: {}", shape.display(true)),
+                Format::Latex => format!(
+                    r"{} \in \mathbb{{R}}^{{{} \times {}}}",
+                    print::latex::name(name, !shape.is_scalar()),
+                    shape.rows,
+                    shape.cols
+                ),
+                Format::Text => format!("{name}: {shape}"),
+            }),
+            Outcome::Answer(a) => Some(self.render(a)),
+        }
+    }
+
+    /// Renders an answer in the session's format.
+    pub fn render(&self, a: &Answer) -> String {
+        let fmt = self.options.format;
+        let notation = if fmt == Format::Ascii {
+            Notation::Ascii
+        } else {
+            Notation::Unicode
+        };
+        let expr = |e: &Expr| match fmt {
+            Format::Latex => print::latex(e),
+            _ => print::render(e, notation),
+        };
+        let shape = |s: &Shape| s.display(fmt == Format::Ascii);
+        match fmt {
+            Format::Json => {
+                let query = match a.kind {
+                    QueryKind::Shape | QueryKind::Show | QueryKind::Simplify => {
+                        format!("{:?}", a.kind).to_lowercase()
+                    }
+                    _ => lhs_text(&a.lhs, Notation::Unicode),
+                };
+                serde_json::json!({
+                    "query": query,
+                    "text": print::text(&a.expr),
+                    "ascii": print::ascii(&a.expr),
+                    "latex": print::latex(&a.expr),
+                    "shape": shape_json(&a.expr.shape),
+                    "layout": match self.options.conventions.layout { Layout::Denominator => "denominator", Layout::Numerator => "numerator" },
+                    "vec": match self.options.conventions.order { VecOrder::Row => "row", VecOrder::Col => "col" },
+                })
+                .to_string()
+            }
+            _ => match a.kind {
+                QueryKind::Shape => {
+                    let f = a.function.as_ref().expect("function");
+                    format!("{}: {}", expr(f), shape(&f.shape))
+                }
+                QueryKind::Show => format!("{} : {}", expr(&a.expr), shape(&a.expr.shape)),
+                QueryKind::Simplify => expr(&a.expr),
+                _ if self.options.steps => self.render_steps(&a.steps),
+                _ => format!("{} = {}", self.lhs(&a.lhs), expr(&a.expr)),
+            },
+        }
+    }
+
+    fn lhs(&self, l: &Lhs) -> String {
+        match self.options.format {
+            Format::Latex => lhs_latex(l),
+            Format::Ascii => lhs_text(l, Notation::Ascii),
+            _ => lhs_text(l, Notation::Unicode),
+        }
+    }
+
+    fn render_steps(&self, steps: &[Step]) -> String {
+        let latex = self.options.format == Format::Latex;
+        let notation = if self.options.format == Format::Ascii {
+            Notation::Ascii
+        } else {
+            Notation::Unicode
+        };
+        let mut lines = Vec::new();
+        let mut prev: Option<&Step> = None;
+        for s in steps {
+            let lhs = self.lhs(&s.lhs);
+            let rhs = if latex {
+                print::latex(&s.rhs)
+            } else {
+                print::render(&s.rhs, notation)
+            };
+            let mut parts = vec![lhs.clone()];
+            if let Some(f) = &s.formula {
+                let sep = if latex { r" \, " } else { " " };
+                let terms: Vec<String> = f
+                    .iter()
+                    .map(|p| p.iter().map(|l| self.lhs(l)).collect::<Vec<_>>().join(sep))
+                    .collect();
+                parts.push(terms.join(" + "));
+            }
+            if s.reshape {
+                if let Some(p) = prev {
+                    let inner = self.lhs(&p.lhs);
+                    parts.push(if latex {
+                        format!(r"\operatorname{{vec}}^{{-1}}\left({inner}\right)")
+                    } else if notation == Notation::Ascii {
+                        format!("unvec({inner})")
+                    } else {
+                        format!("vec⁻¹({inner})")
+                    });
+                }
+            }
+            parts.push(rhs);
+            let line = if latex {
+                parts.join(" = ")
+            } else {
+                parts.join(" = ")
+            };
+            lines.push(line);
+            prev = Some(s);
+        }
+        if latex {
+            format!(
+                "\\begin{{aligned}}\n{}\n\\end{{aligned}}",
+                lines
+                    .iter()
+                    .map(|l| l.replacen(" = ", " &= ", 1))
+                    .collect::<Vec<_>>()
+                    .join(" \\\\\n")
+            )
+        } else {
+            lines.join("\n")
+        }
+    }
+}
+
+fn shape_json(s: &Shape) -> serde_json::Value {
+    serde_json::json!([s.rows.to_string(), s.cols.to_string()])
+}
+
+/// A function as written, parenthesized unless it is a plain name.
+fn label_of(src: &str) -> String {
+    let s = src.trim();
+    if s.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        s.to_string()
+    } else if s.starts_with('(')
+        && s.ends_with(')')
+        && s[1..s.len() - 1].chars().filter(|c| *c == '(').count()
+            == s[1..s.len() - 1].chars().filter(|c| *c == ')').count()
+    {
+        s.to_string()
+    } else {
+        format!("({s})")
+    }
+}
+
+/// A step's left-hand side in text.
+pub fn lhs_text(l: &Lhs, n: Notation) -> String {
+    let (d, t) = match n {
+        Notation::Unicode => ("∂", "ᵀ"),
+        Notation::Ascii => ("d", "^T"),
+    };
+    match l {
+        Lhs::Differential(f) => format!("d{f}"),
+        Lhs::Jacobian { f, x, vec: true } => format!("{d}{f}/{d}vec({x}){t}"),
+        Lhs::Jacobian { f, x, vec: false } => format!("{d}{f}/{d}{x}{t}"),
+        Lhs::Gradient { f, x } => format!("{d}{f}/{d}{x}"),
+    }
+}
+
+fn lhs_latex(l: &Lhs) -> String {
+    use crate::print::latex::name;
+    let n = |s: &str| {
+        if s.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            name(s, false)
+        } else {
+            s.to_string()
+        }
+    };
+    match l {
+        Lhs::Differential(f) => format!(r"\mathrm{{d}}{}", n(f)),
+        Lhs::Jacobian { f, x, vec: true } => format!(
+            r"\frac{{\partial {}}}{{\partial \operatorname{{vec}}({})^\top}}",
+            n(f),
+            n(x)
+        ),
+        Lhs::Jacobian { f, x, vec: false } => {
+            format!(r"\frac{{\partial {}}}{{\partial {}^\top}}", n(f), n(x))
+        }
+        Lhs::Gradient { f, x } => format!(r"\frac{{\partial {}}}{{\partial {}}}", n(f), n(x)),
+    }
+}
