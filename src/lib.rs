@@ -2,6 +2,7 @@
 pub mod ast;
 pub mod diff;
 pub mod error;
+pub mod eval;
 pub mod ir;
 pub mod print;
 pub mod session;

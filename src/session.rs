@@ -307,6 +307,12 @@ impl Session {
         }
     }
 
+    /// Checks a derivative against central finite differences at random
+    /// values: the largest relative error, or `None` for other queries.
+    pub fn check(&self, a: &Answer) -> std::result::Result<Option<f64>, crate::eval::EvalError> {
+        crate::eval::check::check(&self.env, a, self.options.conventions, 0x5eed)
+    }
+
     /// Names that vary in `d(F)`: the targets and what depends on them.
     fn varying(&self) -> BTreeSet<String> {
         let mut v = self.targets.clone();

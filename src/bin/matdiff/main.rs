@@ -2,8 +2,9 @@
 
 use clap::{Parser, ValueEnum};
 use matdiff::diff::chain::{Conventions, Layout};
+use matdiff::eval::check::TOLERANCE;
 use matdiff::ir::VecOrder;
-use matdiff::session::{Format, Options, Session};
+use matdiff::session::{Format, Options, Outcome, Session};
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
@@ -43,6 +44,9 @@ struct Cli {
     /// Print each derivation step by step.
     #[arg(long)]
     steps: bool,
+    /// Check every derivative against finite differences at random values.
+    #[arg(long)]
+    check: bool,
     /// Layout of Jacobians `∂y/∂xᵀ`.
     #[arg(long, value_enum, default_value = "denominator")]
     layout: LayoutArg,
@@ -90,7 +94,13 @@ fn options(cli: &Cli) -> Options {
 }
 
 /// Runs one script; returns false after printing its first error.
-fn run_script(session: &mut Session, name: &str, src: &str, out: &mut impl Write) -> bool {
+fn run_script(
+    session: &mut Session,
+    name: &str,
+    src: &str,
+    check: bool,
+    out: &mut impl Write,
+) -> bool {
     let stmts = match session.prepare(src) {
         Ok(s) => s,
         Err(e) => {
@@ -103,6 +113,28 @@ fn run_script(session: &mut Session, name: &str, src: &str, out: &mut impl Write
             Ok(o) => {
                 if let Some(text) = session.render_outcome(&o) {
                     let _ = writeln!(out, "{text}");
+                }
+                if let (true, Outcome::Answer(a)) = (check, &o) {
+                    match session.check(a) {
+                        Ok(None) => {}
+                        Ok(Some(err)) if err <= TOLERANCE => {
+                            let _ = writeln!(out, "  checked: largest relative error {err:.1e}");
+                        }
+                        Ok(Some(err)) => {
+                            let _ =
+                                writeln!(out, "  CHECK FAILED: largest relative error {err:.1e}");
+                            let _ = out.flush();
+                            let (line, col) = a.span.line_col(src);
+                            eprintln!("error at {name}:{line}:{col}: the answer disagrees with finite differences (relative error {err:.1e} > {TOLERANCE:.0e})");
+                            return false;
+                        }
+                        Err(e) => {
+                            let _ = out.flush();
+                            let (line, col) = a.span.line_col(src);
+                            eprintln!("error at {name}:{line}:{col}: cannot check this answer numerically: {}", e.0);
+                            return false;
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -154,7 +186,7 @@ fn run(cli: Cli) -> u8 {
         scripts.push(("<stdin>".to_string(), src));
     }
     for (name, src) in &scripts {
-        if !run_script(&mut session, name, src, &mut out) {
+        if !run_script(&mut session, name, src, cli.check, &mut out) {
             return 1;
         }
     }

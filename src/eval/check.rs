@@ -1,0 +1,192 @@
+//! Finite-difference checks of symbolic derivatives.
+//!
+//! Symbolic sizes get small distinct values (2, 3, 5, …) so that a missing
+//! transpose cannot hide; matrices get random values, square ones
+//! diagonally dominant so that inverses, determinants and `log det` exist.
+//! If an expression is undefined there (a `log` of a negative entry), the
+//! check draws again with positive entries.
+
+use super::{vec_of, EvalError, Evaluator, Mat, Values};
+use crate::ast::QueryKind;
+use crate::diff::chain::{Conventions, Layout};
+use crate::session::Answer;
+use crate::typeck::{Binding, Env};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+/// Central-difference step.
+const STEP: f64 = 1e-5;
+/// Largest relative error accepted.
+pub const TOLERANCE: f64 = 1e-5;
+
+/// Sizes given to symbols, in the order symbols are first met.
+const SIZES: [usize; 6] = [2, 3, 5, 4, 6, 7];
+
+/// Random values for every declared matrix.
+pub fn random_values(env: &Env, rng: &mut StdRng, positive: bool) -> Values {
+    let mut v = Values::default();
+    let mut next = 0;
+    for (binding, _) in env.names.values() {
+        if let Binding::Matrix { shape, .. } = binding {
+            for d in [&shape.rows, &shape.cols] {
+                for s in d.symbols() {
+                    if !v.sizes.contains_key(s) {
+                        v.sizes.insert(
+                            s.to_string(),
+                            SIZES[next % SIZES.len()] + 6 * (next / SIZES.len()),
+                        );
+                        next += 1;
+                    }
+                }
+            }
+        }
+    }
+    for (name, (binding, _)) in &env.names {
+        if let Binding::Matrix { shape, symmetric } = binding {
+            let (r, c) = (
+                shape.rows.eval(&v.sizes).unwrap_or(1),
+                shape.cols.eval(&v.sizes).unwrap_or(1),
+            );
+            let mut m = Mat::from_fn(r, c, |_, _| {
+                if positive {
+                    rng.random_range(0.5..1.5)
+                } else {
+                    rng.random_range(-1.0..1.0)
+                }
+            });
+            if r == c && r > 1 {
+                m = m * 0.3 + Mat::identity(r, r) * 2.0;
+            }
+            if *symmetric {
+                m = (&m + m.transpose()) * 0.5;
+            }
+            v.mats.insert(name.clone(), m);
+        }
+    }
+    v
+}
+
+/// `∂vec(F)/∂vec(X)ᵀ` by central differences (numerator layout).
+fn numeric_jacobian(
+    env: &Env,
+    values: &Values,
+    f: &crate::ir::Expr,
+    x: &str,
+    order: crate::ir::VecOrder,
+) -> Result<Mat, EvalError> {
+    let x0 = Evaluator::new(env, values).name(x)?;
+    let (r, c) = x0.shape();
+    let f_at = |xv: Mat| -> Result<Mat, EvalError> {
+        let mut vals = values.clone();
+        vals.mats.insert(x.to_string(), xv);
+        Ok(vec_of(&Evaluator::new(env, &vals).eval(f)?, order))
+    };
+    let n_out = f_at(x0.clone())?.nrows();
+    let mut j = Mat::zeros(n_out, r * c);
+    for i in 0..r {
+        for k in 0..c {
+            let h = STEP * x0[(i, k)].abs().max(1.0);
+            let (mut plus, mut minus) = (x0.clone(), x0.clone());
+            plus[(i, k)] += h;
+            minus[(i, k)] -= h;
+            let col = (f_at(plus)? - f_at(minus)?) / (2.0 * h);
+            j.set_column(super::vec_index(i, k, r, c, order), &col.column(0));
+        }
+    }
+    Ok(j)
+}
+
+fn relative_error(a: &Mat, n: &Mat) -> f64 {
+    let scale = a.norm().max(n.norm());
+    if scale < 1e-9 {
+        0.0
+    } else {
+        (a - n).norm() / scale.max(1e-3)
+    }
+}
+
+/// The largest relative error of the answer against finite differences over
+/// a few random draws, or `None` when the query is not a derivative.
+pub fn check(
+    env: &Env,
+    answer: &Answer,
+    conv: Conventions,
+    seed: u64,
+) -> Result<Option<f64>, EvalError> {
+    let Some(f) = &answer.function else {
+        return Ok(None);
+    };
+    if !matches!(
+        answer.kind,
+        QueryKind::Gradient | QueryKind::Jacobian | QueryKind::Differential
+    ) {
+        return Ok(None);
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut worst: f64 = 0.0;
+    for trial in 0..3 {
+        let mut last = Err(EvalError("no values".into()));
+        for positive in [false, true] {
+            let values = random_values(env, &mut rng, positive || trial == 2);
+            last = check_once(env, answer, f, conv, &values, &mut rng);
+            if last.is_ok() {
+                break;
+            }
+        }
+        worst = worst.max(last?);
+    }
+    Ok(Some(worst))
+}
+
+fn check_once(
+    env: &Env,
+    answer: &Answer,
+    f: &crate::ir::Expr,
+    conv: Conventions,
+    values: &Values,
+    rng: &mut StdRng,
+) -> Result<f64, EvalError> {
+    let order = conv.order;
+    match answer.kind {
+        QueryKind::Differential => {
+            let mut names = Vec::new();
+            answer.expr.diff_names(&mut names);
+            let mut vals = values.clone();
+            let mut ev = Evaluator::new(env, values);
+            let mut expected = Mat::zeros(vec_of(&ev.eval(f)?, order).nrows(), 1);
+            for n in &names {
+                let x0 = ev.name(n)?;
+                let dir = Mat::from_fn(x0.nrows(), x0.ncols(), |_, _| rng.random_range(-1.0..1.0));
+                let j = numeric_jacobian(env, values, f, n, order)?;
+                expected += j * vec_of(&dir, order);
+                vals.diffs.insert(n.to_string(), dir);
+            }
+            let got = vec_of(&Evaluator::new(env, &vals).eval(&answer.expr)?, order);
+            Ok(relative_error(&got, &expected))
+        }
+        _ => {
+            let x = answer
+                .wrt
+                .as_deref()
+                .ok_or_else(|| EvalError("no variable".into()))?;
+            let num = numeric_jacobian(env, values, f, x, order)?;
+            let got = Evaluator::new(env, values).eval(&answer.expr)?;
+            let got = if answer.kind == QueryKind::Gradient && f.shape.is_scalar() {
+                vec_of(&got, order).transpose()
+            } else if conv.layout == Layout::Denominator {
+                got.transpose()
+            } else {
+                got
+            };
+            if got.shape() != num.shape() {
+                return Err(EvalError(format!(
+                    "answer is {}x{}, finite differences give {}x{}",
+                    got.nrows(),
+                    got.ncols(),
+                    num.nrows(),
+                    num.ncols()
+                )));
+            }
+            Ok(relative_error(&got, &num))
+        }
+    }
+}
