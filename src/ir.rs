@@ -76,10 +76,7 @@ impl Func {
 
     /// Looks a built-in up by either spelling.
     pub fn builtin(name: &str) -> Option<Func> {
-        Func::BUILTINS
-            .iter()
-            .find(|(u, a, _)| *u == name || *a == name)
-            .map(|(_, _, f)| f.clone())
+        Func::BUILTINS.iter().find(|(u, a, _)| *u == name || *a == name).map(|(_, _, f)| f.clone())
     }
 
     /// The name as printed.
@@ -87,10 +84,7 @@ impl Func {
         match self {
             Func::User(n, k) => format!("{n}{}", "'".repeat(*k as usize)),
             f => {
-                let (u, a, _) = Func::BUILTINS
-                    .iter()
-                    .find(|(_, _, g)| g == f)
-                    .expect("builtin");
+                let (u, a, _) = Func::BUILTINS.iter().find(|(_, _, g)| g == f).expect("builtin");
                 (if ascii { a } else { u }).to_string()
             }
         }
@@ -196,12 +190,7 @@ impl Op {
         match self {
             Var { .. } | Diff(_) | Num(_) | Identity | Zero | Ones | Commutation(..) => vec![],
             Add(ts) => ts.iter().collect(),
-            Scale(a, b)
-            | MatMul(a, b)
-            | Div(a, b)
-            | Hadamard(a, b)
-            | HadamardDiv(a, b)
-            | Kron(a, b) => vec![a, b],
+            Scale(a, b) | MatMul(a, b) | Div(a, b) | Hadamard(a, b) | HadamardDiv(a, b) | Kron(a, b) => vec![a, b],
             Transpose(a)
             | Inverse(a)
             | Power(a, _)
@@ -233,13 +222,7 @@ pub fn rat(n: i64) -> BigRational {
 
 /// A named matrix.
 pub fn var(name: &str, shape: Shape, symmetric: bool) -> Expr {
-    node(
-        Op::Var {
-            name: name.into(),
-            symmetric,
-        },
-        shape,
-    )
+    node(Op::Var { name: name.into(), symmetric }, shape)
 }
 /// The differential of a named matrix.
 pub fn diff(name: &str, shape: Shape) -> Expr {
@@ -359,10 +342,7 @@ pub fn sum_of(terms: Vec<Expr>) -> Expr {
             _ => flat.push(scale(c, x)),
         }
     }
-    let mut out: Vec<Expr> = collect(flat)
-        .into_iter()
-        .map(|(c, x)| scale(c, x))
-        .collect();
+    let mut out: Vec<Expr> = collect(flat).into_iter().map(|(c, x)| scale(c, x)).collect();
     match out.len() {
         0 => zero(shape),
         1 => out.pop().expect("one term"),
@@ -439,11 +419,7 @@ pub fn scalar_mul(s: Expr, x: Expr) -> Expr {
 /// The matrix product; a 1×1 factor that does not fit as a matrix scales the other.
 pub fn matmul(a: Expr, b: Expr) -> Expr {
     if a.shape.cols != b.shape.rows {
-        return if a.shape.is_scalar() {
-            scalar_mul(a, b)
-        } else {
-            scalar_mul(b, a)
-        };
+        return if a.shape.is_scalar() { scalar_mul(a, b) } else { scalar_mul(b, a) };
     }
     let shape = Shape::new(a.shape.rows.clone(), b.shape.cols.clone());
     if a.is_zero() || b.is_zero() {
@@ -455,16 +431,57 @@ pub fn matmul(a: Expr, b: Expr) -> Expr {
     if b.is_identity() {
         return a;
     }
-    if shape.is_scalar() && a.as_num().is_some() {
+    if a.as_num().is_some() {
         return scalar_mul(a, b);
     }
-    if shape.is_scalar() && b.as_num().is_some() {
+    if b.as_num().is_some() {
         return scalar_mul(b, a);
     }
     if let (Op::DiagMat(x), Op::DiagMat(y)) = (&a.op, &b.op) {
         return diag_mat(hadamard(x.clone(), y.clone()));
     }
+    if let Some(m) = merge_powers(&a, &b) {
+        return m;
+    }
+    if let Op::MatMul(p, q) = &a.op {
+        if let Some(m) = merge_powers(q, &b) {
+            return matmul(p.clone(), m);
+        }
+    }
+    if let (Op::Scale(s, i), false) = (&a.op, b.shape.is_scalar()) {
+        if matches!(i.op, Op::Identity) {
+            return scalar_mul(s.clone(), b);
+        }
+    }
+    if let (Op::Scale(s, i), false) = (&b.op, a.shape.is_scalar()) {
+        if matches!(i.op, Op::Identity) {
+            return scalar_mul(s.clone(), a);
+        }
+    }
     node(Op::MatMul(a, b), shape)
+}
+
+/// A square factor as `baseᵏ`: `X⁻¹` is `(X, -1)`, `(X²)ᵀ` is `(Xᵀ, 2)`.
+fn as_power(e: &Expr) -> (Expr, i64) {
+    match &e.op {
+        Op::Inverse(b) => (b.clone(), -1),
+        Op::Power(b, k) => (b.clone(), *k),
+        Op::Transpose(t) => match &t.op {
+            Op::Inverse(b) => (transpose(b.clone()), -1),
+            Op::Power(b, k) => (transpose(b.clone()), *k),
+            _ => (e.clone(), 1),
+        },
+        _ => (e.clone(), 1),
+    }
+}
+
+/// `Xᵃ Xᵇ = Xᵃ⁺ᵇ` for square `X`.
+fn merge_powers(a: &Expr, b: &Expr) -> Option<Expr> {
+    if !a.shape.is_square() || a.shape.is_scalar() || a.shape != b.shape {
+        return None;
+    }
+    let ((x, i), (y, j)) = (as_power(a), as_power(b));
+    (x == y).then(|| power(x, i + j))
 }
 
 /// A product of factors, left to right.
@@ -497,29 +514,23 @@ pub fn transpose(x: Expr) -> Expr {
     }
     match &x.op {
         Op::Transpose(y) => y.clone(),
-        Op::Var {
-            symmetric: true, ..
-        }
-        | Op::Identity
-        | Op::DiagMat(_) => x.clone(),
+        Op::Var { symmetric: true, .. } | Op::Identity | Op::DiagMat(_) => x.clone(),
         Op::Zero => zero(shape),
         Op::Ones => ones(shape),
         Op::Scale(s, y) => scalar_mul(s.clone(), transpose(y.clone())),
         Op::MatMul(a, b) => matmul(transpose(b.clone()), transpose(a.clone())),
         Op::Kron(a, b) => kron(transpose(a.clone()), transpose(b.clone())),
         Op::Div(a, s) => div(transpose(a.clone()), s.clone()),
-        Op::Inverse(y)
-            if matches!(
-                y.op,
-                Op::Var {
-                    symmetric: true,
-                    ..
-                }
-            ) =>
+        Op::Inverse(y) if matches!(y.op, Op::Var { symmetric: true, .. } | Op::DiagMat(_)) => x.clone(),
+        Op::Inverse(y) => inverse(transpose(y.clone())),
+        Op::Power(y, k) => power(transpose(y.clone()), *k),
+        Op::Add(ts)
+            if ts.iter().any(|t| {
+                matches!(t.split_coef().1.op, Op::Transpose(_) | Op::Identity | Op::Var { symmetric: true, .. })
+            }) =>
         {
-            x.clone()
+            sum_of(ts.iter().map(|t| transpose(t.clone())).collect())
         }
-        Op::Inverse(y) if matches!(y.op, Op::Transpose(_)) => inverse(transpose(y.clone())),
         _ => node(Op::Transpose(x), shape),
     }
 }
@@ -528,6 +539,7 @@ pub fn transpose(x: Expr) -> Expr {
 pub fn inverse(x: Expr) -> Expr {
     match &x.op {
         Op::Inverse(y) => y.clone(),
+        Op::Power(y, k) => power(y.clone(), -k),
         Op::Identity => x.clone(),
         Op::Num(r) if !r.is_zero() => num(r.recip()),
         _ => {
@@ -615,10 +627,7 @@ pub fn hadamard_pow(a: Expr, k: BigRational) -> Expr {
 
 /// `a ⊗ b`.
 pub fn kron(a: Expr, b: Expr) -> Expr {
-    let shape = Shape::new(
-        a.shape.rows.mul(&b.shape.rows),
-        a.shape.cols.mul(&b.shape.cols),
-    );
+    let shape = Shape::new(a.shape.rows.mul(&b.shape.rows), a.shape.cols.mul(&b.shape.cols));
     if a.is_zero() || b.is_zero() {
         return zero(shape);
     }
@@ -758,13 +767,9 @@ pub fn rebuild(e: &Expr, kids: Vec<Expr>) -> Expr {
     let mut k = kids.into_iter();
     let mut next = || k.next().expect("child");
     match &e.op {
-        Op::Var { .. }
-        | Op::Diff(_)
-        | Op::Num(_)
-        | Op::Identity
-        | Op::Zero
-        | Op::Ones
-        | Op::Commutation(..) => e.clone(),
+        Op::Var { .. } | Op::Diff(_) | Op::Num(_) | Op::Identity | Op::Zero | Op::Ones | Op::Commutation(..) => {
+            e.clone()
+        }
         Op::Add(ts) => sum_of((0..ts.len()).map(|_| next()).collect()),
         Op::Scale(..) => scalar_mul(next(), next()),
         Op::MatMul(..) => matmul(next(), next()),
@@ -791,15 +796,8 @@ pub fn rebuild(e: &Expr, kids: Vec<Expr>) -> Expr {
 
 /// Rewrites bottom-up: `f` sees each node after its children were rewritten.
 pub fn map_bottom_up(e: &Expr, f: &mut dyn FnMut(Expr) -> Expr) -> Expr {
-    let kids: Vec<Expr> =
-        e.op.children()
-            .into_iter()
-            .map(|c| map_bottom_up(c, f))
-            .collect();
-    let same = kids
-        .iter()
-        .zip(e.op.children())
-        .all(|(a, b)| Rc::ptr_eq(&a.0, &b.0));
+    let kids: Vec<Expr> = e.op.children().into_iter().map(|c| map_bottom_up(c, f)).collect();
+    let same = kids.iter().zip(e.op.children()).all(|(a, b)| Rc::ptr_eq(&a.0, &b.0));
     let rebuilt = if same { e.clone() } else { rebuild(e, kids) };
     f(rebuilt)
 }

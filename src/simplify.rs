@@ -1,10 +1,85 @@
-//! Local clean-up of results: numeric factors move to the front of products,
-//! Hadamard and Kronecker products (`n0ᵀ (2a ∘ b)` becomes `2 n0ᵀ (a ∘ b)`),
-//! where the constructors of [`crate::ir`] collect them.
+//! Local clean-up of results, bottom-up:
+//! - numeric and 1×1 factors move to the front of products, Hadamard and
+//!   Kronecker products (`n0ᵀ (2a ∘ b)` becomes `2 n0ᵀ (a ∘ b)`);
+//! - sums factor common left or right factors (`A x + Aᵀ x` becomes `(A + Aᵀ) x`);
+//! - the constructors of [`crate::ir`] collect like terms and merge powers.
 
 use crate::ir::{self, Expr, Op};
 
-/// Moves numeric coefficients outward, bottom-up.
+/// Splits `c s₁ s₂ X` into its numeric coefficient, its 1×1 factors and `X`.
+fn split_scalars(e: &Expr) -> (Vec<Expr>, Expr) {
+    match &e.op {
+        Op::Scale(s, x) if !x.shape.is_scalar() => {
+            let (mut ss, base) = split_scalars(x);
+            ss.insert(0, s.clone());
+            (ss, base)
+        }
+        _ => (vec![], e.clone()),
+    }
+}
+
+fn with_scalars(ss: Vec<Expr>, x: Expr) -> Expr {
+    ss.into_iter().rev().fold(x, |acc, s| ir::scalar_mul(s, acc))
+}
+
+fn hoist(a: &Expr, b: &Expr, build: fn(Expr, Expr) -> Expr) -> Option<Expr> {
+    let (mut sa, a2) = split_scalars(a);
+    let (sb, b2) = split_scalars(b);
+    if sa.is_empty() && sb.is_empty() {
+        return None;
+    }
+    sa.extend(sb);
+    Some(with_scalars(sa, build(a2, b2)))
+}
+
+/// Factors terms sharing a right (or left) factor: `A x + B x = (A + B) x`.
+fn factor(terms: &[Expr]) -> Option<Expr> {
+    for right in [true, false] {
+        let split = |t: &Expr| -> Option<(Expr, Expr)> {
+            let (c, x) = t.split_coef();
+            match &x.op {
+                Op::MatMul(a, b) if right => Some((ir::scale(c, a.clone()), b.clone())),
+                Op::MatMul(a, b) => Some((a.clone(), ir::scale(c, b.clone()))),
+                _ => None,
+            }
+        };
+        let parts: Vec<Option<(Expr, Expr)>> = terms.iter().map(split).collect();
+        for (i, p) in parts.iter().enumerate() {
+            let Some((_, key)) = p else { continue };
+            let key = if right { key.clone() } else { p.as_ref().expect("part").0.clone() };
+            let same: Vec<usize> = (i..terms.len())
+                .filter(|&j| parts[j].as_ref().is_some_and(|(a, b)| if right { *b == key } else { *a == key }))
+                .collect();
+            if same.len() < 2 {
+                continue;
+            }
+            let others: Vec<Expr> = same
+                .iter()
+                .map(|&j| {
+                    let (a, b) = parts[j].clone().expect("part");
+                    if right {
+                        a
+                    } else {
+                        b
+                    }
+                })
+                .collect();
+            let grouped = if right {
+                ir::matmul(tidy(&ir::sum_of(others)), key)
+            } else {
+                ir::matmul(key, tidy(&ir::sum_of(others)))
+            };
+            let grouped = local(grouped);
+            let mut rest: Vec<Expr> =
+                terms.iter().enumerate().filter(|(j, _)| !same.contains(j)).map(|(_, t)| t.clone()).collect();
+            rest.insert(0, grouped);
+            return Some(ir::sum_of(rest));
+        }
+    }
+    None
+}
+
+/// Tidies an expression (see the module docs).
 ///
 /// ```
 /// use matdiff::{ir, shape::{Dim, Shape}};
@@ -14,26 +89,23 @@ use crate::ir::{self, Expr, Op};
 /// assert_eq!(matdiff::print::text(&matdiff::simplify::tidy(&e)), "2 (a ∘ b)");
 /// ```
 pub fn tidy(e: &Expr) -> Expr {
-    ir::map_bottom_up(e, &mut |n| {
-        let two = |a: &Expr, b: &Expr, build: fn(Expr, Expr) -> Expr| {
-            let (ca, a2) = a.split_coef();
-            let (cb, b2) = b.split_coef();
-            if ca == ir::rat(1) && cb == ir::rat(1) {
-                None
-            } else {
-                Some(ir::scale(ca * cb, build(a2, b2)))
-            }
-        };
-        let hoisted = match &n.op {
-            Op::MatMul(a, b) => two(a, b, ir::matmul),
-            Op::Hadamard(a, b) => two(a, b, ir::hadamard),
-            Op::Kron(a, b) => two(a, b, ir::kron),
+    ir::map_bottom_up(e, &mut local)
+}
+
+/// One rewrite at the root, assuming the children are tidy.
+fn local(n: Expr) -> Expr {
+    {
+        let changed = match &n.op {
+            Op::MatMul(a, b) => hoist(a, b, ir::matmul),
+            Op::Hadamard(a, b) => hoist(a, b, ir::hadamard),
+            Op::Kron(a, b) => hoist(a, b, ir::kron),
             Op::Scale(s, x) if s.as_num().is_none() => {
                 let (c, x2) = x.split_coef();
                 (c != ir::rat(1)).then(|| ir::scale(c, ir::scalar_mul(s.clone(), x2)))
             }
+            Op::Add(ts) => factor(ts),
             _ => None,
         };
-        hoisted.unwrap_or(n)
-    })
+        changed.unwrap_or(n)
+    }
 }

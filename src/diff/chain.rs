@@ -108,36 +108,25 @@ fn root(env: &Env, f: &Expr, f_label: &str, keep: &dyn Fn(&str) -> bool, x: &str
         _ => None,
     };
     let d = super::differential(body.as_ref().unwrap_or(f));
-    Root {
-        label: f_label.to_string(),
-        d: restrict(&d, keep),
-    }
+    Root { label: f_label.to_string(), d: restrict(&d, keep) }
 }
 
 fn jac_lhs(f: &str, x: &str, env: &Env) -> Lhs {
     let vec = env.leaf(x).is_some_and(|e| !e.shape.is_vector());
-    Lhs::Jacobian {
-        f: f.to_string(),
-        x: x.to_string(),
-        vec,
-    }
+    Lhs::Jacobian { f: f.to_string(), x: x.to_string(), vec }
 }
 
 fn check_wrt(env: &Env, x: &str, span: Span) -> Result<Expr> {
     env.leaf(x).ok_or_else(|| {
-        Error::unsupported(span, format!("`{x}` is not a declared or defined matrix; derivatives are taken with respect to one"))
+        Error::unsupported(
+            span,
+            format!("`{x}` is not a declared or defined matrix; derivatives are taken with respect to one"),
+        )
     })
 }
 
 /// `∂F/∂vec(X)ᵀ` in Kronecker form, through definitions.
-pub fn jacobian(
-    env: &Env,
-    f: &Expr,
-    f_label: &str,
-    x: &str,
-    conv: Conventions,
-    span: Span,
-) -> Result<Derivation> {
+pub fn jacobian(env: &Env, f: &Expr, f_label: &str, x: &str, conv: Conventions, span: Span) -> Result<Derivation> {
     let xe = check_wrt(env, x, span)?;
     let dep = dependents(env, x);
     let keep = |n: &str| dep.contains(n);
@@ -147,12 +136,8 @@ pub fn jacobian(
         Layout::Numerator => j,
     };
     let fail = |e: NotIdentified| Error::unsupported(span, e.0);
-    let mut steps = vec![Step {
-        lhs: Lhs::Differential(root.label.clone()),
-        formula: None,
-        reshape: false,
-        rhs: root.d.clone(),
-    }];
+    let mut steps =
+        vec![Step { lhs: Lhs::Differential(root.label.clone()), formula: None, reshape: false, rhs: root.d.clone() }];
     // Accumulated Jacobians of F by each name, with the chain formulas.
     let mut acc: BTreeMap<Name, Vec<(Expr, Vec<Lhs>)>> = BTreeMap::new();
     let edge = |from: &str,
@@ -167,12 +152,7 @@ pub fn jacobian(
             let shape = d.diff_shape(&v).expect("shape");
             let j = identify::jacobian(d, &v, &shape, conv.order).map_err(fail)?;
             let lhs = jac_lhs(from, &v, env);
-            steps.push(Step {
-                lhs: lhs.clone(),
-                formula: None,
-                reshape: false,
-                rhs: present(j.clone()),
-            });
+            steps.push(Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: present(j.clone()) });
             match prefix {
                 None => acc.entry(v.clone()).or_default().push((j, vec![lhs])),
                 Some((ju, paths)) => {
@@ -198,15 +178,8 @@ pub fn jacobian(
             continue;
         };
         let ju = ir::sum_of(parts.iter().map(|(j, _)| j.clone()).collect());
-        let paths: Vec<Vec<Lhs>> = parts
-            .into_iter()
-            .map(|(_, p)| p)
-            .filter(|p| !p.is_empty())
-            .collect();
-        let du = restrict(
-            &super::differential(env.definition(u).expect("definition")),
-            &keep,
-        );
+        let paths: Vec<Vec<Lhs>> = parts.into_iter().map(|(_, p)| p).filter(|p| !p.is_empty()).collect();
+        let du = restrict(&super::differential(env.definition(u).expect("definition")), &keep);
         edge(u, &du, Some((&ju, &paths)), &mut steps, &mut acc)?;
     }
     let parts = acc.remove(x).unwrap_or_default();
@@ -228,40 +201,27 @@ pub fn jacobian(
     if steps.last().is_some_and(|s| s.lhs == lhs) {
         steps.pop();
     }
-    steps.push(Step {
-        lhs,
-        formula: chained.then_some(formula),
-        reshape: false,
-        rhs: answer.clone(),
-    });
+    steps.push(Step { lhs, formula: chained.then_some(formula), reshape: false, rhs: answer.clone() });
     Ok(Derivation { answer, steps })
 }
 
 /// `∂F/∂X` for scalar `F`, shaped like `X`, by reverse mode through definitions.
-pub fn gradient(
-    env: &Env,
-    f: &Expr,
-    f_label: &str,
-    x: &str,
-    order: VecOrder,
-    span: Span,
-) -> Result<Derivation> {
+pub fn gradient(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, span: Span) -> Result<Derivation> {
     let xe = check_wrt(env, x, span)?;
     if !f.shape.is_scalar() {
         return Err(Error::unsupported(
             span,
-            format!("`{f_label}` is {}, not a scalar: its gradient has no shape of `{x}`; ask for ∂{f_label}/∂vec({x})ᵀ", f.shape),
+            format!(
+                "`{f_label}` is {}, not a scalar: its gradient has no shape of `{x}`; ask for ∂{f_label}/∂vec({x})ᵀ",
+                f.shape
+            ),
         ));
     }
     let dep = dependents(env, x);
     let keep = |n: &str| dep.contains(n);
     let root = root(env, f, f_label, &keep, x);
-    let mut steps = vec![Step {
-        lhs: Lhs::Differential(root.label.clone()),
-        formula: None,
-        reshape: false,
-        rhs: root.d.clone(),
-    }];
+    let mut steps =
+        vec![Step { lhs: Lhs::Differential(root.label.clone()), formula: None, reshape: false, rhs: root.d.clone() }];
     let mut bars: BTreeMap<Name, Vec<Expr>> = BTreeMap::new();
     identify::adjoint(&root.d, ir::int(1), order, &mut bars);
     for u in env.defs.iter().rev() {
@@ -273,18 +233,12 @@ pub fn gradient(
         };
         let bar = crate::simplify::tidy(&ir::sum_of(parts));
         steps.push(Step {
-            lhs: Lhs::Gradient {
-                f: root.label.clone(),
-                x: u.clone(),
-            },
+            lhs: Lhs::Gradient { f: root.label.clone(), x: u.clone() },
             formula: None,
             reshape: false,
             rhs: bar.clone(),
         });
-        let du = restrict(
-            &super::differential(env.definition(u).expect("definition")),
-            &keep,
-        );
+        let du = restrict(&super::differential(env.definition(u).expect("definition")), &keep);
         identify::adjoint(&du, bar, order, &mut bars);
     }
     let g = match bars.remove(x) {
@@ -293,10 +247,7 @@ pub fn gradient(
     };
     let answer = crate::simplify::tidy(&g);
     steps.push(Step {
-        lhs: Lhs::Gradient {
-            f: root.label,
-            x: x.to_string(),
-        },
+        lhs: Lhs::Gradient { f: root.label, x: x.to_string() },
         formula: None,
         reshape: false,
         rhs: answer.clone(),
@@ -307,13 +258,7 @@ pub fn gradient(
 /// `dF` in the names `F` mentions directly. For a scalar `F` it is written
 /// in identified form, one term per name (`dn2 2(n2 - y)ᵀ`, `tr(Gᵀ dX)`).
 /// Names for which `varies` is false are constants.
-pub fn differential(
-    env: &Env,
-    f: &Expr,
-    f_label: &str,
-    varies: &dyn Fn(&str) -> bool,
-    order: VecOrder,
-) -> Derivation {
+pub fn differential(env: &Env, f: &Expr, f_label: &str, varies: &dyn Fn(&str) -> bool, order: VecOrder) -> Derivation {
     let body = match &f.op {
         Op::Var { name, .. } => env.definition(name).cloned(),
         _ => None,
@@ -336,7 +281,8 @@ pub fn differential(
                 } else if g.shape.cols.is_one() {
                     ir::matmul(ir::transpose(g), dn)
                 } else {
-                    ir::trace(ir::matmul(ir::transpose(g), dn))
+                    let (c, g) = g.split_coef();
+                    ir::scale(c, ir::trace(ir::matmul(ir::transpose(g), dn)))
                 })
             })
             .collect();
@@ -348,11 +294,7 @@ pub fn differential(
     } else {
         crate::simplify::tidy(&d)
     };
-    let steps = vec![Step {
-        lhs: Lhs::Differential(f_label.to_string()),
-        formula: None,
-        reshape: false,
-        rhs: answer.clone(),
-    }];
+    let steps =
+        vec![Step { lhs: Lhs::Differential(f_label.to_string()), formula: None, reshape: false, rhs: answer.clone() }];
     Derivation { answer, steps }
 }

@@ -18,12 +18,7 @@ pub struct NotIdentified(pub String);
 
 /// `J` with `vec(e) = J vec(dX)`, for `e` linear in the differentials
 /// (other names' differentials count as zero).
-pub fn jacobian(
-    e: &Expr,
-    x: &str,
-    x_shape: &Shape,
-    order: VecOrder,
-) -> Result<Expr, NotIdentified> {
+pub fn jacobian(e: &Expr, x: &str, x_shape: &Shape, order: VecOrder) -> Result<Expr, NotIdentified> {
     let rows = e.shape.len();
     let cols = x_shape.len();
     let zero = || ir::zero(Shape::new(rows.clone(), cols.clone()));
@@ -54,10 +49,7 @@ pub fn jacobian(
             ir::matmul(k, j(f)?)
         }
         Op::Div(f, s) if !s.has_diff() => ir::div(j(f)?, s.clone()),
-        Op::Transpose(f) => ir::matmul(
-            ir::commutation(f.shape.rows.clone(), f.shape.cols.clone(), order),
-            j(f)?,
-        ),
+        Op::Transpose(f) => ir::matmul(ir::commutation(f.shape.rows.clone(), f.shape.cols.clone(), order), j(f)?),
         Op::Hadamard(a, f) | Op::Hadamard(f, a) if !a.has_diff() => {
             ir::matmul(ir::diag_mat(ir::vec(a.clone(), order)), j(f)?)
         }
@@ -69,14 +61,12 @@ pub fn jacobian(
             let (p, q) = (b.shape.rows.clone(), b.shape.cols.clone());
             // vec(A ⊗ B) = P (vec A ⊗ vec B), P a permutation.
             let perm = match order {
-                VecOrder::Row => ir::kron(
-                    ir::kron(id(m.clone()), ir::commutation(n.clone(), p.clone(), order)),
-                    id(q.clone()),
-                ),
-                VecOrder::Col => ir::kron(
-                    ir::kron(id(n.clone()), ir::commutation(q.clone(), m.clone(), order)),
-                    id(p.clone()),
-                ),
+                VecOrder::Row => {
+                    ir::kron(ir::kron(id(m.clone()), ir::commutation(n.clone(), p.clone(), order)), id(q.clone()))
+                }
+                VecOrder::Col => {
+                    ir::kron(ir::kron(id(n.clone()), ir::commutation(q.clone(), m.clone(), order)), id(p.clone()))
+                }
             };
             let spread = if a.has_diff() {
                 ir::matmul(ir::kron(id(m.mul(&n)), ir::vec(b.clone(), order)), j(a)?)
@@ -86,16 +76,10 @@ pub fn jacobian(
             ir::matmul(perm, spread)
         }
         Op::Vec(f, o) | Op::Unvec(f, o) if *o == order => j(f)?,
-        Op::Trace(f) => ir::matmul(
-            ir::transpose(ir::vec(id(f.shape.rows.clone()), order)),
-            j(f)?,
-        ),
+        Op::Trace(f) => ir::matmul(ir::transpose(ir::vec(id(f.shape.rows.clone()), order)), j(f)?),
         Op::Sum(f) => ir::matmul(ir::ones(Shape::new(Dim::one(), f.shape.len())), j(f)?),
         _ => {
-            return Err(NotIdentified(format!(
-                "no Kronecker form for `{}` with respect to {x}",
-                crate::print::text(e)
-            )))
+            return Err(NotIdentified(format!("no Kronecker form for `{}` with respect to {x}", crate::print::text(e))))
         }
     })
 }
@@ -141,14 +125,7 @@ pub fn adjoint(e: &Expr, bar: Expr, order: VecOrder, bars: &mut BTreeMap<ir::Nam
         Op::Unvec(f, o) => go(f, ir::vec(bar, *o)),
         Op::DiagMat(f) => {
             let d = ir::diag_vec(bar);
-            go(
-                f,
-                if f.shape.rows.is_one() {
-                    ir::transpose(d)
-                } else {
-                    d
-                },
-            )
+            go(f, if f.shape.rows.is_one() { ir::transpose(d) } else { d })
         }
         Op::DiagVec(f) => go(f, ir::diag_mat(bar)),
         Op::Trace(f) => go(f, ir::scalar_mul(bar, ir::identity(f.shape.rows.clone()))),
@@ -160,11 +137,7 @@ pub fn adjoint(e: &Expr, bar: Expr, order: VecOrder, bars: &mut BTreeMap<ir::Nam
             for n in names {
                 let shape = e.diff_shape(&n).expect("differential shape");
                 if let Ok(j) = jacobian(e, &n, &shape, order) {
-                    let g = ir::unvec(
-                        ir::matmul(ir::transpose(j), ir::vec(bar.clone(), order)),
-                        shape,
-                        order,
-                    );
+                    let g = ir::unvec(ir::matmul(ir::transpose(j), ir::vec(bar.clone(), order)), shape, order);
                     bars.entry(n).or_default().push(g);
                 }
             }

@@ -35,10 +35,7 @@ pub fn elementwise_derivative(f: &Func, x: &Expr, order: u32) -> Option<Expr> {
         Func::Cos => ir::neg(app(Func::Sin)),
         Func::Tanh => ir::sub(ones(), ir::hadamard_pow(app(Func::Tanh), rat(2))),
         Func::Sigmoid => ir::hadamard(app(Func::Sigmoid), ir::sub(ones(), app(Func::Sigmoid))),
-        Func::Sqrt => ir::hadamard_div(
-            ir::scale(BigRational::new(1.into(), 2.into()), ones()),
-            app(Func::Sqrt),
-        ),
+        Func::Sqrt => ir::hadamard_div(ir::scale(BigRational::new(1.into(), 2.into()), ones()), app(Func::Sqrt)),
         Func::Softplus => app(Func::Sigmoid),
         Func::Relu => app(Func::Step),
         Func::Abs => app(Func::Sign),
@@ -51,11 +48,7 @@ pub fn elementwise_derivative(f: &Func, x: &Expr, order: u32) -> Option<Expr> {
     // Higher orders: differentiate the first derivative's expression in x.
     let mut g = first;
     for _ in 1..order {
-        let dg = differential(&substitute_var(
-            &g,
-            x,
-            &ir::var("\u{0}x", x.shape.clone(), false),
-        ));
+        let dg = differential(&substitute_var(&g, x, &ir::var("\u{0}x", x.shape.clone(), false)));
         // dg = h ∘ d(x); recover h by putting a ones matrix for d(x).
         let h = substitute_diff(&dg, "\u{0}x", &ones());
         g = substitute_var(&h, &ir::var("\u{0}x", x.shape.clone(), false), x);
@@ -107,43 +100,29 @@ pub fn differential(e: &Expr) -> Expr {
         Op::Var { name, .. } => ir::diff(name, e.shape.clone()),
         Op::Diff(_) | Op::Num(_) | Op::Identity | Op::Zero | Op::Ones | Op::Commutation(..) => z(),
         Op::Add(ts) => ir::sum_of(ts.iter().map(d).collect()),
-        Op::Scale(s, x) => ir::add(
-            ir::scalar_mul(d(s), x.clone()),
-            ir::scalar_mul(s.clone(), d(x)),
-        ),
+        Op::Scale(s, x) => ir::add(ir::scalar_mul(d(s), x.clone()), ir::scalar_mul(s.clone(), d(x))),
         Op::MatMul(a, b) => ir::add(ir::matmul(d(a), b.clone()), ir::matmul(a.clone(), d(b))),
-        Op::Div(a, s) => ir::sub(
-            ir::div(d(a), s.clone()),
-            ir::div(ir::scalar_mul(d(s), a.clone()), ir::power(s.clone(), 2)),
-        ),
+        Op::Div(a, s) => {
+            ir::sub(ir::div(d(a), s.clone()), ir::div(ir::scalar_mul(d(s), a.clone()), ir::power(s.clone(), 2)))
+        }
         Op::Transpose(x) => ir::transpose(d(x)),
         Op::Inverse(_) => ir::neg(ir::product([e.clone(), d(e_inner(e)), e.clone()])),
         Op::Power(x, k) => power_differential(x, *k),
         Op::Hadamard(a, b) => ir::add(ir::hadamard(d(a), b.clone()), ir::hadamard(a.clone(), d(b))),
         Op::HadamardDiv(a, b) => ir::sub(
             ir::hadamard_div(d(a), b.clone()),
-            ir::hadamard_div(
-                ir::hadamard(a.clone(), d(b)),
-                ir::hadamard_pow(b.clone(), rat(2)),
-            ),
+            ir::hadamard_div(ir::hadamard(a.clone(), d(b)), ir::hadamard_pow(b.clone(), rat(2))),
         ),
-        Op::HadamardPow(a, k) => ir::hadamard(
-            ir::scale(
-                k.clone(),
-                ir::hadamard_pow(a.clone(), k - BigRational::one()),
-            ),
-            d(a),
-        ),
+        Op::HadamardPow(a, k) => {
+            ir::hadamard(ir::scale(k.clone(), ir::hadamard_pow(a.clone(), k - BigRational::one())), d(a))
+        }
         Op::Kron(a, b) => ir::add(ir::kron(d(a), b.clone()), ir::kron(a.clone(), d(b))),
         Op::Vec(x, o) => ir::vec(d(x), *o),
         Op::Unvec(x, o) => ir::unvec(d(x), e.shape.clone(), *o),
         Op::DiagMat(x) => ir::diag_mat(d(x)),
         Op::DiagVec(x) => ir::diag_vec(d(x)),
         Op::Trace(x) => ir::trace(d(x)),
-        Op::Det(x) => ir::scalar_mul(
-            e.clone(),
-            ir::trace(ir::matmul(ir::inverse(x.clone()), d(x))),
-        ),
+        Op::Det(x) => ir::scalar_mul(e.clone(), ir::trace(ir::matmul(ir::inverse(x.clone()), d(x)))),
         Op::Logdet(x) => ir::trace(ir::matmul(ir::inverse(x.clone()), d(x))),
         Op::Sum(x) => ir::sum(d(x)),
         Op::Norm(x) => ir::div(inner(x.clone(), d(x)), e.clone()),
@@ -161,16 +140,10 @@ fn e_inner(e: &Expr) -> &Expr {
 fn power_differential(x: &Expr, k: i64) -> Expr {
     if let Op::Norm(y) = &x.op {
         // d‖y‖ᵏ = k ‖y‖ᵏ⁻² ⟨y, dy⟩
-        return ir::scalar_mul(
-            ir::scale(rat(k), ir::power(x.clone(), k - 2)),
-            inner(y.clone(), differential(y)),
-        );
+        return ir::scalar_mul(ir::scale(rat(k), ir::power(x.clone(), k - 2)), inner(y.clone(), differential(y)));
     }
     if x.shape.is_scalar() {
-        return ir::scalar_mul(
-            ir::scale(rat(k), ir::power(x.clone(), k - 1)),
-            differential(x),
-        );
+        return ir::scalar_mul(ir::scale(rat(k), ir::power(x.clone(), k - 1)), differential(x));
     }
     let (base, dbase, m) = if k > 0 {
         (x.clone(), differential(x), k)
@@ -180,13 +153,7 @@ fn power_differential(x: &Expr, k: i64) -> Expr {
         (inv, dinv, -k)
     };
     let terms = (0..m)
-        .map(|i| {
-            ir::product([
-                ir::power(base.clone(), i),
-                dbase.clone(),
-                ir::power(base.clone(), m - 1 - i),
-            ])
-        })
+        .map(|i| ir::product([ir::power(base.clone(), i), dbase.clone(), ir::power(base.clone(), m - 1 - i)]))
         .collect();
     ir::sum_of(terms)
 }
