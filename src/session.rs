@@ -87,12 +87,15 @@ pub struct Session {
 impl Session {
     /// An empty session.
     pub fn new(options: Options) -> Session {
-        let mut s = Session {
-            options,
-            ..Session::default()
-        };
+        let mut s = Session { options, ..Session::default() };
         s.env.order = options.conventions.order;
         s
+    }
+
+    /// Changes the `vec` order for the statements that follow.
+    pub fn set_vec_order(&mut self, order: VecOrder) {
+        self.options.conventions.order = order;
+        self.env.order = order;
     }
 
     /// Parses a script and notes which names its derivative queries
@@ -138,12 +141,7 @@ impl Session {
 
     fn exec_inner(&mut self, stmt: &Stmt, src: &str) -> Result<Outcome> {
         match stmt {
-            Stmt::Decl {
-                names,
-                shape,
-                symmetric,
-                shape_span,
-            } => {
+            Stmt::Decl { names, shape, symmetric, shape_span } => {
                 let shape = match shape {
                     ShapeAst::Scalar => Shape::scalar(),
                     ShapeAst::Matrix(r, c) => {
@@ -165,13 +163,7 @@ impl Session {
                     self.env.check_new(n, src)?;
                     self.env.names.insert(
                         n.name.clone(),
-                        (
-                            Binding::Matrix {
-                                shape: shape.clone(),
-                                symmetric: *symmetric,
-                            },
-                            n.span,
-                        ),
+                        (Binding::Matrix { shape: shape.clone(), symmetric: *symmetric }, n.span),
                     );
                 }
                 Ok(Outcome::Declared)
@@ -179,9 +171,7 @@ impl Session {
             Stmt::FnDecl { names } => {
                 for n in names {
                     self.env.check_new(n, src)?;
-                    self.env
-                        .names
-                        .insert(n.name.clone(), (Binding::Func, n.span));
+                    self.env.names.insert(n.name.clone(), (Binding::Func, n.span));
                 }
                 Ok(Outcome::Declared)
             }
@@ -189,21 +179,11 @@ impl Session {
                 self.env.check_new(name, src)?;
                 let t = self.env.check(body)?;
                 let shape = t.shape.clone();
-                self.env
-                    .names
-                    .insert(name.name.clone(), (Binding::Def { body: t }, name.span));
+                self.env.names.insert(name.name.clone(), (Binding::Def { body: t }, name.span));
                 self.env.defs.push(name.name.clone());
-                Ok(Outcome::Defined {
-                    name: name.name.clone(),
-                    shape,
-                })
+                Ok(Outcome::Defined { name: name.name.clone(), shape })
             }
-            Stmt::Query {
-                kind,
-                expr,
-                wrt,
-                span,
-            } => {
+            Stmt::Query { kind, expr, wrt, span } => {
                 if let Some(w) = wrt {
                     self.targets.insert(w.name.clone());
                 }
@@ -215,13 +195,7 @@ impl Session {
                     QueryKind::Differential => {
                         let varying = self.varying();
                         let all = self.targets.is_empty();
-                        let d = chain::differential(
-                            &self.env,
-                            &f,
-                            &label,
-                            &|n| all || varying.contains(n),
-                            conv.order,
-                        );
+                        let d = chain::differential(&self.env, &f, &label, &|n| all || varying.contains(n), conv.order);
                         (Lhs::Differential(label.clone()), d)
                     }
                     QueryKind::Gradient | QueryKind::Jacobian => {
@@ -230,28 +204,20 @@ impl Session {
                             Error::unsupported(w.span, format!("`{}` is not a declared or defined matrix; derivatives are taken with respect to one", w.name))
                         })?;
                         if *kind == QueryKind::Gradient && f.shape.is_scalar() {
-                            let g = chain::gradient(
-                                &self.env, &f, &label, &w.name, conv.order, w.span,
-                            )?;
+                            let g = chain::gradient(&self.env, &f, &label, &w.name, conv.order, w.span)?;
                             let mut steps = Vec::new();
                             if let Ok(j) = chain::jacobian(
                                 &self.env,
                                 &f,
                                 &label,
                                 &w.name,
-                                Conventions {
-                                    layout: Layout::Denominator,
-                                    ..conv
-                                },
+                                Conventions { layout: Layout::Denominator, ..conv },
                                 w.span,
                             ) {
                                 if !xe.shape.is_vector() {
                                     steps = j.steps;
                                     steps.push(Step {
-                                        lhs: Lhs::Gradient {
-                                            f: label.clone(),
-                                            x: w.name.clone(),
-                                        },
+                                        lhs: Lhs::Gradient { f: label.clone(), x: w.name.clone() },
                                         formula: None,
                                         reshape: true,
                                         rhs: g.answer.clone(),
@@ -262,14 +228,8 @@ impl Session {
                                 steps = g.steps.clone();
                             }
                             (
-                                Lhs::Gradient {
-                                    f: label.clone(),
-                                    x: w.name.clone(),
-                                },
-                                Derivation {
-                                    answer: g.answer,
-                                    steps,
-                                },
+                                Lhs::Gradient { f: label.clone(), x: w.name.clone() },
+                                Derivation { answer: g.answer, steps },
                             )
                         } else {
                             let d = chain::jacobian(&self.env, &f, &label, &w.name, conv, w.span)?;
@@ -285,13 +245,7 @@ impl Session {
                     }
                     QueryKind::Simplify | QueryKind::Show | QueryKind::Shape => {
                         let e = crate::simplify::tidy(&f);
-                        (
-                            Lhs::Differential(String::new()),
-                            Derivation {
-                                answer: e,
-                                steps: vec![],
-                            },
-                        )
+                        (Lhs::Differential(String::new()), Derivation { answer: e, steps: vec![] })
                     }
                 };
                 Ok(Outcome::Answer(Answer {
@@ -331,10 +285,7 @@ impl Session {
         match o {
             Outcome::Declared => None,
             Outcome::Defined { name, shape } => Some(match self.options.format {
-                Format::Json => {
-                    serde_json::json!({ "definition": name, "shape": shape_json(shape) })
-                        .to_string()
-                }
+                Format::Json => serde_json::json!({ "definition": name, "shape": shape_json(shape) }).to_string(),
                 Format::Ascii => format!("{name}: {}", shape.display(true)),
                 Format::Latex => format!(
                     r"{} \in \mathbb{{R}}^{{{} \times {}}}",
@@ -351,11 +302,7 @@ impl Session {
     /// Renders an answer in the session's format.
     pub fn render(&self, a: &Answer) -> String {
         let fmt = self.options.format;
-        let notation = if fmt == Format::Ascii {
-            Notation::Ascii
-        } else {
-            Notation::Unicode
-        };
+        let notation = if fmt == Format::Ascii { Notation::Ascii } else { Notation::Unicode };
         let expr = |e: &Expr| match fmt {
             Format::Latex => print::latex(e),
             _ => print::render(e, notation),
@@ -364,9 +311,7 @@ impl Session {
         match fmt {
             Format::Json => {
                 let query = match a.kind {
-                    QueryKind::Shape | QueryKind::Show | QueryKind::Simplify => {
-                        format!("{:?}", a.kind).to_lowercase()
-                    }
+                    QueryKind::Shape | QueryKind::Show | QueryKind::Simplify => format!("{:?}", a.kind).to_lowercase(),
                     _ => lhs_text(&a.lhs, Notation::Unicode),
                 };
                 serde_json::json!({
@@ -403,27 +348,17 @@ impl Session {
 
     fn render_steps(&self, steps: &[Step]) -> String {
         let latex = self.options.format == Format::Latex;
-        let notation = if self.options.format == Format::Ascii {
-            Notation::Ascii
-        } else {
-            Notation::Unicode
-        };
+        let notation = if self.options.format == Format::Ascii { Notation::Ascii } else { Notation::Unicode };
         let mut lines = Vec::new();
         let mut prev: Option<&Step> = None;
         for s in steps {
             let lhs = self.lhs(&s.lhs);
-            let rhs = if latex {
-                print::latex(&s.rhs)
-            } else {
-                print::render(&s.rhs, notation)
-            };
+            let rhs = if latex { print::latex(&s.rhs) } else { print::render(&s.rhs, notation) };
             let mut parts = vec![lhs.clone()];
             if let Some(f) = &s.formula {
                 let sep = if latex { r" \, " } else { " " };
-                let terms: Vec<String> = f
-                    .iter()
-                    .map(|p| p.iter().map(|l| self.lhs(l)).collect::<Vec<_>>().join(sep))
-                    .collect();
+                let terms: Vec<String> =
+                    f.iter().map(|p| p.iter().map(|l| self.lhs(l)).collect::<Vec<_>>().join(sep)).collect();
                 parts.push(terms.join(" + "));
             }
             if s.reshape {
@@ -439,22 +374,14 @@ impl Session {
                 }
             }
             parts.push(rhs);
-            let line = if latex {
-                parts.join(" = ")
-            } else {
-                parts.join(" = ")
-            };
+            let line = if latex { parts.join(" = ") } else { parts.join(" = ") };
             lines.push(line);
             prev = Some(s);
         }
         if latex {
             format!(
                 "\\begin{{aligned}}\n{}\n\\end{{aligned}}",
-                lines
-                    .iter()
-                    .map(|l| l.replacen(" = ", " &= ", 1))
-                    .collect::<Vec<_>>()
-                    .join(" \\\\\n")
+                lines.iter().map(|l| l.replacen(" = ", " &= ", 1)).collect::<Vec<_>>().join(" \\\\\n")
             )
         } else {
             lines.join("\n")
@@ -507,11 +434,9 @@ fn lhs_latex(l: &Lhs) -> String {
     };
     match l {
         Lhs::Differential(f) => format!(r"\mathrm{{d}}{}", n(f)),
-        Lhs::Jacobian { f, x, vec: true } => format!(
-            r"\frac{{\partial {}}}{{\partial \operatorname{{vec}}({})^\top}}",
-            n(f),
-            n(x)
-        ),
+        Lhs::Jacobian { f, x, vec: true } => {
+            format!(r"\frac{{\partial {}}}{{\partial \operatorname{{vec}}({})^\top}}", n(f), n(x))
+        }
         Lhs::Jacobian { f, x, vec: false } => {
             format!(r"\frac{{\partial {}}}{{\partial {}^\top}}", n(f), n(x))
         }

@@ -8,6 +8,8 @@ use matdiff::session::{Format, Options, Outcome, Session};
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
+mod repl;
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum FormatArg {
     Text,
@@ -59,9 +61,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Recursion on user input is bounded by the parser's limits; a large stack
     // keeps those bounds far from the operating system's.
-    let worker = std::thread::Builder::new()
-        .stack_size(512 << 20)
-        .spawn(move || run(cli));
+    let worker = std::thread::Builder::new().stack_size(512 << 20).spawn(move || run(cli));
     match worker.map(|h| h.join()) {
         Ok(Ok(code)) => ExitCode::from(code),
         _ => {
@@ -94,13 +94,7 @@ fn options(cli: &Cli) -> Options {
 }
 
 /// Runs one script; returns false after printing its first error.
-fn run_script(
-    session: &mut Session,
-    name: &str,
-    src: &str,
-    check: bool,
-    out: &mut impl Write,
-) -> bool {
+pub(crate) fn run_script(session: &mut Session, name: &str, src: &str, check: bool, out: &mut impl Write) -> bool {
     let stmts = match session.prepare(src) {
         Ok(s) => s,
         Err(e) => {
@@ -121,8 +115,7 @@ fn run_script(
                             let _ = writeln!(out, "  checked: largest relative error {err:.1e}");
                         }
                         Ok(Some(err)) => {
-                            let _ =
-                                writeln!(out, "  CHECK FAILED: largest relative error {err:.1e}");
+                            let _ = writeln!(out, "  CHECK FAILED: largest relative error {err:.1e}");
                             let _ = out.flush();
                             let (line, col) = a.span.line_col(src);
                             eprintln!("error at {name}:{line}:{col}: the answer disagrees with finite differences (relative error {err:.1e} > {TOLERANCE:.0e})");
@@ -155,14 +148,16 @@ fn run(cli: Cli) -> u8 {
     for path in &cli.files {
         let name = path.display().to_string();
         match std::fs::read(path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(s) => scripts.push((name, s)),
-                Err(e) => {
-                    let at = e.utf8_error().valid_up_to();
-                    eprintln!("error: {name} is not valid UTF-8 (first bad byte at offset {at}); matdiff reads UTF-8 text");
-                    return 1;
+            Ok(bytes) => {
+                match String::from_utf8(bytes) {
+                    Ok(s) => scripts.push((name, s)),
+                    Err(e) => {
+                        let at = e.utf8_error().valid_up_to();
+                        eprintln!("error: {name} is not valid UTF-8 (first bad byte at offset {at}); matdiff reads UTF-8 text");
+                        return 1;
+                    }
                 }
-            },
+            }
             Err(e) => {
                 eprintln!("error: cannot read {name}: {e}");
                 return 1;
@@ -175,8 +170,8 @@ fn run(cli: Cli) -> u8 {
     if scripts.is_empty() {
         let stdin = std::io::stdin();
         if stdin.is_terminal() {
-            eprintln!("matdiff: interactive mode needs a script for now; try `matdiff -e 'A: n x n; tr(A A)'`");
-            return 2;
+            let mut check = cli.check;
+            return repl::run(&mut session, &mut check);
         }
         let mut src = String::new();
         if let Err(e) = stdin.lock().read_to_string(&mut src) {
