@@ -93,9 +93,7 @@ impl Stmt {
     /// The span of the whole statement (for queries) or its first name.
     pub fn span(&self) -> Span {
         match self {
-            Stmt::Decl {
-                names, shape_span, ..
-            } => names[0].span.to(*shape_span),
+            Stmt::Decl { names, shape_span, .. } => names[0].span.to(*shape_span),
             Stmt::FnDecl { names } => names[0].span,
             Stmt::Def { name, body } => name.span.to(body.span),
             Stmt::Query { span, .. } => *span,
@@ -181,9 +179,7 @@ impl Expr {
     pub fn depth(&self) -> usize {
         1 + match &self.kind {
             ExprKind::Num(_) | ExprKind::Name(_) | ExprKind::Identity(_) => 0,
-            ExprKind::Neg(e) | ExprKind::Postfix(e, _) | ExprKind::Norm(e) | ExprKind::Paren(e) => {
-                e.depth()
-            }
+            ExprKind::Neg(e) | ExprKind::Postfix(e, _) | ExprKind::Norm(e) | ExprKind::Paren(e) => e.depth(),
             ExprKind::Binary(_, a, b) => a.depth().max(b.depth()),
             ExprKind::Call { args, .. } => args.iter().map(Expr::depth).max().unwrap_or(0),
         }

@@ -32,32 +32,20 @@ impl Dim {
     }
     /// A known size.
     pub fn num(n: u64) -> Dim {
-        Dim {
-            coef: n,
-            atoms: vec![],
-        }
+        Dim { coef: n, atoms: vec![] }
     }
     /// A symbolic size.
     pub fn sym(s: &str) -> Dim {
-        Dim {
-            coef: 1,
-            atoms: vec![Atom::Sym(s.into())],
-        }
+        Dim { coef: 1, atoms: vec![Atom::Sym(s.into())] }
     }
     pub(crate) fn var(v: u32) -> Dim {
-        Dim {
-            coef: 1,
-            atoms: vec![Atom::Var(v)],
-        }
+        Dim { coef: 1, atoms: vec![Atom::Var(v)] }
     }
     /// The product of two sizes.
     pub fn mul(&self, other: &Dim) -> Dim {
         let mut atoms: Vec<Atom> = self.atoms.iter().chain(&other.atoms).cloned().collect();
         atoms.sort();
-        Dim {
-            coef: self.coef.saturating_mul(other.coef),
-            atoms,
-        }
+        Dim { coef: self.coef.saturating_mul(other.coef), atoms }
     }
     /// Whether this is the size 1.
     pub fn is_one(&self) -> bool {
@@ -94,12 +82,7 @@ impl Dim {
         for a in &self.atoms {
             match a {
                 Atom::Var(v) if subst.contains_key(v) => out = out.mul(&subst[v].substitute(subst)),
-                other => {
-                    out = out.mul(&Dim {
-                        coef: 1,
-                        atoms: vec![other.clone()],
-                    })
-                }
+                other => out = out.mul(&Dim { coef: 1, atoms: vec![other.clone()] }),
             }
         }
         out
@@ -114,10 +97,7 @@ impl Dim {
             let i = atoms.iter().position(|b| b == a)?;
             atoms.remove(i);
         }
-        Some(Dim {
-            coef: self.coef / other.coef,
-            atoms,
-        })
+        Some(Dim { coef: self.coef / other.coef, atoms })
     }
 }
 
@@ -276,15 +256,7 @@ impl Unifier {
         if vars.len() != 1 || b.has_vars() {
             return false;
         }
-        let rest = Dim {
-            coef: a.coef,
-            atoms: a
-                .atoms
-                .iter()
-                .filter(|x| **x != Atom::Var(vars[0]))
-                .cloned()
-                .collect(),
-        };
+        let rest = Dim { coef: a.coef, atoms: a.atoms.iter().filter(|x| **x != Atom::Var(vars[0])).cloned().collect() };
         match b.div(&rest) {
             Some(q) => {
                 self.subst.insert(vars[0], q);

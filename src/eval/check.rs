@@ -30,10 +30,7 @@ pub fn random_values(env: &Env, rng: &mut StdRng, positive: bool) -> Values {
             for d in [&shape.rows, &shape.cols] {
                 for s in d.symbols() {
                     if !v.sizes.contains_key(s) {
-                        v.sizes.insert(
-                            s.to_string(),
-                            SIZES[next % SIZES.len()] + 6 * (next / SIZES.len()),
-                        );
+                        v.sizes.insert(s.to_string(), SIZES[next % SIZES.len()] + 6 * (next / SIZES.len()));
                         next += 1;
                     }
                 }
@@ -42,17 +39,19 @@ pub fn random_values(env: &Env, rng: &mut StdRng, positive: bool) -> Values {
     }
     for (name, (binding, _)) in &env.names {
         if let Binding::Matrix { shape, symmetric } = binding {
-            let (r, c) = (
-                shape.rows.eval(&v.sizes).unwrap_or(1),
-                shape.cols.eval(&v.sizes).unwrap_or(1),
-            );
-            let mut m = Mat::from_fn(r, c, |_, _| {
-                if positive {
-                    rng.random_range(0.5..1.5)
-                } else {
-                    rng.random_range(-1.0..1.0)
-                }
-            });
+            let (r, c) = (shape.rows.eval(&v.sizes).unwrap_or(1), shape.cols.eval(&v.sizes).unwrap_or(1));
+            let mut m =
+                Mat::from_fn(
+                    r,
+                    c,
+                    |_, _| {
+                        if positive {
+                            rng.random_range(0.5..1.5)
+                        } else {
+                            rng.random_range(-1.0..1.0)
+                        }
+                    },
+                );
             if r == c && r > 1 {
                 m = m * 0.3 + Mat::identity(r, r) * 2.0;
             }
@@ -106,19 +105,11 @@ fn relative_error(a: &Mat, n: &Mat) -> f64 {
 
 /// The largest relative error of the answer against finite differences over
 /// a few random draws, or `None` when the query is not a derivative.
-pub fn check(
-    env: &Env,
-    answer: &Answer,
-    conv: Conventions,
-    seed: u64,
-) -> Result<Option<f64>, EvalError> {
+pub fn check(env: &Env, answer: &Answer, conv: Conventions, seed: u64) -> Result<Option<f64>, EvalError> {
     let Some(f) = &answer.function else {
         return Ok(None);
     };
-    if !matches!(
-        answer.kind,
-        QueryKind::Gradient | QueryKind::Jacobian | QueryKind::Differential
-    ) {
+    if !matches!(answer.kind, QueryKind::Gradient | QueryKind::Jacobian | QueryKind::Differential) {
         return Ok(None);
     }
     let mut rng = StdRng::seed_from_u64(seed);
@@ -164,10 +155,7 @@ fn check_once(
             Ok(relative_error(&got, &expected))
         }
         _ => {
-            let x = answer
-                .wrt
-                .as_deref()
-                .ok_or_else(|| EvalError("no variable".into()))?;
+            let x = answer.wrt.as_deref().ok_or_else(|| EvalError("no variable".into()))?;
             let num = numeric_jacobian(env, values, f, x, order)?;
             let got = Evaluator::new(env, values).eval(&answer.expr)?;
             let got = if answer.kind == QueryKind::Gradient && f.shape.is_scalar() {

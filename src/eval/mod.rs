@@ -31,9 +31,7 @@ pub struct EvalError(pub String);
 /// The value of a declared function `f` differentiated `k` times at `x`:
 /// matdiff stands in `f(x) = sin(x + c) + x²/4` with `c` fixed by the name.
 pub fn user_function(name: &str, k: u32, x: f64) -> f64 {
-    let c = name
-        .bytes()
-        .fold(0.3f64, |a, b| (a * 7.0 + f64::from(b)) % 3.0);
+    let c = name.bytes().fold(0.3f64, |a, b| (a * 7.0 + f64::from(b)) % 3.0);
     let s = (x + c + f64::from(k) * std::f64::consts::FRAC_PI_2).sin();
     match k {
         0 => s + x * x / 4.0,
@@ -105,18 +103,13 @@ pub struct Evaluator<'a> {
 impl<'a> Evaluator<'a> {
     /// An evaluator for these values.
     pub fn new(env: &'a Env, values: &'a Values) -> Evaluator<'a> {
-        Evaluator {
-            env,
-            values,
-            cache: HashMap::new(),
-        }
+        Evaluator { env, values, cache: HashMap::new() }
     }
 
     /// Concrete rows and columns of a shape.
     pub fn dims(&self, s: &Shape) -> Result<(usize, usize), EvalError> {
         let d = |x: &crate::shape::Dim| {
-            x.eval(&self.values.sizes)
-                .ok_or_else(|| EvalError(format!("no value for size {x}")))
+            x.eval(&self.values.sizes).ok_or_else(|| EvalError(format!("no value for size {x}")))
         };
         Ok((d(&s.rows)?, d(&s.cols)?))
     }
@@ -129,11 +122,7 @@ impl<'a> Evaluator<'a> {
         if let Some(m) = self.cache.get(n) {
             return Ok(m.clone());
         }
-        let body = self
-            .env
-            .definition(n)
-            .ok_or_else(|| EvalError(format!("no value for `{n}`")))?
-            .clone();
+        let body = self.env.definition(n).ok_or_else(|| EvalError(format!("no value for `{n}`")))?.clone();
         let v = self.eval(&body)?;
         self.cache.insert(n.to_string(), v.clone());
         Ok(v)
@@ -144,12 +133,7 @@ impl<'a> Evaluator<'a> {
         let (r, c) = self.dims(&e.shape)?;
         let v = match &e.op {
             Op::Var { name, .. } => self.name(name)?,
-            Op::Diff(n) => self
-                .values
-                .diffs
-                .get(&**n)
-                .cloned()
-                .unwrap_or_else(|| Mat::zeros(r, c)),
+            Op::Diff(n) => self.values.diffs.get(&**n).cloned().unwrap_or_else(|| Mat::zeros(r, c)),
             Op::Num(q) => Mat::from_element(1, 1, q.to_f64().unwrap_or(f64::NAN)),
             Op::Identity => Mat::identity(r, c),
             Op::Zero => Mat::zeros(r, c),
@@ -175,16 +159,11 @@ impl<'a> Evaluator<'a> {
             Op::MatMul(a, b) => self.eval(a)? * self.eval(b)?,
             Op::Div(a, s) => self.eval(a)? / self.eval(s)?[(0, 0)],
             Op::Transpose(x) => self.eval(x)?.transpose(),
-            Op::Inverse(x) => self
-                .eval(x)?
-                .try_inverse()
-                .ok_or_else(|| EvalError("singular matrix".into()))?,
+            Op::Inverse(x) => self.eval(x)?.try_inverse().ok_or_else(|| EvalError("singular matrix".into()))?,
             Op::Power(x, k) => {
                 let mut base = self.eval(x)?;
                 if *k < 0 {
-                    base = base
-                        .try_inverse()
-                        .ok_or_else(|| EvalError("singular matrix".into()))?;
+                    base = base.try_inverse().ok_or_else(|| EvalError("singular matrix".into()))?;
                 }
                 let mut acc = Mat::identity(r, c);
                 for _ in 0..k.unsigned_abs() {
@@ -226,10 +205,7 @@ impl<'a> Evaluator<'a> {
             )));
         }
         if v.iter().any(|x| !x.is_finite()) {
-            return Err(EvalError(format!(
-                "`{}` is not finite at these values",
-                crate::print::text(e)
-            )));
+            return Err(EvalError(format!("`{}` is not finite at these values", crate::print::text(e))));
         }
         Ok(v)
     }

@@ -18,9 +18,7 @@ pub fn latex(e: &Expr) -> String {
 
 /// A name as LaTeX: letters in bold for matrices, trailing digits as a subscript.
 pub fn name(n: &str, bold: bool) -> String {
-    let split = n
-        .find(|c: char| c.is_ascii_digit() || c == '_')
-        .unwrap_or(n.len());
+    let split = n.find(|c: char| c.is_ascii_digit() || c == '_').unwrap_or(n.len());
     let (head, tail) = n.split_at(split);
     let tail = tail.trim_start_matches('_');
     let head = match head {
@@ -28,11 +26,7 @@ pub fn name(n: &str, bold: bool) -> String {
         h if h.chars().count() > 1 && !bold => format!(r"\operatorname{{{h}}}"),
         h => h.to_string(),
     };
-    let head = if bold {
-        format!(r"\mathbf{{{head}}}")
-    } else {
-        head
-    };
+    let head = if bold { format!(r"\mathbf{{{head}}}") } else { head };
     if tail.is_empty() {
         head
     } else {

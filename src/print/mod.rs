@@ -184,11 +184,7 @@ impl Printer {
                     out.push_str(&rest);
                 }
                 None => {
-                    let min = if matches!(s.op, Op::MatMul(..) | Op::Div(..) | Op::Scale(..)) {
-                        POST
-                    } else {
-                        MUL
-                    };
+                    let min = if matches!(s.op, Op::MatMul(..) | Op::Div(..) | Op::Scale(..)) { POST } else { MUL };
                     self.go(s, min, out);
                     out.push(' ');
                     self.go(x, MUL, out);
