@@ -374,7 +374,7 @@ impl Session {
                 }
             }
             parts.push(rhs);
-            let line = if latex { parts.join(" = ") } else { parts.join(" = ") };
+            let line = parts.join(" = ");
             lines.push(line);
             prev = Some(s);
         }
@@ -396,13 +396,10 @@ fn shape_json(s: &Shape) -> serde_json::Value {
 /// A function as written, parenthesized unless it is a plain name.
 fn label_of(src: &str) -> String {
     let s = src.trim();
-    if s.chars().all(|c| c.is_alphanumeric() || c == '_') {
-        s.to_string()
-    } else if s.starts_with('(')
-        && s.ends_with(')')
-        && s[1..s.len() - 1].chars().filter(|c| *c == '(').count()
-            == s[1..s.len() - 1].chars().filter(|c| *c == ')').count()
-    {
+    let balanced = |t: &str| t.chars().filter(|c| *c == '(').count() == t.chars().filter(|c| *c == ')').count();
+    let plain = s.chars().all(|c| c.is_alphanumeric() || c == '_');
+    let wrapped = s.starts_with('(') && s.ends_with(')') && balanced(&s[1..s.len() - 1]);
+    if plain || wrapped {
         s.to_string()
     } else {
         format!("({s})")

@@ -89,7 +89,7 @@ impl Dim {
     }
     /// `self / other` when it divides exactly.
     fn div(&self, other: &Dim) -> Option<Dim> {
-        if other.coef == 0 || self.coef % other.coef != 0 {
+        if other.coef == 0 || !self.coef.is_multiple_of(other.coef) {
             return None;
         }
         let mut atoms = self.atoms.clone();
