@@ -86,7 +86,7 @@ fn factor(terms: &[Expr]) -> Option<Expr> {
 /// let a = ir::var("a", Shape::new(Dim::one(), Dim::sym("n")), false);
 /// let b = ir::var("b", Shape::new(Dim::one(), Dim::sym("n")), false);
 /// let e = ir::hadamard(ir::scale(ir::rat(2), a), b);
-/// assert_eq!(matdiff::print::text(&matdiff::simplify::tidy(&e)), "2 (a ∘ b)");
+/// assert_eq!(matdiff::print::text(&matdiff::simplify::tidy(&e)), "2(a ∘ b)");
 /// ```
 pub fn tidy(e: &Expr) -> Expr {
     ir::map_bottom_up(e, &mut local)

@@ -91,7 +91,7 @@ pub fn inner(a: Expr, b: Expr) -> Expr {
 /// let a = ir::var("A", Shape::new(n.clone(), n.clone()), false);
 /// let x = ir::var("x", Shape::new(n, Dim::one()), false);
 /// let q = ir::product([ir::transpose(x.clone()), a, x]);
-/// assert_eq!(matdiff::print::text(&matdiff::diff::differential(&q)), "dxᵀ A x + xᵀ dA x + xᵀ A dx");
+/// assert_eq!(matdiff::print::text(&matdiff::diff::differential(&q)), "(dxᵀ A + xᵀ dA) x + xᵀ A dx");
 /// ```
 pub fn differential(e: &Expr) -> Expr {
     let d = differential;
