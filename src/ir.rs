@@ -431,8 +431,11 @@ pub fn matmul(a: Expr, b: Expr) -> Expr {
     if b.is_identity() {
         return a;
     }
-    if a.as_num().is_some() {
+    if a.as_num().is_some() || (a.shape.is_scalar() && !b.shape.is_scalar()) {
         return scalar_mul(a, b);
+    }
+    if b.shape.is_scalar() && !a.shape.is_scalar() {
+        return scalar_mul(b, a);
     }
     if b.as_num().is_some() {
         return scalar_mul(b, a);

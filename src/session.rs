@@ -248,15 +248,13 @@ impl Session {
                         (Lhs::Differential(String::new()), Derivation { answer: e, steps: vec![] })
                     }
                 };
-                Ok(Outcome::Answer(Answer {
-                    kind: *kind,
-                    lhs,
-                    expr: deriv.answer,
-                    steps: deriv.steps,
-                    span: *span,
-                    function: Some(f),
-                    wrt: x,
-                }))
+                let fold = |e: &Expr| match kind {
+                    QueryKind::Simplify | QueryKind::Show | QueryKind::Shape => e.clone(),
+                    _ => chain::fold_names(&self.env, e),
+                };
+                let steps = deriv.steps.into_iter().map(|s| Step { rhs: fold(&s.rhs), ..s }).collect();
+                let expr = fold(&deriv.answer);
+                Ok(Outcome::Answer(Answer { kind: *kind, lhs, expr, steps, span: *span, function: Some(f), wrt: x }))
             }
         }
     }

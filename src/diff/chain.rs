@@ -88,6 +88,20 @@ fn dependents(env: &Env, x: &str) -> BTreeSet<String> {
     dep
 }
 
+/// Writes subexpressions that equal a definition with the defined name
+/// (`σ(X w)` becomes `p` after `p = σ(X w)`), innermost first.
+pub fn fold_names(env: &Env, e: &Expr) -> Expr {
+    let bodies: std::collections::HashMap<&Expr, &str> =
+        env.defs.iter().filter_map(|n| Some((env.definition(n)?, n.as_str()))).collect();
+    if bodies.is_empty() {
+        return e.clone();
+    }
+    ir::map_bottom_up(e, &mut |n| match bodies.get(&n) {
+        Some(name) if !matches!(n.op, Op::Var { .. }) => ir::var(name, n.shape.clone(), false),
+        _ => n,
+    })
+}
+
 /// Sets the differentials of names outside `keep` to zero.
 pub fn restrict(e: &Expr, keep: &dyn Fn(&str) -> bool) -> Expr {
     ir::map_bottom_up(e, &mut |n| match &n.op {

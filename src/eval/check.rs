@@ -141,6 +141,14 @@ fn check_once(
         QueryKind::Differential => {
             let mut names = Vec::new();
             answer.expr.diff_names(&mut names);
+            // The differentials of the names in dF are independent: hold
+            // every one of those names at its value while another moves.
+            let mut held = values.clone();
+            for n in &names {
+                let v = Evaluator::new(env, values).name(n)?;
+                held.mats.insert(n.to_string(), v);
+            }
+            let values = &held;
             let mut vals = values.clone();
             let mut ev = Evaluator::new(env, values);
             let mut expected = Mat::zeros(vec_of(&ev.eval(f)?, order).nrows(), 1);
