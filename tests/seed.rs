@@ -91,7 +91,8 @@ fn seed_snapshots() {
 
 #[test]
 fn seed_with_symbolic_sizes() {
-    let src = SEED.replace("1 x 2", "1 x m").replace("2 x 3", "m x h").replace("1 x 3", "1 x h").replace("3 x 2", "h x k");
+    let src =
+        SEED.replace("1 x 2", "1 x m").replace("2 x 3", "m x h").replace("1 x 3", "1 x h").replace("3 x 2", "h x k");
     let src = src.replace("b2: 1 x m", "b2: 1 x k").replace("y:  1 x m", "y:  1 x k");
     let mut s = Session::default();
     let shapes: Vec<String> = s
