@@ -24,6 +24,8 @@ pub enum Format {
     Latex,
     /// One JSON object per line.
     Json,
+    /// A Python module with one NumPy function per query.
+    Numpy,
 }
 
 /// How answers are computed and shown.
@@ -90,6 +92,56 @@ impl Session {
         let mut s = Session { options, ..Session::default() };
         s.env.order = options.conventions.order;
         s
+    }
+
+    /// A Python module with one NumPy function per answer, in order (see
+    /// [`crate::print::numpy`]).
+    ///
+    /// ```
+    /// use matdiff::session::{Outcome, Session};
+    /// let mut s = Session::default();
+    /// let answers: Vec<_> = s.run("x: n; A: n x n; grad(x^T A x, x)").unwrap().into_iter()
+    ///     .filter_map(|o| match o { Outcome::Answer(a) => Some(a), _ => None }).collect();
+    /// let py = s.numpy(&answers);
+    /// assert!(py.contains("def grad_q1_x(A, x):"));
+    /// ```
+    pub fn numpy(&self, answers: &[Answer]) -> String {
+        let mut used = BTreeSet::new();
+        let functions: Vec<print::numpy::Function> = answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let ident = |s: &str| {
+                    if !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                        print::numpy::py_name(s)
+                    } else {
+                        format!("q{}", i + 1)
+                    }
+                };
+                let base = match (&a.kind, &a.lhs) {
+                    (QueryKind::Differential, Lhs::Differential(f)) => format!("d_{}", ident(f)),
+                    (_, Lhs::Gradient { f, x }) => format!("grad_{}_{}", ident(f), ident(x)),
+                    (_, Lhs::Jacobian { f, x, .. }) => format!("jacobian_{}_{}", ident(f), ident(x)),
+                    _ => format!("expr_{}", i + 1),
+                };
+                let mut name = base.clone();
+                let mut k = 2;
+                while !used.insert(name.clone()) {
+                    name = format!("{base}_{k}");
+                    k += 1;
+                }
+                let expr = match a.kind {
+                    QueryKind::Shape => a.function.clone().unwrap_or_else(|| a.expr.clone()),
+                    _ => a.expr.clone(),
+                };
+                let doc = match a.kind {
+                    QueryKind::Shape | QueryKind::Show | QueryKind::Simplify => print::text(&expr),
+                    _ => format!("{} = {}", lhs_text(&a.lhs, Notation::Unicode), print::text(&a.expr)),
+                };
+                print::numpy::Function { name, expr, doc }
+            })
+            .collect();
+        print::numpy::module(&self.env, &functions)
     }
 
     /// Changes the `vec` order for the statements that follow.
@@ -282,6 +334,7 @@ impl Session {
     pub fn render_outcome(&self, o: &Outcome) -> Option<String> {
         match o {
             Outcome::Declared => None,
+            _ if self.options.format == Format::Numpy => None,
             Outcome::Defined { name, shape } => Some(match self.options.format {
                 Format::Json => serde_json::json!({ "definition": name, "shape": shape_json(shape) }).to_string(),
                 Format::Ascii => format!("{name}: {}", shape.display(true)),
@@ -291,7 +344,7 @@ impl Session {
                     shape.rows,
                     shape.cols
                 ),
-                Format::Text => format!("{name}: {shape}"),
+                Format::Text | Format::Numpy => format!("{name}: {shape}"),
             }),
             Outcome::Answer(a) => Some(self.render(a)),
         }
@@ -307,6 +360,7 @@ impl Session {
         };
         let shape = |s: &Shape| s.display(fmt == Format::Ascii);
         match fmt {
+            Format::Numpy => self.numpy(std::slice::from_ref(a)),
             Format::Json => {
                 let query = match a.kind {
                     QueryKind::Shape | QueryKind::Show | QueryKind::Simplify => format!("{:?}", a.kind).to_lowercase(),

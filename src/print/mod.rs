@@ -9,6 +9,7 @@ use num_rational::BigRational;
 use num_traits::{One, Signed};
 
 pub mod latex;
+pub mod numpy;
 pub use latex::latex;
 
 /// Which spelling to print.

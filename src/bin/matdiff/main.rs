@@ -4,7 +4,7 @@ use clap::{Parser, ValueEnum};
 use matdiff::diff::chain::{Conventions, Layout};
 use matdiff::eval::check::TOLERANCE;
 use matdiff::ir::VecOrder;
-use matdiff::session::{Format, Options, Outcome, Session};
+use matdiff::session::{Answer, Format, Options, Outcome, Session};
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
@@ -16,6 +16,7 @@ enum FormatArg {
     Ascii,
     Latex,
     Json,
+    Numpy,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -78,6 +79,7 @@ fn options(cli: &Cli) -> Options {
             FormatArg::Ascii => Format::Ascii,
             FormatArg::Latex => Format::Latex,
             FormatArg::Json => Format::Json,
+            FormatArg::Numpy => Format::Numpy,
         },
         steps: cli.steps,
         conventions: Conventions {
@@ -94,7 +96,14 @@ fn options(cli: &Cli) -> Options {
 }
 
 /// Runs one script; returns false after printing its first error.
-pub(crate) fn run_script(session: &mut Session, name: &str, src: &str, check: bool, out: &mut impl Write) -> bool {
+pub(crate) fn run_script(
+    session: &mut Session,
+    name: &str,
+    src: &str,
+    check: bool,
+    answers: &mut Vec<Answer>,
+    out: &mut impl Write,
+) -> bool {
     let stmts = match session.prepare(src) {
         Ok(s) => s,
         Err(e) => {
@@ -107,6 +116,9 @@ pub(crate) fn run_script(session: &mut Session, name: &str, src: &str, check: bo
             Ok(o) => {
                 if let Some(text) = session.render_outcome(&o) {
                     let _ = writeln!(out, "{text}");
+                }
+                if let Outcome::Answer(a) = &o {
+                    answers.push(a.clone());
                 }
                 if let (true, Outcome::Answer(a)) = (check, &o) {
                     match session.check(a) {
@@ -180,10 +192,14 @@ fn run(cli: Cli) -> u8 {
         }
         scripts.push(("<stdin>".to_string(), src));
     }
+    let mut answers = Vec::new();
     for (name, src) in &scripts {
-        if !run_script(&mut session, name, src, cli.check, &mut out) {
+        if !run_script(&mut session, name, src, cli.check, &mut answers, &mut out) {
             return 1;
         }
+    }
+    if session.options.format == Format::Numpy {
+        let _ = write!(out, "{}", session.numpy(&answers));
     }
     0
 }

@@ -18,7 +18,7 @@ Type declarations, definitions and queries, one per line (or separated by ;).
 Commands:
   :help               this text
   :steps on|off       show derivations step by step
-  :format text|ascii|latex|json
+  :format text|ascii|latex|json|numpy
   :layout denominator|numerator
   :vec row|col
   :check on|off       check every derivative against finite differences
@@ -87,7 +87,9 @@ fn open_brackets(s: &str) -> i64 {
 /// Runs text and prints answers or the error; the session keeps going.
 pub fn run_text(session: &mut Session, check: bool, name: &str, src: &str) -> bool {
     let mut out = std::io::stdout();
-    super::run_script(session, name, src, check, &mut out)
+    let mut answers = Vec::new();
+    let ok = super::run_script(session, name, src, check, &mut answers, &mut out);
+    ok
 }
 
 fn command(session: &mut Session, check: &mut bool, cmd: &str) -> bool {
@@ -106,6 +108,7 @@ fn command(session: &mut Session, check: &mut bool, cmd: &str) -> bool {
         ("format", "ascii") => opts.format = Format::Ascii,
         ("format", "latex") => opts.format = Format::Latex,
         ("format", "json") => opts.format = Format::Json,
+        ("format", "numpy") => opts.format = Format::Numpy,
         ("layout", "denominator") => opts.conventions.layout = Layout::Denominator,
         ("layout", "numerator") => opts.conventions.layout = Layout::Numerator,
         ("vec", "row") => session.set_vec_order(VecOrder::Row),
