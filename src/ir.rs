@@ -282,9 +282,13 @@ impl Expr {
     pub fn is_identity(&self) -> bool {
         matches!(&self.op, Op::Identity) || self.as_num().is_some_and(One::is_one)
     }
-    /// Splits off a numeric coefficient: `3 X` gives `(3, X)`.
+    /// Splits off a numeric coefficient: `3 X` gives `(3, X)`, and a sum of
+    /// negative terms `-A - B` gives `(-1, A + B)`.
     pub fn split_coef(&self) -> (BigRational, Expr) {
         match &self.op {
+            Op::Add(ts) if ts.iter().all(|t| t.split_coef().0.is_negative()) => {
+                (rat(-1), sum_of(ts.iter().map(|t| neg(t.clone())).collect()))
+            }
             Op::Num(r) => (r.clone(), int(1)),
             Op::Scale(s, x) => match s.as_num() {
                 Some(c) => {
@@ -446,6 +450,31 @@ pub fn matmul(a: Expr, b: Expr) -> Expr {
     if let Some(m) = merge_powers(&a, &b) {
         return m;
     }
+    if let (Op::MatMul(p, q), Op::DiagMat(y)) = (&a.op, &b.op) {
+        if let Op::DiagMat(x) = &q.op {
+            return matmul(p.clone(), diag_mat(hadamard(x.clone(), y.clone())));
+        }
+    }
+    // (A ⊗ B)(C ⊗ D) = AC ⊗ BD when the inner sizes agree.
+    if let (Op::Kron(p, q), Op::Kron(r, t)) = (&a.op, &b.op) {
+        if p.shape.cols == r.shape.rows && q.shape.cols == t.shape.rows {
+            return kron(matmul(p.clone(), r.clone()), matmul(q.clone(), t.clone()));
+        }
+    }
+    if let (Op::Kron(m, n), Op::MatMul(p, rest)) = (&a.op, &b.op) {
+        if let Op::Kron(r, t) = &p.op {
+            if m.shape.cols == r.shape.rows && n.shape.cols == t.shape.rows {
+                return matmul(kron(matmul(m.clone(), r.clone()), matmul(n.clone(), t.clone())), rest.clone());
+            }
+        }
+    }
+    if let (Op::MatMul(p, q), Op::Kron(r, t)) = (&a.op, &b.op) {
+        if let Op::Kron(m, n) = &q.op {
+            if m.shape.cols == r.shape.rows && n.shape.cols == t.shape.rows {
+                return matmul(p.clone(), kron(matmul(m.clone(), r.clone()), matmul(n.clone(), t.clone())));
+            }
+        }
+    }
     if let Op::MatMul(p, q) = &a.op {
         if let Some(m) = merge_powers(q, &b) {
             return matmul(p.clone(), m);
@@ -542,6 +571,7 @@ pub fn transpose(x: Expr) -> Expr {
 pub fn inverse(x: Expr) -> Expr {
     match &x.op {
         Op::Inverse(y) => y.clone(),
+        Op::DiagMat(v) => diag_mat(hadamard_div(ones(v.shape.clone()), v.clone())),
         Op::Power(y, k) => power(y.clone(), -k),
         Op::Identity => x.clone(),
         Op::Num(r) if !r.is_zero() => num(r.recip()),
@@ -642,6 +672,10 @@ pub fn kron(a: Expr, b: Expr) -> Expr {
     }
     if matches!((&a.op, &b.op), (Op::Identity, Op::Identity)) {
         return identity(shape.rows);
+    }
+    let ((ca, a2), (cb, b2)) = (a.split_coef(), b.split_coef());
+    if !(ca.is_one() && cb.is_one()) {
+        return scale(ca * cb, kron(a2, b2));
     }
     node(Op::Kron(a, b), shape)
 }

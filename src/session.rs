@@ -122,6 +122,7 @@ impl Session {
                     (QueryKind::Differential, Lhs::Differential(f)) => format!("d_{}", ident(f)),
                     (_, Lhs::Gradient { f, x }) => format!("grad_{}_{}", ident(f), ident(x)),
                     (_, Lhs::Jacobian { f, x, .. }) => format!("jacobian_{}_{}", ident(f), ident(x)),
+                    (_, Lhs::Hessian { f, x, .. }) => format!("hessian_{}_{}", ident(f), ident(x)),
                     _ => format!("expr_{}", i + 1),
                 };
                 let mut name = base.clone();
@@ -240,6 +241,7 @@ impl Session {
                     self.targets.insert(w.name.clone());
                 }
                 let f = self.env.check(expr)?;
+                let mut checked = f.clone();
                 let label = label_of(&src[expr.span.start..expr.span.end]);
                 let conv = self.options.conventions;
                 let x = wrt.as_ref().map(|w| w.name.clone());
@@ -290,10 +292,16 @@ impl Session {
                         }
                     }
                     QueryKind::Hessian => {
-                        return Err(Error::unsupported(
-                            *span,
-                            "Hessians are not available yet; ask for the gradient or Jacobian",
-                        ));
+                        let w = wrt.as_ref().expect("variable");
+                        if !f.shape.is_scalar() {
+                            return Err(Error::unsupported(
+                                *span,
+                                format!("`{label}` is {}, not a scalar: a Hessian needs a scalar function", f.shape),
+                            ));
+                        }
+                        let (d, g) = chain::hessian(&self.env, &f, &label, &w.name, conv.order, w.span)?;
+                        checked = g;
+                        (d.steps.last().expect("answer step").lhs.clone(), d)
                     }
                     QueryKind::Simplify | QueryKind::Show | QueryKind::Shape => {
                         let e = crate::simplify::tidy(&f);
@@ -306,7 +314,16 @@ impl Session {
                 };
                 let steps = deriv.steps.into_iter().map(|s| Step { rhs: fold(&s.rhs), ..s }).collect();
                 let expr = fold(&deriv.answer);
-                Ok(Outcome::Answer(Answer { kind: *kind, lhs, expr, steps, span: *span, function: Some(f), wrt: x }))
+                let _ = &f;
+                Ok(Outcome::Answer(Answer {
+                    kind: *kind,
+                    lhs,
+                    expr,
+                    steps,
+                    span: *span,
+                    function: Some(checked),
+                    wrt: x,
+                }))
             }
         }
     }
@@ -469,6 +486,8 @@ pub fn lhs_text(l: &Lhs, n: Notation) -> String {
         Lhs::Jacobian { f, x, vec: true } => format!("{d}{f}/{d}vec({x}){t}"),
         Lhs::Jacobian { f, x, vec: false } => format!("{d}{f}/{d}{x}{t}"),
         Lhs::Gradient { f, x } => format!("{d}{f}/{d}{x}"),
+        Lhs::Hessian { f, x, vec: true } => format!("{d}²{f}/{d}vec({x}){d}vec({x}){t}"),
+        Lhs::Hessian { f, x, vec: false } => format!("{d}²{f}/{d}{x}{d}{x}{t}"),
     }
 }
 
@@ -490,5 +509,13 @@ fn lhs_latex(l: &Lhs) -> String {
             format!(r"\frac{{\partial {}}}{{\partial {}^\top}}", n(f), n(x))
         }
         Lhs::Gradient { f, x } => format!(r"\frac{{\partial {}}}{{\partial {}}}", n(f), n(x)),
+        Lhs::Hessian { f, x, vec: true } => format!(
+            r"\frac{{\partial^2 {}}}{{\partial \operatorname{{vec}}({x}) \, \partial \operatorname{{vec}}({x})^\top}}",
+            n(f),
+            x = n(x)
+        ),
+        Lhs::Hessian { f, x, vec: false } => {
+            format!(r"\frac{{\partial^2 {}}}{{\partial {x} \, \partial {x}^\top}}", n(f), x = n(x))
+        }
     }
 }

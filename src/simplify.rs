@@ -23,13 +23,15 @@ fn with_scalars(ss: Vec<Expr>, x: Expr) -> Expr {
 }
 
 fn hoist(a: &Expr, b: &Expr, build: fn(Expr, Expr) -> Expr) -> Option<Expr> {
-    let (mut sa, a2) = split_scalars(a);
-    let (sb, b2) = split_scalars(b);
-    if sa.is_empty() && sb.is_empty() {
+    let ((ca, a1), (cb, b1)) = (a.split_coef(), b.split_coef());
+    let (mut sa, a2) = split_scalars(&a1);
+    let (sb, b2) = split_scalars(&b1);
+    let c = ca * cb;
+    if sa.is_empty() && sb.is_empty() && c == ir::rat(1) {
         return None;
     }
     sa.extend(sb);
-    Some(with_scalars(sa, build(a2, b2)))
+    Some(ir::scale(c, with_scalars(sa, build(a2, b2))))
 }
 
 /// Factors terms sharing a right (or left) factor: `A x + B x = (A + B) x`.
@@ -102,6 +104,22 @@ fn local(n: Expr) -> Expr {
             Op::Scale(s, x) if s.as_num().is_none() => {
                 let (c, x2) = x.split_coef();
                 (c != ir::rat(1)).then(|| ir::scale(c, ir::scalar_mul(s.clone(), x2)))
+            }
+            Op::Add(ts) if ts.iter().all(|t| matches!(t.split_coef().1.op, Op::DiagMat(_))) => {
+                // diag(a) + c diag(b) = diag(a + c b)
+                let inner = ts
+                    .iter()
+                    .map(|t| {
+                        let (c, d) = t.split_coef();
+                        let v = d.op.children()[0].clone();
+                        ir::scale(c, v)
+                    })
+                    .collect::<Vec<_>>();
+                if inner.iter().all(|v| v.shape == inner[0].shape) {
+                    Some(ir::diag_mat(ir::sum_of(inner)))
+                } else {
+                    None
+                }
             }
             Op::Add(ts) => factor(ts),
             _ => None,

@@ -35,6 +35,15 @@ pub enum Lhs {
         /// Whether `X` is a matrix (written `vec(X)`).
         vec: bool,
     },
+    /// `∂²F/∂x∂xᵀ`, or `∂²F/∂vec(X)∂vec(X)ᵀ` when `vec` is set.
+    Hessian {
+        /// The function, as written.
+        f: String,
+        /// The variable.
+        x: String,
+        /// Whether `X` is a matrix.
+        vec: bool,
+    },
     /// `∂F/∂X`
     Gradient {
         /// The function, as written.
@@ -311,4 +320,25 @@ pub fn differential(env: &Env, f: &Expr, f_label: &str, varies: &dyn Fn(&str) ->
     let steps =
         vec![Step { lhs: Lhs::Differential(f_label.to_string()), formula: None, reshape: false, rhs: answer.clone() }];
     Derivation { answer, steps }
+}
+
+/// The Hessian of a scalar `F`: the Jacobian `∂g/∂vec(X)ᵀ` of its gradient
+/// `g = vec(∂F/∂X)`, itself taken through the definitions. Returns the
+/// derivation and `g`, whose finite differences check the Hessian.
+pub fn hessian(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, span: Span) -> Result<(Derivation, Expr)> {
+    let g = gradient(env, f, f_label, x, order, span)?;
+    let grad = g.answer.clone();
+    let gv = if grad.shape.cols.is_one() { grad.clone() } else { ir::vec(grad.clone(), order) };
+    let conv = Conventions { layout: Layout::Numerator, order };
+    let j = jacobian(env, &gv, f_label, x, conv, span)?;
+    let answer = crate::simplify::tidy(&j.answer);
+    let vec = !env.leaf(x).is_some_and(|e| e.shape.is_vector());
+    let mut steps = g.steps;
+    steps.push(Step {
+        lhs: Lhs::Hessian { f: f_label.to_string(), x: x.to_string(), vec },
+        formula: None,
+        reshape: false,
+        rhs: answer.clone(),
+    });
+    Ok((Derivation { answer, steps }, gv))
 }

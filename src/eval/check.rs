@@ -109,7 +109,8 @@ pub fn check(env: &Env, answer: &Answer, conv: Conventions, seed: u64) -> Result
     let Some(f) = &answer.function else {
         return Ok(None);
     };
-    if !matches!(answer.kind, QueryKind::Gradient | QueryKind::Jacobian | QueryKind::Differential) {
+    if !matches!(answer.kind, QueryKind::Gradient | QueryKind::Jacobian | QueryKind::Differential | QueryKind::Hessian)
+    {
         return Ok(None);
     }
     let mut rng = StdRng::seed_from_u64(seed);
@@ -168,7 +169,7 @@ fn check_once(
             let got = Evaluator::new(env, values).eval(&answer.expr)?;
             let got = if answer.kind == QueryKind::Gradient && f.shape.is_scalar() {
                 vec_of(&got, order).transpose()
-            } else if conv.layout == Layout::Denominator {
+            } else if conv.layout == Layout::Denominator && answer.kind != QueryKind::Hessian {
                 got.transpose()
             } else {
                 got

@@ -1,0 +1,87 @@
+//! Hessians: each agrees with finite differences of its gradient, is
+//! symmetric, and has the textbook form where one exists.
+
+use matdiff::diff::chain::Conventions;
+use matdiff::eval::{check, Evaluator};
+use matdiff::ir::VecOrder;
+use matdiff::session::{Answer, Options, Outcome, Session};
+use rand::{rngs::StdRng, SeedableRng};
+
+const DECLS: &str = "x: n; A: n x n; S: n x n symmetric; b: m; M: m x n; X: m x n; w: n; y: m; C: m x m; s: scalar\n";
+
+fn hessian(query: &str, order: VecOrder) -> (Session, Answer) {
+    let mut session =
+        Session::new(Options { conventions: Conventions { order, ..Conventions::default() }, ..Options::default() });
+    let out = session.run(&format!("{DECLS}{query}")).unwrap_or_else(|e| panic!("{query}: {e}"));
+    let answer = out
+        .into_iter()
+        .filter_map(|o| match o {
+            Outcome::Answer(a) => Some(a),
+            _ => None,
+        })
+        .next_back()
+        .expect("an answer");
+    (session, answer)
+}
+
+fn assert_right(query: &str) {
+    for order in [VecOrder::Row, VecOrder::Col] {
+        let (s, a) = hessian(query, order);
+        let err = s.check(&a).expect("evaluates").expect("a derivative");
+        assert!(err < check::TOLERANCE, "{query}: {} (error {err})", s.render(&a));
+        let values = check::random_values(&s.env, &mut StdRng::seed_from_u64(3), true);
+        let h = Evaluator::new(&s.env, &values).eval(&a.expr).expect("evaluates");
+        assert_eq!(h.nrows(), h.ncols(), "{query}");
+        let asym = (&h - h.transpose()).norm() / h.norm().max(1e-12);
+        assert!(asym < 1e-9, "{query} is not symmetric: {}", s.render(&a));
+    }
+}
+
+const CASES: &[&str] = &[
+    "hessian(x^T A x, x)",
+    "hessian(x^T S x, x)",
+    "hessian(‖M x - b‖², x)",
+    "hessian(‖M x - b‖² + s xᵀ x, x)",
+    "p = σ(X w); L = -yᵀ log(p) - (1 - y)ᵀ log(1 - p); hessian(L, w)",
+    "hessian(sum(log(1 + exp(-(y ∘ (X w))))), w)",
+    "hessian(sum(softplus(X w)), w)",
+    "hessian(logdet(A), A)",
+    "hessian(tr(A^-1), A)",
+    "hessian(tr(X^T C X), X)",
+    "hessian(tr(A A), A)",
+    "hessian(tr(A^T A), A)",
+    "hessian(sum(exp(M x)), x)",
+    "hessian(‖x‖⁴, x)",
+    "hessian(sum(tanh(x) ∘ x), x)",
+    "hessian(det(A), A)",
+    "hessian(bᵀ M x + xᵀ A x, x)",
+    "n0: 1 x 2; W1: 2 x 3; b1: 1 x 3; W2: 3 x 2; b2: 1 x 2; t: 1 x 2; d1 = n0 W1 + b1; n1 = tanh(d1); d2 = n1 W2 + b2; n2 = σ(d2); L = (n2 - t)(n2 - t)^T; hessian(L, W2)",
+];
+
+#[test]
+fn hessians_agree_with_finite_differences_and_are_symmetric() {
+    for q in CASES {
+        assert_right(q);
+    }
+}
+
+#[test]
+fn hessians_in_textbook_form() {
+    let text = |q: &str, order| {
+        let (s, a) = hessian(q, order);
+        s.render(&a)
+    };
+    assert_eq!(text("hessian(x^T A x, x)", VecOrder::Row), "∂²(x^T A x)/∂x∂xᵀ = A + Aᵀ");
+    assert_eq!(text("hessian(x^T S x, x)", VecOrder::Row), "∂²(x^T S x)/∂x∂xᵀ = 2 S");
+    assert_eq!(text("hessian(‖M x - b‖², x)", VecOrder::Row), "∂²(‖M x - b‖²)/∂x∂xᵀ = 2 Mᵀ M");
+    assert_eq!(text("hessian(tr(X^T C X), X)", VecOrder::Col), "∂²(tr(X^T C X))/∂vec(X)∂vec(X)ᵀ = I ⊗ (C + Cᵀ)");
+    assert_eq!(text("hessian(tr(X^T C X), X)", VecOrder::Row), "∂²(tr(X^T C X))/∂vec(X)∂vec(X)ᵀ = (C + Cᵀ) ⊗ I");
+    assert_eq!(text("hessian(logdet(A), A)", VecOrder::Row), "∂²(logdet(A))/∂vec(A)∂vec(A)ᵀ = -(Aᵀ⁻¹ ⊗ A⁻¹) K_(n,n)");
+}
+
+#[test]
+fn a_hessian_needs_a_scalar() {
+    let mut s = Session::default();
+    let err = s.run("x: n; A: n x n; hessian(A x, x)").unwrap_err();
+    assert!(err.to_string().contains("not a scalar"), "{err}");
+}
