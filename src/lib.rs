@@ -1,4 +1,54 @@
 //! matdiff: symbolic matrix-differential calculus.
+//!
+//! Write a forward pass as matrix expressions; matdiff infers shapes, takes
+//! differentials, follows the chain rule through your definitions and
+//! identifies derivatives the way Magnus & Neudecker do: the Kronecker form
+//! `∂L/∂vec(W)ᵀ` and the matrix gradient `∂L/∂W`.
+//!
+//! # Quick start
+//!
+//! ```
+//! let mut session = matdiff::Session::default();
+//! let answers = session.answers("
+//!     n0: 1 x 2; W1: 2 x 3; b1: 1 x 3; W2: 3 x 2; b2: 1 x 2; y: 1 x 2
+//!     f1, f2: R -> R
+//!     d1 = n0 W1 + b1; n1 = f1(d1); d2 = n1 W2 + b2; n2 = f2(d2)
+//!     L = (n2 - y)(n2 - y)^T
+//!     ∂L/∂vec(W2)^T
+//!     ∂L/∂W1
+//! ").unwrap();
+//! assert_eq!(session.render(&answers[0]), "∂L/∂vec(W2)ᵀ = (n1ᵀ ⊗ I) diag(f2'(d2)) 2(n2 - y)ᵀ");
+//! assert_eq!(session.render(&answers[1]), "∂L/∂W1 = 2 n0ᵀ (((n2 - y) ∘ f2'(d2)) W2ᵀ ∘ f1'(d1))");
+//! // Every answer can be checked against finite differences.
+//! assert!(session.check(&answers[1]).unwrap().unwrap() < 1e-6);
+//! ```
+//!
+//! One-off helpers: [`gradient`] and [`simplify`].
+//!
+//! # Pinning a derivation in a snapshot test
+//!
+//! Output is deterministic, so a downstream crate can pin a derivation, steps
+//! included, with `insta`:
+//!
+//! ```
+//! use matdiff::session::{Options, Session};
+//! let mut s = Session::new(Options { steps: true, ..Options::default() });
+//! let a = s.answers("x: n; A: n x n; f = x^T A x; ∂f/∂x").unwrap();
+//! insta::assert_snapshot!(s.render(&a[0]), @r"
+//! df = dxᵀ A x + xᵀ A dx
+//! ∂f/∂x = (A + Aᵀ) x
+//! ");
+//! ```
+//!
+//! # Pipeline
+//!
+//! [`syntax`] (text to [`ast`]) → [`typeck`] (names and [`shape`]s, to the
+//! typed [`ir`]) → [`diff`] (differentials, identification, the chain rule)
+//! → [`simplify`](mod@simplify) → [`print`] (Unicode, ASCII, LaTeX, NumPy). [`eval`]
+//! evaluates expressions numerically to check derivatives; [`session`] runs
+//! statements in order.
+#![deny(missing_docs)]
+
 pub mod ast;
 pub mod diff;
 pub mod error;
@@ -8,5 +58,33 @@ pub mod print;
 pub mod session;
 pub mod shape;
 pub mod simplify;
+#[allow(missing_docs)] // the grammar's generated `Rule` enum
 pub mod syntax;
 pub mod typeck;
+
+pub use error::{Error, Result};
+pub use session::{Answer, Session};
+
+/// The gradient `∂f/∂x` of a scalar expression, given declarations.
+///
+/// ```
+/// let g = matdiff::gradient("A: n x n; x: n", "x^T A x", "x").unwrap();
+/// assert_eq!(matdiff::print::text(&g), "(A + Aᵀ) x");
+/// ```
+pub fn gradient(declarations: &str, f: &str, x: &str) -> Result<ir::Expr> {
+    let mut s = Session::default();
+    let answers = s.answers(&format!("{declarations}\ngrad({f}, {x})"))?;
+    Ok(answers.into_iter().last().expect("one answer").expr)
+}
+
+/// The simplified form of an expression, given declarations.
+///
+/// ```
+/// let e = matdiff::simplify("A: n x n", "(A^T)^T I + 0").unwrap();
+/// assert_eq!(matdiff::print::text(&e), "A");
+/// ```
+pub fn simplify(declarations: &str, e: &str) -> Result<ir::Expr> {
+    let mut s = Session::default();
+    let answers = s.answers(&format!("{declarations}\nsimplify({e})"))?;
+    Ok(answers.into_iter().last().expect("one answer").expr)
+}

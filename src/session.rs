@@ -177,6 +177,24 @@ impl Session {
         stmts.iter().map(|s| self.exec(s, src)).collect()
     }
 
+    /// Runs a script and returns only the answers to its queries.
+    ///
+    /// ```
+    /// let mut s = matdiff::Session::default();
+    /// let a = s.answers("X: m x n; grad(tr(X^T X), X)").unwrap();
+    /// assert_eq!(s.render(&a[0]), "∂(tr(X^T X))/∂X = 2 X");
+    /// ```
+    pub fn answers(&mut self, src: &str) -> Result<Vec<Answer>> {
+        Ok(self
+            .run(src)?
+            .into_iter()
+            .filter_map(|o| match o {
+                Outcome::Answer(a) => Some(a),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Runs one statement; on error the session is unchanged.
     ///
     /// `d(F)` differentiates with respect to the names the script's
