@@ -5,7 +5,14 @@ use matdiff::diff::chain::Layout;
 use matdiff::ir::VecOrder;
 use matdiff::session::{Format, Session};
 use matdiff::typeck::Binding;
+use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::validate::Validator;
+use rustyline::{Context, Editor, Helper};
+use std::cell::RefCell;
+use std::rc::Rc;
 
 const HELP: &str = "\
 Type declarations, definitions and queries, one per line (or separated by ;).
@@ -33,12 +40,58 @@ fn history_path() -> Option<std::path::PathBuf> {
     Some(dir.join("history"))
 }
 
+const COMMANDS: &[&str] =
+    &[":help", ":steps", ":format", ":layout", ":vec", ":check", ":env", ":load", ":reset", ":quit"];
+const BUILTINS: &[&str] = &[
+    "tr", "det", "logdet", "diag", "vec", "unvec", "sum", "norm", "inv", "kron", "exp", "log", "sin", "cos", "tanh",
+    "sigmoid", "sqrt", "softplus", "relu", "abs", "step", "sign", "grad", "jacobian", "hessian", "simplify", "shape",
+];
+
+/// Completes declared names, functions and `:` commands.
+struct Completion {
+    names: Rc<RefCell<Vec<String>>>,
+}
+
+impl Completer for Completion {
+    type Candidate = Pair;
+    fn complete(&self, line: &str, pos: usize, _: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let start = line[..pos].rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).map_or(0, |i| i + 1);
+        let word = &line[start..pos];
+        if word.is_empty() {
+            return Ok((pos, vec![]));
+        }
+        let names = self.names.borrow();
+        let pool: Vec<&str> = if word.starts_with(':') {
+            COMMANDS.to_vec()
+        } else {
+            names.iter().map(String::as_str).chain(BUILTINS.iter().copied()).collect()
+        };
+        let mut found: Vec<Pair> = pool
+            .into_iter()
+            .filter(|c| c.starts_with(word))
+            .map(|c| Pair { display: c.to_string(), replacement: c.to_string() })
+            .collect();
+        found.sort_by(|a, b| a.display.cmp(&b.display));
+        found.dedup_by(|a, b| a.display == b.display);
+        Ok((start, found))
+    }
+}
+
+impl Hinter for Completion {
+    type Hint = String;
+}
+impl Highlighter for Completion {}
+impl Validator for Completion {}
+impl Helper for Completion {}
+
 /// Runs the prompt until `:quit` or end of input.
 pub fn run(session: &mut Session, check: &mut bool) -> u8 {
-    let Ok(mut rl) = rustyline::DefaultEditor::new() else {
+    let names = Rc::new(RefCell::new(Vec::new()));
+    let Ok(mut rl) = Editor::<Completion, rustyline::history::DefaultHistory>::new() else {
         eprintln!("error: cannot start the line editor");
         return 1;
     };
+    rl.set_helper(Some(Completion { names: names.clone() }));
     let history = history_path();
     if let Some(h) = &history {
         let _ = rl.load_history(h);
@@ -46,6 +99,7 @@ pub fn run(session: &mut Session, check: &mut bool) -> u8 {
     println!("matdiff {} — :help for help, :quit to leave", env!("CARGO_PKG_VERSION"));
     let mut pending = String::new();
     loop {
+        *names.borrow_mut() = session.env.names.keys().cloned().collect();
         let prompt = if pending.is_empty() { "matdiff> " } else { "   ...> " };
         match rl.readline(prompt) {
             Ok(line) => {
