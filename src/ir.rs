@@ -516,6 +516,13 @@ fn merge_powers(a: &Expr, b: &Expr) -> Option<Expr> {
     (x == y).then(|| power(x, i + j))
 }
 
+/// A matrix product node as it is, with no simplification (for code
+/// generation, which places factors on purpose).
+pub fn node_matmul(a: Expr, b: Expr) -> Expr {
+    let shape = Shape::new(a.shape.rows.clone(), b.shape.cols.clone());
+    node(Op::MatMul(a, b), shape)
+}
+
 /// A product of factors, left to right.
 pub fn product(factors: impl IntoIterator<Item = Expr>) -> Expr {
     let mut it = factors.into_iter();

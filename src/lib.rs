@@ -51,6 +51,7 @@
 
 pub mod ast;
 pub mod diff;
+pub mod egraph;
 pub mod error;
 pub mod eval;
 pub mod ir;

@@ -37,6 +37,8 @@ pub struct Options {
     pub steps: bool,
     /// Layout and `vec` order.
     pub conventions: Conventions,
+    /// Bounds on equality saturation.
+    pub limits: crate::egraph::Limits,
 }
 
 /// What a statement produced.
@@ -331,7 +333,12 @@ impl Session {
                     _ => chain::fold_names(&self.env, e),
                 };
                 let steps = deriv.steps.into_iter().map(|s| Step { rhs: fold(&s.rhs), ..s }).collect();
-                let expr = fold(&deriv.answer);
+                let mut expr = fold(&deriv.answer);
+                // Cheapest equal form, for answers meant to be evaluated; Kronecker
+                // forms and differentials keep their textbook shape.
+                if matches!(kind, QueryKind::Simplify | QueryKind::Show | QueryKind::Gradient | QueryKind::Hessian) {
+                    expr = crate::egraph::simplify(&expr, conv.order, self.options.limits).expr;
+                }
                 let _ = &f;
                 Ok(Outcome::Answer(Answer {
                     kind: *kind,

@@ -55,6 +55,10 @@ impl Dim {
     pub fn as_num(&self) -> Option<u64> {
         self.atoms.is_empty().then_some(self.coef)
     }
+    /// An estimate of the size for cost models: symbols count as `big`.
+    pub fn estimate(&self, big: f64) -> f64 {
+        self.coef as f64 * big.powi(self.atoms.len() as i32)
+    }
     /// Whether an inference variable remains.
     pub fn has_vars(&self) -> bool {
         self.atoms.iter().any(|a| matches!(a, Atom::Var(_)))

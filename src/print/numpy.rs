@@ -248,18 +248,27 @@ impl Gen<'_> {
                 let mut text = String::from("(");
                 for (i, t) in ts.iter().enumerate() {
                     let (c, _) = t.split_coef();
-                    if i == 0 {
-                        text.push_str(&self.expr(t));
-                    } else if c < num_rational::BigRational::from_integer(0.into()) {
-                        text.push_str(" - ");
-                        text.push_str(&self.expr(&crate::ir::neg(t.clone())));
-                    } else {
-                        text.push_str(" + ");
-                        text.push_str(&self.expr(t));
+                    let negative = i > 0 && c < num_rational::BigRational::from_integer(0.into());
+                    let term = if negative { crate::ir::neg(t.clone()) } else { t.clone() };
+                    if i > 0 {
+                        text.push_str(if negative { " - " } else { " + " });
                     }
+                    let code = self.operand(&term);
+                    text.push_str(&code);
                 }
                 text.push(')');
                 text
+            }
+            // A number scales the smallest factor of a product.
+            Op::Scale(a, x) if a.as_num().is_some() && matches!(x.op, Op::MatMul(..)) => {
+                let mut factors = Vec::new();
+                flatten(x, &mut factors);
+                let area = |f: &Expr| f.shape.rows.estimate(1e3) * f.shape.cols.estimate(1e3);
+                let smallest =
+                    (0..factors.len()).min_by(|&i, &j| area(&factors[i]).total_cmp(&area(&factors[j]))).unwrap_or(0);
+                factors[smallest] = crate::ir::scalar_mul(a.clone(), factors[smallest].clone());
+                let rebuilt = factors.into_iter().reduce(crate::ir::node_matmul).expect("factors");
+                self.chain(&rebuilt)
             }
             Op::Scale(a, x) => match a.as_num() {
                 Some(r) => format!("({} * {})", number(r), self.expr(x)),
@@ -271,7 +280,8 @@ impl Gen<'_> {
             Op::Inverse(x) => format!("np.linalg.inv({})", self.expr(x)),
             Op::Power(x, k) => format!("np.linalg.matrix_power({}, {k})", self.expr(x)),
             Op::Hadamard(a, b) => format!("({} * {})", self.expr(a), self.expr(b)),
-            Op::HadamardDiv(a, b) => format!("({} / {})", self.expr(a), self.expr(b)),
+            Op::HadamardDiv(a, b) => format!("({} / {})", self.operand(a), self.expr(b)),
+            Op::HadamardPow(a, k) if k.is_integer() => format!("({} ** {})", self.expr(a), k),
             Op::HadamardPow(a, k) => format!("({} ** {})", self.expr(a), number(k)),
             Op::Kron(a, b) => format!("np.kron({}, {})", self.expr(a), self.expr(b)),
             Op::Vec(x, o) => {
@@ -312,6 +322,17 @@ impl Gen<'_> {
 }
 
 impl Gen<'_> {
+    /// A term of a sum: a multiple of the all-ones matrix is just the number,
+    /// which NumPy broadcasts.
+    fn operand(&mut self, e: &Expr) -> String {
+        let (c, base) = e.split_coef();
+        if matches!(base.op, Op::Ones) {
+            number(&c)
+        } else {
+            self.expr(e)
+        }
+    }
+
     /// A product chain. A chain ending in a column (or starting with a row)
     /// is evaluated from that end, so each step multiplies a matrix by a
     /// vector; diagonal and Kronecker factors then act without being built.
@@ -422,6 +443,10 @@ fn function(env: &Env, f: &Function) -> String {
     for l in &g.lines {
         let _ = writeln!(out, "    {l}");
     }
-    let _ = writeln!(out, "    return np.broadcast_to(np.asarray({result}, dtype=float), ({r}, {c})).copy()");
+    if matches!(f.expr.op, Op::Num(_) | Op::Scale(..)) && f.expr.split_coef().1.as_num().is_some() {
+        let _ = writeln!(out, "    return np.full(({r}, {c}), {result}[0, 0])");
+    } else {
+        let _ = writeln!(out, "    return np.asarray({result}, dtype=float)");
+    }
     out
 }

@@ -82,6 +82,7 @@ fn options(cli: &Cli) -> Options {
             FormatArg::Numpy => Format::Numpy,
         },
         steps: cli.steps,
+        limits: Default::default(),
         conventions: Conventions {
             layout: match cli.layout {
                 LayoutArg::Denominator => Layout::Denominator,

@@ -1,0 +1,413 @@
+//! Simplification by equality saturation (egg), with a cost model of
+//! floating-point work.
+//!
+//! The language mirrors the typed IR; a shape analysis keeps every e-class's
+//! shape (so that rules such as `(A ⊗ B)(C ⊗ D) = AC ⊗ BD` fire only when the
+//! inner sizes agree) and folds rational constants. Extraction minimises
+//! [`Flops`]: operations plus memory, from the shapes, with symbolic sizes
+//! counted as large, so `a ∘ b` beats `diag(a) b` and cheap matrix-chain
+//! orders win. The runner is bounded in nodes, iterations and time; when a
+//! bound is hit, the cheapest expression found so far is returned.
+
+pub mod rules;
+
+use crate::ir::{self, Expr, Func, Op, VecOrder};
+use crate::shape::{Dim, Shape};
+use egg::{Analysis, CostFunction, DidMerge, EGraph, Extractor, Id, Language, RecExpr, Runner, Symbol};
+use num_rational::BigRational;
+use num_traits::{One, ToPrimitive, Zero};
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// An exact rational constant in the e-graph.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Rat(pub BigRational);
+
+impl FromStr for Rat {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Rat, ()> {
+        let (n, d) = s.split_once('/').unwrap_or((s, "1"));
+        let n: num_bigint::BigInt = n.parse().map_err(|_| ())?;
+        let d: num_bigint::BigInt = d.parse().map_err(|_| ())?;
+        if d.is_zero() {
+            return Err(());
+        }
+        Ok(Rat(BigRational::new(n, d)))
+    }
+}
+
+impl fmt::Display for Rat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+pub use lang::Math;
+
+/// The language, apart so that its generated variants need no docs of their
+/// own: each is named for the IR operation it mirrors (see [`crate::ir::Op`]).
+#[allow(missing_docs)]
+mod lang {
+    use super::Rat;
+    use egg::{define_language, Id, Symbol};
+
+    define_language! {
+        /// The e-graph language: one operator per IR operation.
+        pub enum Math {
+            "+" = Add([Id; 2]),
+            "*" = Mul([Id; 2]),
+            "scale" = Scale([Id; 2]),
+            "/" = Div([Id; 2]),
+            "T" = Trans(Id),
+            "inv" = Inv(Id),
+            "pow" = Pow([Id; 2]),
+            "o" = Had([Id; 2]),
+            "./" = HadDiv([Id; 2]),
+            ".^" = HadPow([Id; 2]),
+            "kron" = Kron([Id; 2]),
+            "vec" = Vec(Id),
+            "diag" = Diag(Id),
+            "diagv" = DiagV(Id),
+            "tr" = Trace(Id),
+            "det" = Det(Id),
+            "logdet" = Logdet(Id),
+            "sum" = Sum(Id),
+            "norm" = Norm(Id),
+            "app" = App([Id; 2]),
+            Num(Rat),
+            Leaf(Symbol),
+        }
+    }
+}
+
+/// What an e-class is known to be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Data {
+    /// Its shape.
+    pub shape: Shape,
+    /// Its value, when it is a number.
+    pub num: Option<BigRational>,
+    /// Whether it is an identity matrix (or the number 1).
+    pub identity: bool,
+    /// Whether it is a zero matrix (or the number 0).
+    pub zero: bool,
+}
+
+/// The shape analysis: leaves come from a table built when the IR is
+/// translated; everything else is computed from the children.
+#[derive(Debug, Default)]
+pub struct Shapes {
+    /// Leaves: names and opaque subexpressions.
+    pub leaves: HashMap<Symbol, Expr>,
+    /// Functions applied elementwise, by their leaf symbol.
+    pub funcs: HashMap<Symbol, Func>,
+    /// The `vec` order of the session.
+    pub order: VecOrder,
+}
+
+/// The e-graph type used here.
+pub type Graph = EGraph<Math, Shapes>;
+
+fn shape_of(egraph: &Graph, enode: &Math) -> Shape {
+    let s = |i: &Id| egraph[*i].data.shape.clone();
+    match enode {
+        Math::Add([a, _]) | Math::Div([a, _]) | Math::Had([a, _]) | Math::HadDiv([a, _]) | Math::HadPow([a, _]) => s(a),
+        Math::Scale([_, x]) | Math::App([_, x]) => s(x),
+        Math::Mul([a, b]) => Shape::new(s(a).rows, s(b).cols),
+        Math::Trans(a) => s(a).transposed(),
+        Math::Inv(a) | Math::Pow([a, _]) => s(a),
+        Math::Kron([a, b]) => {
+            let (a, b) = (s(a), s(b));
+            Shape::new(a.rows.mul(&b.rows), a.cols.mul(&b.cols))
+        }
+        Math::Vec(a) => Shape::new(s(a).len(), Dim::one()),
+        Math::Diag(a) => {
+            let n = s(a).len();
+            Shape::new(n.clone(), n)
+        }
+        Math::DiagV(a) => Shape::new(s(a).rows, Dim::one()),
+        Math::Trace(_) | Math::Det(_) | Math::Logdet(_) | Math::Sum(_) | Math::Norm(_) | Math::Num(_) => {
+            Shape::scalar()
+        }
+        Math::Leaf(sym) => egraph.analysis.leaves.get(sym).map_or_else(Shape::scalar, |e| e.shape.clone()),
+    }
+}
+
+impl Analysis<Math> for Shapes {
+    type Data = Data;
+
+    fn make(egraph: &mut Graph, enode: &Math, _id: Id) -> Data {
+        let shape = shape_of(egraph, enode);
+        let n = |i: &Id| egraph[*i].data.num.clone();
+        let num = match enode {
+            Math::Num(r) => Some(r.0.clone()),
+            Math::Add([a, b]) => n(a).zip(n(b)).map(|(x, y)| x + y),
+            Math::Mul([a, b]) | Math::Scale([a, b]) => n(a).zip(n(b)).map(|(x, y)| x * y),
+            Math::Div([a, b]) => n(a).zip(n(b)).filter(|(_, y)| !y.is_zero()).map(|(x, y)| x / y),
+            _ => None,
+        };
+        let leaf = match enode {
+            Math::Leaf(sym) => egraph.analysis.leaves.get(sym).map(|e| e.op.clone()),
+            _ => None,
+        };
+        Data {
+            identity: num.as_ref().is_some_and(One::is_one) || matches!(leaf, Some(Op::Identity)),
+            zero: num.as_ref().is_some_and(Zero::is_zero) || matches!(leaf, Some(Op::Zero)),
+            num,
+            shape,
+        }
+    }
+
+    fn merge(&mut self, a: &mut Data, b: Data) -> DidMerge {
+        let mut changed = false;
+        if a.num.is_none() && b.num.is_some() {
+            a.num = b.num;
+            changed = true;
+        }
+        if !a.identity && b.identity {
+            a.identity = true;
+            changed = true;
+        }
+        if !a.zero && b.zero {
+            a.zero = true;
+            changed = true;
+        }
+        DidMerge(changed, true)
+    }
+
+    fn modify(egraph: &mut Graph, id: Id) {
+        if let Some(r) = egraph[id].data.num.clone() {
+            let c = egraph.add(Math::Num(Rat(r)));
+            egraph.union(id, c);
+        }
+    }
+}
+
+/// Floating-point work and memory, estimated from shapes.
+pub struct Flops<'a> {
+    egraph: &'a Graph,
+}
+
+/// How large a symbolic size counts in the cost model.
+pub const SYMBOLIC_SIZE: f64 = 1000.0;
+
+impl<'a> Flops<'a> {
+    /// A cost function over this e-graph.
+    pub fn new(egraph: &'a Graph) -> Flops<'a> {
+        Flops { egraph }
+    }
+
+    fn own(&self, enode: &Math) -> f64 {
+        let s = |i: &Id| self.egraph[*i].data.shape.clone();
+        let d = |x: &Dim| x.estimate(SYMBOLIC_SIZE);
+        let area = |sh: &Shape| d(&sh.rows) * d(&sh.cols);
+        match enode {
+            Math::Leaf(_) | Math::Num(_) => 1.0,
+            Math::Trans(_) | Math::Vec(_) => 1.0,
+            Math::Mul([a, b]) => d(&s(a).rows) * d(&s(a).cols) * d(&s(b).cols),
+            Math::Add([a, _]) | Math::Had([a, _]) | Math::HadDiv([a, _]) | Math::HadPow([a, _]) => area(&s(a)),
+            Math::Scale([_, x]) | Math::Div([x, _]) | Math::Sum(x) | Math::Norm(x) => area(&s(x)),
+            Math::App([_, x]) => 4.0 * area(&s(x)),
+            Math::Inv(a) | Math::Det(a) | Math::Logdet(a) => d(&s(a).rows).powi(3),
+            Math::Pow([a, _]) => 2.0 * d(&s(a).rows).powi(3),
+            Math::Kron([a, b]) => area(&s(a)) * area(&s(b)),
+            Math::Diag(a) => {
+                let n = d(&s(a).len());
+                n * n
+            }
+            Math::DiagV(a) | Math::Trace(a) => d(&s(a).rows),
+        }
+    }
+}
+
+impl CostFunction<Math> for Flops<'_> {
+    type Cost = f64;
+    fn cost<C>(&mut self, enode: &Math, mut costs: C) -> f64
+    where
+        C: FnMut(Id) -> f64,
+    {
+        let own = self.own(enode);
+        enode.fold(own, |acc, id| acc + costs(id))
+    }
+}
+
+/// Limits on one saturation run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most e-nodes.
+    pub nodes: usize,
+    /// Most iterations.
+    pub iterations: usize,
+    /// Most time.
+    pub time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { nodes: 20_000, iterations: 12, time: Duration::from_millis(150) }
+    }
+}
+
+/// The outcome of a simplification.
+#[derive(Debug, Clone)]
+pub struct Simplified {
+    /// The cheapest equal expression found.
+    pub expr: Expr,
+    /// Its estimated cost, and the input's.
+    pub cost: (f64, f64),
+    /// Why saturation stopped (`Saturated`, or the limit that was hit).
+    pub stop: String,
+}
+
+struct ToEgg<'a> {
+    rec: RecExpr<Math>,
+    memo: HashMap<Expr, Id>,
+    analysis: &'a mut Shapes,
+}
+
+impl ToEgg<'_> {
+    fn leaf(&mut self, e: &Expr) -> Id {
+        let sym = match &e.op {
+            Op::Var { name, .. } => Symbol::from(&**name),
+            _ => Symbol::from(format!("#{}", self.analysis.leaves.len())),
+        };
+        self.analysis.leaves.insert(sym, e.clone());
+        self.rec.add(Math::Leaf(sym))
+    }
+
+    fn go(&mut self, e: &Expr) -> Id {
+        if let Some(id) = self.memo.get(e) {
+            return *id;
+        }
+        let order = self.analysis.order;
+        let mut k = |x: &Expr| self.go(x);
+        let node = match &e.op {
+            Op::Num(r) => Some(Math::Num(Rat(r.clone()))),
+            Op::Add(ts) => {
+                let mut acc = k(&ts[0]);
+                for t in &ts[1..] {
+                    let b = self.go(t);
+                    acc = self.rec.add(Math::Add([acc, b]));
+                }
+                self.memo.insert(e.clone(), acc);
+                return acc;
+            }
+            Op::Scale(s, x) => Some(Math::Scale([k(s), k(x)])),
+            Op::MatMul(a, b) => Some(Math::Mul([k(a), k(b)])),
+            Op::Div(a, s) => Some(Math::Div([k(a), k(s)])),
+            Op::Transpose(x) => Some(Math::Trans(k(x))),
+            Op::Inverse(x) => Some(Math::Inv(k(x))),
+            Op::Power(x, p) => {
+                let x = k(x);
+                let p = self.rec.add(Math::Num(Rat(ir::rat(*p))));
+                Some(Math::Pow([x, p]))
+            }
+            Op::Hadamard(a, b) => Some(Math::Had([k(a), k(b)])),
+            Op::HadamardDiv(a, b) => Some(Math::HadDiv([k(a), k(b)])),
+            Op::HadamardPow(x, p) => {
+                let x = k(x);
+                let p = self.rec.add(Math::Num(Rat(p.clone())));
+                Some(Math::HadPow([x, p]))
+            }
+            Op::Kron(a, b) => Some(Math::Kron([k(a), k(b)])),
+            Op::Vec(x, o) if *o == order => Some(Math::Vec(k(x))),
+            Op::DiagMat(x) => Some(Math::Diag(k(x))),
+            Op::DiagVec(x) => Some(Math::DiagV(k(x))),
+            Op::Trace(x) => Some(Math::Trace(k(x))),
+            Op::Det(x) => Some(Math::Det(k(x))),
+            Op::Logdet(x) => Some(Math::Logdet(k(x))),
+            Op::Sum(x) => Some(Math::Sum(k(x))),
+            Op::Norm(x) => Some(Math::Norm(k(x))),
+            Op::Apply(f, x) => {
+                let x = k(x);
+                let sym = Symbol::from(format!("@{}", f.name(true)));
+                self.analysis.funcs.insert(sym, f.clone());
+                let fid = self.rec.add(Math::Leaf(sym));
+                Some(Math::App([fid, x]))
+            }
+            _ => None,
+        };
+        let id = match node {
+            Some(n) => self.rec.add(n),
+            None => self.leaf(e),
+        };
+        self.memo.insert(e.clone(), id);
+        id
+    }
+}
+
+fn from_egg(rec: &RecExpr<Math>, analysis: &Shapes) -> Option<Expr> {
+    let mut built: Vec<Expr> = Vec::with_capacity(rec.len());
+    for node in rec.as_ref() {
+        let c = |i: &Id| built[usize::from(*i)].clone();
+        let int = |i: &Id| c(i).as_num().and_then(|r| r.to_integer().to_i64());
+        let e = match node {
+            Math::Add([a, b]) => ir::add(c(a), c(b)),
+            Math::Mul([a, b]) => ir::matmul(c(a), c(b)),
+            Math::Scale([s, x]) => ir::scalar_mul(c(s), c(x)),
+            Math::Div([a, s]) => ir::div(c(a), c(s)),
+            Math::Trans(a) => ir::transpose(c(a)),
+            Math::Inv(a) => ir::inverse(c(a)),
+            Math::Pow([a, p]) => ir::power(c(a), int(p)?),
+            Math::Had([a, b]) => ir::hadamard(c(a), c(b)),
+            Math::HadDiv([a, b]) => ir::hadamard_div(c(a), c(b)),
+            Math::HadPow([a, p]) => ir::hadamard_pow(c(a), c(p).as_num()?.clone()),
+            Math::Kron([a, b]) => ir::kron(c(a), c(b)),
+            Math::Vec(a) => ir::vec(c(a), analysis.order),
+            Math::Diag(a) => ir::diag_mat(c(a)),
+            Math::DiagV(a) => ir::diag_vec(c(a)),
+            Math::Trace(a) => ir::trace(c(a)),
+            Math::Det(a) => ir::det(c(a)),
+            Math::Logdet(a) => ir::logdet(c(a)),
+            Math::Sum(a) => ir::sum(c(a)),
+            Math::Norm(a) => ir::norm(c(a)),
+            Math::App([f, x]) => {
+                let Math::Leaf(sym) = &rec[*f] else { return None };
+                ir::apply(analysis.funcs.get(sym)?.clone(), c(x))
+            }
+            Math::Num(r) => ir::num(r.0.clone()),
+            // A function symbol stands alone only as the first child of `app`.
+            Math::Leaf(sym) => analysis.leaves.get(sym).cloned().unwrap_or_else(|| ir::int(0)),
+        };
+        built.push(e);
+    }
+    built.pop()
+}
+
+/// Simplifies `e` by equality saturation within `limits` and extracts the
+/// cheapest equal expression (never costlier than `e` itself).
+///
+/// ```
+/// use matdiff::{egraph, ir, shape::{Dim, Shape}};
+/// let n = Dim::sym("n");
+/// let a = ir::var("a", Shape::new(n.clone(), Dim::one()), false);
+/// let b = ir::var("b", Shape::new(n, Dim::one()), false);
+/// let e = ir::matmul(ir::diag_mat(a), b);
+/// let s = egraph::simplify(&e, ir::VecOrder::Row, egraph::Limits::default());
+/// assert_eq!(matdiff::print::text(&s.expr), "a ∘ b");
+/// ```
+pub fn simplify(e: &Expr, order: VecOrder, limits: Limits) -> Simplified {
+    let mut analysis = Shapes { order, ..Shapes::default() };
+    let rec = {
+        let mut t = ToEgg { rec: RecExpr::default(), memo: HashMap::new(), analysis: &mut analysis };
+        t.go(e);
+        t.rec
+    };
+    let runner = Runner::<Math, Shapes>::new(analysis)
+        .with_node_limit(limits.nodes)
+        .with_iter_limit(limits.iterations)
+        .with_time_limit(limits.time)
+        .with_expr(&rec)
+        .run(&rules::all());
+    let root = runner.roots[0];
+    let stop = format!("{:?}", runner.stop_reason.as_ref().map_or("none".into(), |r| format!("{r:?}")));
+    let mut flops = Flops::new(&runner.egraph);
+    let before = flops.cost_rec(&rec);
+    let (after, best) = Extractor::new(&runner.egraph, Flops::new(&runner.egraph)).find_best(root);
+    match from_egg(&best, &runner.egraph.analysis) {
+        Some(x) if after < before && x.shape == e.shape => Simplified { expr: x, cost: (after, before), stop },
+        _ => Simplified { expr: e.clone(), cost: (before, before), stop },
+    }
+}
