@@ -92,17 +92,56 @@ impl Func {
 }
 
 /// An expression node.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone)]
 pub struct Node {
     /// The operation.
     pub op: Op,
     /// Its shape.
     pub shape: Shape,
+    /// A structural hash, computed once, so that maps keyed by expressions
+    /// and comparisons of unequal expressions cost O(1).
+    hash: u64,
+    /// Whether a differential occurs below.
+    has_diff: bool,
+}
+
+impl PartialEq for Node {
+    fn eq(&self, other: &Node) -> bool {
+        self.hash == other.hash && self.shape == other.shape && self.op == other.op
+    }
+}
+impl Eq for Node {}
+impl std::hash::Hash for Node {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+impl PartialOrd for Node {
+    fn partial_cmp(&self, other: &Node) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Node {
+    fn cmp(&self, other: &Node) -> std::cmp::Ordering {
+        (self.hash, &self.shape, &self.op).cmp(&(other.hash, &other.shape, &other.op))
+    }
 }
 
 /// A shared, immutable expression.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Eq, PartialOrd, Ord)]
 pub struct Expr(pub Rc<Node>);
+
+impl std::hash::Hash for Expr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.hash);
+    }
+}
+
+impl PartialEq for Expr {
+    fn eq(&self, other: &Expr) -> bool {
+        Rc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
 
 impl fmt::Debug for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -210,7 +249,28 @@ impl Op {
 }
 
 fn node(op: Op, shape: Shape) -> Expr {
-    Expr(Rc::new(Node { op, shape }))
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::mem::discriminant(&op).hash(&mut h);
+    shape.hash(&mut h);
+    let kids = op.children();
+    let has_diff = matches!(op, Op::Diff(_)) || kids.iter().any(|c| c.0.has_diff);
+    match &op {
+        Op::Var { name, symmetric } => (name, symmetric).hash(&mut h),
+        Op::Diff(n) => n.hash(&mut h),
+        Op::Num(r) => r.hash(&mut h),
+        Op::Commutation(a, b, o) => (a, b, o).hash(&mut h),
+        Op::Power(_, k) => k.hash(&mut h),
+        Op::HadamardPow(_, k) => k.hash(&mut h),
+        Op::Vec(_, o) | Op::Unvec(_, o) => o.hash(&mut h),
+        Op::Apply(f, _) => f.hash(&mut h),
+        _ => {}
+    }
+    for k in &kids {
+        h.write_u64(k.0.hash);
+    }
+    let hash = h.finish();
+    Expr(Rc::new(Node { op, shape, hash, has_diff }))
 }
 
 /// A rational from an integer.
@@ -302,7 +362,7 @@ impl Expr {
     }
     /// Whether the expression contains a differential.
     pub fn has_diff(&self) -> bool {
-        matches!(self.op, Op::Diff(_)) || self.op.children().iter().any(|c| c.has_diff())
+        self.0.has_diff
     }
     /// Whether the expression mentions the name (as a variable or differential).
     pub fn mentions(&self, name: &str) -> bool {
@@ -497,7 +557,10 @@ pub fn matmul(a: Expr, b: Expr) -> Expr {
 fn as_power(e: &Expr) -> (Expr, i64) {
     match &e.op {
         Op::Inverse(b) => (b.clone(), -1),
-        Op::Power(b, k) => (b.clone(), *k),
+        Op::Power(b, k) => match &b.op {
+            Op::Inverse(c) => (c.clone(), -k),
+            _ => (b.clone(), *k),
+        },
         Op::Transpose(t) => match &t.op {
             Op::Inverse(b) => (transpose(b.clone()), -1),
             Op::Power(b, k) => (transpose(b.clone()), *k),
@@ -595,6 +658,7 @@ pub fn power(x: Expr, k: i64) -> Expr {
         0 => identity(x.shape.rows.clone()),
         1 => x,
         -1 => inverse(x),
+        _ if matches!(x.op, Op::Inverse(_)) => power(x.op.children()[0].clone(), -k),
         _ => {
             if let Some(r) = x.as_num() {
                 if !r.is_zero() || k > 0 {

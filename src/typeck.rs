@@ -94,44 +94,35 @@ impl Env {
             )
             .with_help("choose another name"));
         }
-        if let Some((_, at)) = self.names.get(&id.name) {
-            let (line, _) = at.line_col(src);
-            return Err(Error::name(
-                id.span,
-                format!("`{}` is already declared or defined (line {line})", id.name),
-                "second time",
-            )
-            .with_help("each name is declared or defined once; choose a new name"));
+        if let Some((binding, at)) = self.names.get(&id.name) {
+            let how = match binding {
+                Binding::Matrix { .. } => "declared",
+                Binding::Def { .. } => "defined",
+                Binding::Func => "declared as a function",
+            };
+            // The first use may be in another script or an earlier REPL input.
+            let same_text = at.start < id.span.start && src.get(at.start..at.end) == Some(id.name.as_str());
+            let place = if same_text { format!(" on line {}", at.line_col(src).0) } else { String::new() };
+            return Err(Error::name(id.span, format!("`{}` is already {how}{place}", id.name), "used again here")
+                .with_help("each name is declared or defined once; choose a new name"));
         }
         Ok(())
     }
 
     /// Types an expression.
     pub fn check(&self, e: &ast::Expr) -> Result<Expr> {
-        let mut cx = Checker {
-            env: self,
-            uni: Unifier::default(),
-            idents: Vec::new(),
-        };
+        let mut cx = Checker { env: self, uni: Unifier::default(), idents: Vec::new() };
         let t = cx.expr(e)?;
         if cx.uni.is_empty() {
             return Ok(t);
         }
         if !cx.uni.finish() {
-            return Err(Error::shape(
-                e.span,
-                "the sizes here cannot all agree",
-                "inconsistent sizes",
-            ));
+            return Err(Error::shape(e.span, "the sizes here cannot all agree", "inconsistent sizes"));
         }
         for (d, span) in &cx.idents {
             if cx.uni.resolve(d).has_vars() {
-                return Err(Error::shape(
-                    *span,
-                    "cannot infer the size of this identity or zero",
-                    "size unknown",
-                )
-                .with_help("write the size, as in I_n or I_3"));
+                return Err(Error::shape(*span, "cannot infer the size of this identity or zero", "size unknown")
+                    .with_help("write the size, as in I_n or I_3"));
             }
         }
         Ok(cx.zonk(t))
@@ -145,18 +136,31 @@ struct Checker<'a> {
     idents: Vec<(Dim, Span)>,
 }
 
-fn describe(e: &ast::Expr, src_shape: &Shape) -> String {
-    let what = match &e.kind {
+/// Built-in functions that are not elementwise.
+const CALLABLE: &[&str] = &["tr", "det", "logdet", "diag", "vec", "unvec", "sum", "norm", "inv", "kron", "ones"];
+/// Query keywords.
+const QUERIES: &[&str] = &["grad", "jacobian", "hessian", "simplify", "shape"];
+
+/// What an operand is, in words: its name if it has one.
+fn what(e: &ast::Expr, default: &str) -> String {
+    match &e.kind {
         ExprKind::Name(n) => format!("`{n}`"),
-        _ => "the left side".into(),
-    };
-    format!("{what} is {src_shape}")
+        ExprKind::Identity(_) => "`I`".into(),
+        ExprKind::Paren(x) if matches!(x.kind, ExprKind::Name(_)) => what(x, default),
+        _ => default.into(),
+    }
 }
 
-fn side(e: &ast::Expr, t: &Expr, default: &str) -> String {
-    match &e.kind {
-        ExprKind::Name(n) => format!("`{n}` is {}", t.shape),
-        _ => format!("{default} is {}", t.shape),
+fn describe(e: &ast::Expr, src_shape: &Shape) -> String {
+    format!("{} is {src_shape}", what(e, "this expression"))
+}
+
+/// `n columns`, `1 row`.
+fn count(d: &crate::shape::Dim, one: &str, many: &str) -> String {
+    if d.is_one() {
+        format!("1 {one}")
+    } else {
+        format!("{d} {many}")
     }
 }
 
@@ -210,6 +214,11 @@ impl Checker<'_> {
     }
 
     fn expr_inner(&mut self, e: &ast::Expr) -> Result<Expr> {
+        if matches!(e.kind, ExprKind::Call { .. } | ExprKind::Postfix(..)) {
+            if let Some(product) = self.matrix_call(e) {
+                return self.expr_inner(&product);
+            }
+        }
         match &e.kind {
             ExprKind::Num(r) => Ok(ir::num(r.clone())),
             ExprKind::Name(n) => self.name(n, e.span),
@@ -230,37 +239,82 @@ impl Checker<'_> {
                 let (ta, tb) = (self.expr(a)?, self.expr(b)?);
                 self.binary(*op, ta, tb, a, b, e.span)
             }
-            ExprKind::Call {
-                name,
-                primes,
-                inverse,
-                args,
-            } => self.call(name, *primes, *inverse, args, e.span),
+            ExprKind::Call { name, primes, inverse, args } => self.call(name, *primes, *inverse, args, e.span),
         }
+    }
+
+    /// `A (B)ᵀ` with a matrix `A` parses as a call `A(B)` under a postfix, but
+    /// means the product `A · (B)ᵀ`; likewise `S^-1 (x)` is `S⁻¹ · (x)` and
+    /// `I (x)` is `I · (x)`. Returns that product, or `None` for a real call.
+    fn matrix_call(&self, e: &ast::Expr) -> Option<ast::Expr> {
+        let mut chain = Vec::new();
+        let mut cur = e;
+        while let ExprKind::Postfix(x, p) = &cur.kind {
+            chain.push((p.clone(), cur.span.end));
+            cur = x;
+        }
+        let ExprKind::Call { name, primes, inverse, args } = &cur.kind else { return None };
+        if args.len() != 1 {
+            return None;
+        }
+        let n = name.name.as_str();
+        let kind = if self.env.leaf(n).is_some() {
+            ExprKind::Name(n.to_string())
+        } else if n == "I" {
+            ExprKind::Identity(None)
+        } else {
+            ExprKind::Identity(Some(identity_size(n.strip_prefix("I_")?)?))
+        };
+        let at = |kind| ast::Expr { kind, span: name.span };
+        let mut lhs = at(kind);
+        if primes % 2 == 1 {
+            lhs = at(ExprKind::Postfix(Box::new(lhs), Postfix::Transpose));
+        }
+        if *inverse {
+            lhs = at(ExprKind::Postfix(Box::new(lhs), Postfix::Inverse));
+        }
+        let open = args[0].span.start.saturating_sub(1).max(name.span.end);
+        let mut rhs =
+            ast::Expr { kind: ExprKind::Paren(Box::new(args[0].clone())), span: Span::new(open, cur.span.end) };
+        for (p, end) in chain.into_iter().rev() {
+            rhs = ast::Expr { span: Span::new(rhs.span.start, end), kind: ExprKind::Postfix(Box::new(rhs), p) };
+        }
+        Some(ast::Expr {
+            kind: ExprKind::Binary(BinOp::Mul, Box::new(lhs), Box::new(rhs)),
+            span: Span::new(cur.span.start, e.span.end),
+        })
     }
 
     fn name(&mut self, n: &str, span: Span) -> Result<Expr> {
         if let Some(t) = self.env.leaf(n) {
             return Ok(t);
         }
-        if matches!(self.env.names.get(n), Some((Binding::Func, _))) || Func::builtin(n).is_some() {
-            return Err(Error::name(
-                span,
-                format!("`{n}` is a function; apply it to an argument"),
-                "a function",
-            )
-            .with_help(format!("write {n}(x)")));
+        if matches!(self.env.names.get(n), Some((Binding::Func, _)))
+            || Func::builtin(n).is_some()
+            || CALLABLE.contains(&n)
+        {
+            return Err(Error::name(span, format!("`{n}` is a function; apply it to an argument"), "a function")
+                .with_help(format!("write {n}(X)")));
         }
-        let mut err = Error::name(
-            span,
-            format!("unknown name `{n}`"),
-            "not declared or defined",
-        );
+        if n == "d" {
+            return Err(Error::name(span, "`d` is reserved for differentials", "reserved")
+                .with_help("ask for a differential on its own line, as in d(L)"));
+        }
+        if QUERIES.contains(&n) {
+            return Err(Error::name(span, format!("`{n}` is a query, not a value"), "a query")
+                .with_help(format!("ask it on its own line, as in {n}(…)")));
+        }
+        if RESERVED.contains(&n) {
+            return Err(Error::name(span, format!("`{n}` is a reserved word"), "reserved")
+                .with_help("it belongs in declarations such as `f: R -> R`, `s: scalar` or `S: n x n symmetric`"));
+        }
+        let mut err = Error::name(span, format!("unknown name `{n}`"), "not declared or defined");
         let close = self
             .env
             .names
-            .keys()
-            .filter(|k| edit_distance(k, n) <= 2)
+            .iter()
+            .filter(|(k, (b, _))| !matches!(b, Binding::Func) && plausible(k, n))
+            .map(|(k, _)| k)
             .min_by_key(|k| edit_distance(k, n));
         err = match close {
             Some(k) => err.with_help(format!("did you mean `{k}`?")),
@@ -269,25 +323,22 @@ impl Checker<'_> {
         Err(err)
     }
 
-    fn binary(
-        &mut self,
-        op: BinOp,
-        ta: Expr,
-        tb: Expr,
-        a: &ast::Expr,
-        b: &ast::Expr,
-        span: Span,
-    ) -> Result<Expr> {
-        let mismatch = |what: &str, ta: &Expr, tb: &Expr| {
+    fn binary(&mut self, op: BinOp, ta: Expr, tb: Expr, a: &ast::Expr, b: &ast::Expr, span: Span) -> Result<Expr> {
+        let mismatch = |cx: &Self, verb: &str, ta: &Expr, tb: &Expr| {
+            let (sa, sb) = (cx.shown(&ta.shape), cx.shown(&tb.shape));
+            let side = |e: &ast::Expr, s: &str, default: &str| {
+                if matches!(e.kind, ExprKind::Identity(None)) && s.contains('?') {
+                    "`I` is square".to_string()
+                } else {
+                    format!("{} is {s}", what(e, default))
+                }
+            };
             Error::shape(
                 span,
-                format!(
-                    "{what}: {}, {}",
-                    side(a, ta, "the left side"),
-                    side(b, tb, "the right side")
-                ),
-                format!("{} and {}", ta.shape, tb.shape),
+                format!("{verb}: {} but {}", side(a, &sa, "the left side"), side(b, &sb, "the right side")),
+                format!("{sa} and {sb}"),
             )
+            .with_parts(vec![(a.span, sa.clone()), (b.span, sb.clone())])
         };
         match op {
             BinOp::Add | BinOp::Sub => {
@@ -299,14 +350,10 @@ impl Checker<'_> {
                     } else {
                         "cannot subtract matrices of different shapes"
                     };
-                    return Err(mismatch(verb, &ta, &tb));
+                    return Err(mismatch(self, verb, &ta, &tb));
                 }
                 let (ta, tb) = (self.settle(ta), self.settle(tb));
-                Ok(if op == BinOp::Add {
-                    ir::add(ta, tb)
-                } else {
-                    ir::sub(ta, tb)
-                })
+                Ok(if op == BinOp::Add { ir::add(ta, tb) } else { ir::sub(ta, tb) })
             }
             BinOp::Mul => {
                 if ta.as_num().is_some() {
@@ -323,20 +370,37 @@ impl Checker<'_> {
                     return Ok(ir::scalar_mul(tb, ta));
                 }
                 if !self.uni.unify(&ta.shape.cols, &tb.shape.rows) {
-                    return Err(mismatch("inner sizes differ", &ta, &tb)
-                        .with_help("a product A B needs as many columns in A as rows in B; a transpose may be missing"));
+                    let (sa, sb) = (self.uni.resolve_shape(&ta.shape), self.uni.resolve_shape(&tb.shape));
+                    let (l, r) = (what(a, "the left factor"), what(b, "the right factor"));
+                    return Err(Error::shape(
+                        span,
+                        format!(
+                            "cannot multiply {l} ({}) by {r} ({}): {l} has {} but {r} has {}",
+                            self.shown(&ta.shape),
+                            self.shown(&tb.shape),
+                            count(&sa.cols, "column", "columns"),
+                            count(&sb.rows, "row", "rows")
+                        ),
+                        format!("{} and {}", self.shown(&ta.shape), self.shown(&tb.shape)),
+                    )
+                    .with_parts(vec![(a.span, self.shown(&ta.shape)), (b.span, self.shown(&tb.shape))])
+                    .with_help("a product A B needs as many columns in A as rows in B; a transpose may be missing"));
                 }
                 Ok(ir::matmul(self.settle(ta), self.settle(tb)))
             }
             BinOp::Div => {
-                if !(self.uni.unify(&tb.shape.rows, &Dim::one())
-                    && self.uni.unify(&tb.shape.cols, &Dim::one()))
-                {
-                    return Err(mismatch("can only divide by a scalar", &ta, &tb)
-                        .with_help("for elementwise division write A ./ B"));
+                if !(self.uni.unify(&tb.shape.rows, &Dim::one()) && self.uni.unify(&tb.shape.cols, &Dim::one())) {
+                    let sb = self.shown(&tb.shape);
+                    return Err(Error::shape(
+                        span,
+                        format!("`/` divides by a scalar, but {}", describe(b, &self.uni.resolve_shape(&tb.shape))),
+                        format!("{sb}, not 1×1"),
+                    )
+                    .with_parts(vec![(b.span, format!("{sb}, not a scalar"))])
+                    .with_help("for elementwise division write A ./ B; for a matrix inverse write A B^-1"));
                 }
                 if tb.is_zero() {
-                    return Err(Error::shape(b.span, "division by zero", "zero"));
+                    return Err(Error::shape(b.span, "division by zero", "this is zero"));
                 }
                 Ok(ir::div(ta, self.settle(tb)))
             }
@@ -345,37 +409,42 @@ impl Checker<'_> {
                 let ta = self.broadcast(ta, &tb);
                 let tb = self.broadcast(tb, &ta);
                 if !ta.shape.is_scalar() && !tb.shape.is_scalar() && !self.same_shape(&ta, &tb) {
-                    return Err(mismatch(
-                        "elementwise operations need equal shapes",
-                        &ta,
-                        &tb,
-                    ));
+                    let verb = if op == BinOp::Hadamard {
+                        "an elementwise product needs equal shapes"
+                    } else {
+                        "an elementwise division needs equal shapes"
+                    };
+                    return Err(mismatch(self, verb, &ta, &tb));
                 }
                 if op == BinOp::HadamardDiv && tb.is_zero() {
-                    return Err(Error::shape(b.span, "division by zero", "zero"));
+                    return Err(Error::shape(b.span, "division by zero", "this is zero"));
                 }
                 let (ta, tb) = (self.settle(ta), self.settle(tb));
-                Ok(if op == BinOp::Hadamard {
-                    ir::hadamard(ta, tb)
-                } else {
-                    ir::hadamard_div(ta, tb)
-                })
+                Ok(if op == BinOp::Hadamard { ir::hadamard(ta, tb) } else { ir::hadamard_div(ta, tb) })
             }
         }
     }
 
     fn square(&mut self, t: &Expr, x: &ast::Expr, what: &str) -> Result<()> {
         if !self.uni.unify(&t.shape.rows, &t.shape.cols) {
-            return Err(Error::shape(
+            let shape = self.uni.resolve_shape(&t.shape);
+            let err = Error::shape(
                 x.span,
-                format!(
-                    "{what} needs a square matrix, but {}",
-                    describe(x, &t.shape)
-                ),
-                format!("{} is not square", t.shape),
-            ));
+                format!("{what} needs a square matrix, but {}", describe(x, &shape)),
+                format!("{} is not square", self.shown(&t.shape)),
+            );
+            return Err(match what {
+                "a matrix power" => err.with_help("for an elementwise power write X .^ k"),
+                "the inverse" => err.with_help("only a square matrix has an inverse; a transpose may be missing"),
+                _ => err,
+            });
         }
         Ok(())
+    }
+
+    /// A shape as far as it is known, for messages.
+    fn shown(&self, s: &Shape) -> String {
+        self.uni.resolve_shape(s).to_string()
     }
 
     fn postfix(&mut self, t: Expr, p: &Postfix, x: &ast::Expr, span: Span) -> Result<Expr> {
@@ -384,28 +453,24 @@ impl Checker<'_> {
             Postfix::Inverse => {
                 self.square(&t, x, "the inverse")?;
                 if t.is_zero() {
-                    return Err(Error::shape(
-                        span,
-                        "the zero matrix has no inverse",
-                        "singular",
-                    ));
+                    return Err(Error::shape(span, "the zero matrix has no inverse", "singular"));
                 }
                 ir::inverse(self.settle(t))
             }
             Postfix::Power(k) => {
                 self.square(&t, x, "a matrix power")?;
                 if *k < 0 && t.is_zero() {
-                    return Err(Error::shape(
-                        span,
-                        "the zero matrix has no inverse",
-                        "singular",
-                    ));
+                    return Err(Error::shape(span, "the zero matrix has no inverse", "singular"));
                 }
                 ir::power(self.settle(t), *k)
             }
             Postfix::HadamardPow(k) => {
                 if k < &num_rational::BigRational::zero() && t.is_zero() {
-                    return Err(Error::shape(span, "division by zero", "zero"));
+                    return Err(Error::shape(
+                        span,
+                        "division by zero: a zero matrix to a negative power",
+                        "this is zero",
+                    ));
                 }
                 ir::hadamard_pow(t, k.clone())
             }
@@ -415,18 +480,15 @@ impl Checker<'_> {
     fn size_arg(&self, a: &ast::Expr) -> Result<Dim> {
         match &a.kind {
             ExprKind::Num(r) if r.is_integer() && *r > num_rational::BigRational::zero() => {
-                let n: u64 = r
-                    .to_integer()
-                    .try_into()
-                    .map_err(|_| Error::limit(a.span, "size too large"))?;
+                let n: u64 = r.to_integer().try_into().map_err(|_| Error::limit(a.span, "size too large"))?;
                 Ok(Dim::num(n))
             }
+            ExprKind::Name(n) if self.env.names.contains_key(n) || RESERVED.contains(&n.as_str()) => {
+                Err(Error::name(a.span, format!("`{n}` is not a size"), "not a size")
+                    .with_help("a size is a whole number or a size name such as n"))
+            }
             ExprKind::Name(n) => Ok(Dim::sym(n)),
-            _ => Err(Error::Syntax {
-                message: "expected a size (a number or a size name)".into(),
-                span: a.span,
-                label: "not a size".into(),
-            }),
+            _ => Err(Error::syntax(a.span, "expected a size (a whole number or a size name)", "not a size")),
         }
     }
 
@@ -441,35 +503,33 @@ impl Checker<'_> {
         let n = name.name.as_str();
         let arity = |k: usize| -> Result<()> {
             if args.len() != k {
-                return Err(Error::Syntax {
-                    message: format!(
-                        "`{n}` takes {k} argument{}, found {}",
-                        if k == 1 { "" } else { "s" },
-                        args.len()
-                    ),
+                let usage = match n {
+                    "unvec" | "vec" => "unvec(v, rows, columns) or vec^-1(v, rows, columns)".to_string(),
+                    "ones" => "ones(rows, columns)".to_string(),
+                    "kron" => "kron(A, B)".to_string(),
+                    _ => format!("{n}{}(X)", "'".repeat(primes)),
+                };
+                return Err(Error::syntax(
                     span,
-                    label: "wrong number of arguments".into(),
-                });
+                    format!("`{n}` takes {k} argument{}, found {}", if k == 1 { "" } else { "s" }, args.len()),
+                    "wrong number of arguments",
+                )
+                .with_help(format!("write {usage}")));
             }
             Ok(())
         };
         if inverse && n != "vec" {
-            return Err(Error::name(
-                name.span,
-                format!("`{n}^-1(…)` is not a function"),
-                "not a function",
-            )
-            .with_help("write inv(X) or X^-1 for an inverse"));
+            return Err(Error::name(name.span, format!("`{n}^-1` is not a function"), "not a function").with_help(
+                format!("for the inverse of a result write ({n}(…))^-1; for a matrix inverse write inv(X) or X^-1"),
+            ));
         }
         if primes > 0
             && !matches!(self.env.names.get(n), Some((Binding::Func, _)))
             && Func::builtin(n).is_none()
             && self.env.leaf(n).is_none()
         {
-            return Err(
-                Error::name(name.span, format!("unknown function `{n}`"), "not declared")
-                    .with_help(format!("declare it: `{n}: R -> R`")),
-            );
+            return Err(Error::name(name.span, format!("unknown function `{n}`"), "not declared")
+                .with_help(format!("declare it: `{n}: R -> R`")));
         }
         if (n == "vec" && inverse) || n == "unvec" {
             arity(3)?;
@@ -480,21 +540,18 @@ impl Checker<'_> {
                 return Err(Error::shape(
                     args[0].span,
                     format!(
-                        "vec⁻¹ to {shape} needs a column of {} entries, but this is {}",
+                        "vec⁻¹ to {shape} needs a column of {} entries, but {}",
                         shape.len(),
-                        v.shape
+                        describe(&args[0], &v.shape)
                     ),
-                    "wrong length",
+                    format!("{}, not {}", v.shape, Shape::new(shape.len(), Dim::one())),
                 ));
             }
             return Ok(ir::unvec(v, shape, self.env.order));
         }
         if n == "ones" {
             arity(2)?;
-            return Ok(ir::ones(Shape::new(
-                self.size_arg(&args[0])?,
-                self.size_arg(&args[1])?,
-            )));
+            return Ok(ir::ones(Shape::new(self.size_arg(&args[0])?, self.size_arg(&args[1])?)));
         }
         if n == "kron" {
             arity(2)?;
@@ -539,14 +596,9 @@ impl Checker<'_> {
         if let Some(f) = Func::builtin(n) {
             let t = one(self)?;
             if primes > 0 {
-                return crate::diff::elementwise_derivative(&f, &t, primes as u32).ok_or_else(
-                    || {
-                        Error::unsupported(
-                            span,
-                            format!("the derivative of `{n}` is not available in this form"),
-                        )
-                    },
-                );
+                return crate::diff::elementwise_derivative(&f, &t, primes as u32).ok_or_else(|| {
+                    Error::unsupported(span, format!("the derivative of `{n}` is not available in this form"))
+                });
             }
             return Ok(ir::apply(f, t));
         }
@@ -574,10 +626,58 @@ impl Checker<'_> {
                 }
                 Ok(acc)
             }
-            None => Err(Error::name(name.span, format!("unknown function `{n}`"), "not declared")
-                .with_help(format!("declare it: `{n}: R -> R`; built-in functions are tr det logdet diag vec unvec sum norm inv kron exp log sin cos tanh sigmoid σ sqrt softplus relu abs step sign"))),
+            None => {
+                let builtins: Vec<&str> =
+                    CALLABLE.iter().copied().chain(Func::BUILTINS.iter().flat_map(|(u, a, _)| [*a, *u])).collect();
+                let declared =
+                    self.env.names.iter().filter(|(_, (b, _))| matches!(b, Binding::Func)).map(|(k, _)| k.as_str());
+                let close = builtins
+                    .iter()
+                    .copied()
+                    .chain(declared)
+                    .filter(|k| plausible(k, n))
+                    .min_by_key(|k| edit_distance(k, n));
+                const ALIASES: &[(&str, &str)] = &[
+                    ("trace", "tr"),
+                    ("Tr", "tr"),
+                    ("inverse", "inv"),
+                    ("determinant", "det"),
+                    ("log_det", "logdet"),
+                    ("ln", "log"),
+                    ("sigma", "σ"),
+                    ("transpose", "X' or Xᵀ"),
+                    ("t", "X' or Xᵀ"),
+                ];
+                let alias = ALIASES.iter().find(|(a, _)| *a == n).map(|(_, b)| *b);
+                let help = match alias.or(close) {
+                    Some(k) => format!("did you mean `{k}`? To use a new scalar function, declare it: `{n}: R -> R`"),
+                    None => {
+                        let mut list: Vec<&str> = builtins.clone();
+                        list.dedup();
+                        format!("declare it: `{n}: R -> R`; the built-in functions are {}", list.join(" "))
+                    }
+                };
+                Err(Error::name(name.span, format!("unknown function `{n}`"), "not declared").with_help(help))
+            }
         }
     }
+}
+
+/// The size in `I_3` or `I_n`.
+fn identity_size(s: &str) -> Option<DimAst> {
+    if s.chars().all(|c| c.is_ascii_digit()) {
+        let n: u64 = s.parse().ok()?;
+        (1..=1_000_000).contains(&n).then_some(DimAst::Num(n))
+    } else {
+        s.chars().next().filter(|c| c.is_alphabetic()).map(|_| DimAst::Sym(s.to_string()))
+    }
+}
+
+/// Whether `known` is a plausible misspelling target for `typed`.
+fn plausible(known: &str, typed: &str) -> bool {
+    let d = edit_distance(known, typed);
+    let most = if typed.chars().count() <= 3 { 1 } else { 2 };
+    d <= most && d < known.chars().count().max(typed.chars().count())
 }
 
 /// Levenshtein distance, for "did you mean" hints.
@@ -587,13 +687,51 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
         }
         prev = cur;
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::session::{Outcome, Session};
+
+    /// The typed expression of the last line of a script.
+    fn typed(src: &str) -> crate::ir::Expr {
+        let mut s = Session::default();
+        let out = s.run(src).unwrap_or_else(|e| panic!("{}", e.render("<test>", src)));
+        match out.last() {
+            Some(Outcome::Answer(a)) => a.function.clone().expect("typed"),
+            _ => panic!("no answer"),
+        }
+    }
+
+    #[test]
+    fn a_matrix_before_brackets_is_a_product_and_postfixes_bind_to_the_brackets() {
+        let decl = "A, B: n x n\nS: n x n\nx, m: n\n";
+        let same =
+            |a: &str, b: &str| assert_eq!(typed(&format!("{decl}{a}")), typed(&format!("{decl}{b}")), "{a} vs {b}");
+        same("A (B)ᵀ", "A Bᵀ");
+        same("A(B)'", "A B'");
+        same("A (B)^2", "A B^2");
+        same("A (B)^-1", "A B^-1");
+        same("A (B) .^ 2", "A (B .^ 2)");
+        same("A' (B)ᵀ", "Aᵀ Bᵀ");
+        // `S^-1 (…)` groups as `S⁻¹ · (…)`, which is equal by associativity.
+        same("(x - m)' S^-1 (x - m)", "(x - m)' (inv(S) (x - m))");
+        same("(x - m)' S⁻¹ (x - m)", "(x - m)' (inv(S) (x - m))");
+        same("I (A + B)", "A + B");
+        same("I_n (x)", "x");
+    }
+
+    #[test]
+    fn misspellings_are_suggested_only_when_plausible() {
+        let err = |src: &str| Session::default().run(src).unwrap_err().render("<t>", src);
+        assert!(err("weight: 3 x 3\ntr(wieght)").contains("did you mean `weight`?"));
+        assert!(err("W1: 3 x 3\ntr(W)").contains("did you mean `W1`?"));
+        assert!(!err("A: 3 x 3\ntr(C)").contains("did you mean"));
+        assert!(!err("A: 3 x 3\ntr + A").contains("unknown name"));
+    }
 }

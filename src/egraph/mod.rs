@@ -97,7 +97,7 @@ pub struct Data {
 
 /// The shape analysis: leaves come from a table built when the IR is
 /// translated; everything else is computed from the children.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Shapes {
     /// Leaves: names and opaque subexpressions.
     pub leaves: HashMap<Symbol, Expr>,
@@ -395,6 +395,11 @@ pub fn simplify(e: &Expr, order: VecOrder, limits: Limits) -> Simplified {
         t.go(e);
         t.rec
     };
+    // The input's own cost, in an e-graph holding just the input.
+    let mut plain = Graph::new(analysis.clone());
+    let plain_root = plain.add_expr(&rec);
+    plain.rebuild();
+    let before = Extractor::new(&plain, Flops::new(&plain)).find_best_cost(plain_root);
     let runner = Runner::<Math, Shapes>::new(analysis)
         .with_node_limit(limits.nodes)
         .with_iter_limit(limits.iterations)
@@ -403,8 +408,6 @@ pub fn simplify(e: &Expr, order: VecOrder, limits: Limits) -> Simplified {
         .run(&rules::all());
     let root = runner.roots[0];
     let stop = format!("{:?}", runner.stop_reason.as_ref().map_or("none".into(), |r| format!("{r:?}")));
-    let mut flops = Flops::new(&runner.egraph);
-    let before = flops.cost_rec(&rec);
     let (after, best) = Extractor::new(&runner.egraph, Flops::new(&runner.egraph)).find_best(root);
     match from_egg(&best, &runner.egraph.analysis) {
         Some(x) if after < before && x.shape == e.shape => Simplified { expr: x, cost: (after, before), stop },
