@@ -258,10 +258,12 @@ fn node(op: Op, shape: Shape) -> Expr {
     match &op {
         Op::Var { name, symmetric } => (name, symmetric).hash(&mut h),
         Op::Diff(n) => n.hash(&mut h),
-        Op::Num(r) => r.hash(&mut h),
+        // Rationals are kept normalized, so hashing the parts is enough (and much
+        // cheaper than `Ratio`'s own hash, which divides).
+        Op::Num(r) => (r.numer(), r.denom()).hash(&mut h),
         Op::Commutation(a, b, o) => (a, b, o).hash(&mut h),
         Op::Power(_, k) => k.hash(&mut h),
-        Op::HadamardPow(_, k) => k.hash(&mut h),
+        Op::HadamardPow(_, k) => (k.numer(), k.denom()).hash(&mut h),
         Op::Vec(_, o) | Op::Unvec(_, o) => o.hash(&mut h),
         Op::Apply(f, _) => f.hash(&mut h),
         _ => {}

@@ -204,10 +204,20 @@ impl Session {
     /// other declared matrices (data such as targets) are constants. With no
     /// derivative queries, every name varies.
     pub fn exec(&mut self, stmt: &Stmt, src: &str) -> Result<Outcome> {
-        let saved = self.env.clone();
+        // Undo log: the names this statement may introduce, and the definitions so far.
+        let introduced: Vec<&str> = match stmt {
+            Stmt::Decl { names, .. } | Stmt::FnDecl { names } => names.iter().map(|n| n.name.as_str()).collect(),
+            Stmt::Def { name, .. } => vec![name.name.as_str()],
+            Stmt::Query { .. } => vec![],
+        };
+        let fresh: Vec<&str> = introduced.into_iter().filter(|n| !self.env.names.contains_key(*n)).collect();
+        let defs = self.env.defs.len();
         let out = self.exec_inner(stmt, src);
         if out.is_err() {
-            self.env = saved;
+            for n in fresh {
+                self.env.names.remove(n);
+            }
+            self.env.defs.truncate(defs);
         }
         out
     }

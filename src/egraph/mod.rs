@@ -22,8 +22,15 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// An exact rational constant in the e-graph.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Rat(pub BigRational);
+
+impl std::hash::Hash for Rat {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Normalized, so the parts identify the value.
+        (self.0.numer(), self.0.denom()).hash(state);
+    }
+}
 
 impl FromStr for Rat {
     type Err = ();
