@@ -348,7 +348,7 @@ impl Expr {
     /// negative terms `-A - B` gives `(-1, A + B)`.
     pub fn split_coef(&self) -> (BigRational, Expr) {
         match &self.op {
-            Op::Add(ts) if ts.iter().all(|t| t.split_coef().0.is_negative()) => {
+            Op::Add(ts) if ts.iter().all(Expr::is_negated) => {
                 (rat(-1), sum_of(ts.iter().map(|t| neg(t.clone())).collect()))
             }
             Op::Num(r) => (r.clone(), int(1)),
@@ -362,6 +362,16 @@ impl Expr {
             _ => (rat(1), self.clone()),
         }
     }
+    /// Whether this is written with a leading minus: a negative number or a
+    /// negative multiple (looks one level down, no further).
+    pub fn is_negated(&self) -> bool {
+        match &self.op {
+            Op::Num(r) => r.is_negative(),
+            Op::Scale(s, _) => s.as_num().is_some_and(|c| c.is_negative()),
+            _ => false,
+        }
+    }
+
     /// Whether the expression contains a differential.
     pub fn has_diff(&self) -> bool {
         self.0.has_diff

@@ -86,6 +86,9 @@ pub struct Session {
     /// Names that derivative queries differentiate with respect to; `d(F)`
     /// treats declared matrices outside this set as constants.
     targets: BTreeSet<String>,
+    /// Reverse sweeps of scalar functions, shared by their gradient queries;
+    /// valid while no definition is added.
+    sweeps: std::collections::HashMap<(Expr, usize, VecOrder), std::collections::BTreeMap<crate::ir::Name, Expr>>,
 }
 
 impl Session {
@@ -287,18 +290,38 @@ impl Session {
                         let xe = self.env.leaf(&w.name).ok_or_else(|| {
                             Error::unsupported(w.span, format!("`{}` is not a declared or defined matrix; derivatives are taken with respect to one", w.name))
                         })?;
-                        if *kind == QueryKind::Gradient && f.shape.is_scalar() {
+                        let self_gradient = matches!(&f.op, crate::ir::Op::Var { name, .. } if **name == *w.name);
+                        if *kind == QueryKind::Gradient && f.shape.is_scalar() && !self.options.steps && !self_gradient
+                        {
+                            let key = (f.clone(), self.env.defs.len(), conv.order);
+                            if !self.sweeps.contains_key(&key) {
+                                self.sweeps.insert(key.clone(), chain::sweep(&self.env, &f, conv.order));
+                            }
+                            let answer = self.sweeps[&key]
+                                .get(w.name.as_str())
+                                .cloned()
+                                .unwrap_or_else(|| crate::ir::zero(xe.shape.clone()));
+                            let lhs = Lhs::Gradient { f: label.clone(), x: w.name.clone() };
+                            let step = Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: answer.clone() };
+                            (lhs, Derivation { answer, steps: vec![step] })
+                        } else if *kind == QueryKind::Gradient && f.shape.is_scalar() {
                             let g = chain::gradient(&self.env, &f, &label, &w.name, conv.order, w.span)?;
                             let mut steps = Vec::new();
-                            if let Ok(j) = chain::jacobian(
-                                &self.env,
-                                &f,
-                                &label,
-                                &w.name,
-                                Conventions { layout: Layout::Denominator, ..conv },
-                                w.span,
-                            ) {
-                                if !xe.shape.is_vector() {
+                            let kronecker_steps = if self.options.steps && !xe.shape.is_vector() {
+                                chain::jacobian(
+                                    &self.env,
+                                    &f,
+                                    &label,
+                                    &w.name,
+                                    Conventions { layout: Layout::Denominator, ..conv },
+                                    w.span,
+                                )
+                                .ok()
+                            } else {
+                                None
+                            };
+                            if let Some(j) = kronecker_steps {
+                                {
                                     steps = j.steps;
                                     steps.push(Step {
                                         lhs: Lhs::Gradient { f: label.clone(), x: w.name.clone() },
@@ -342,7 +365,11 @@ impl Session {
                     QueryKind::Simplify | QueryKind::Show | QueryKind::Shape => e.clone(),
                     _ => chain::fold_names(&self.env, e),
                 };
-                let steps = deriv.steps.into_iter().map(|s| Step { rhs: fold(&s.rhs), ..s }).collect();
+                let steps = if self.options.steps {
+                    deriv.steps.into_iter().map(|s| Step { rhs: fold(&s.rhs), ..s }).collect()
+                } else {
+                    deriv.steps
+                };
                 let mut expr = fold(&deriv.answer);
                 // Cheapest equal form, for answers meant to be evaluated; Kronecker
                 // forms and differentials keep their textbook shape.

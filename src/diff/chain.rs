@@ -228,6 +228,35 @@ pub fn jacobian(env: &Env, f: &Expr, f_label: &str, x: &str, conv: Conventions, 
     Ok(Derivation { answer, steps })
 }
 
+/// One reverse sweep from a scalar `F` through every definition: `∂F/∂X`
+/// for every name `X` that `F` depends on, at once. Answers to several
+/// gradient queries of one function share it, so deriving every layer of an
+/// L-layer network costs one sweep, not L.
+pub fn sweep(env: &Env, f: &Expr, order: VecOrder) -> BTreeMap<Name, Expr> {
+    let all = |_: &str| true;
+    let body = match &f.op {
+        Op::Var { name, .. } => env.definition(name).cloned(),
+        _ => None,
+    };
+    let d = super::differential(body.as_ref().unwrap_or(f));
+    let mut bars: BTreeMap<Name, Vec<Expr>> = BTreeMap::new();
+    let mut done: BTreeMap<Name, Expr> = BTreeMap::new();
+    identify::adjoint(&d, ir::int(1), order, &mut bars);
+    for u in env.defs.iter().rev() {
+        let Some(parts) = bars.remove(u.as_str()) else {
+            continue;
+        };
+        let bar = crate::simplify::tidy(&ir::sum_of(parts));
+        done.insert(u.as_str().into(), bar.clone());
+        let du = restrict(&super::differential(env.definition(u).expect("definition")), &all);
+        identify::adjoint(&du, bar, order, &mut bars);
+    }
+    for (n, parts) in bars {
+        done.insert(n, crate::simplify::tidy(&ir::sum_of(parts)));
+    }
+    done
+}
+
 /// `∂F/∂X` for scalar `F`, shaped like `X`, by reverse mode through definitions.
 pub fn gradient(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, span: Span) -> Result<Derivation> {
     let xe = check_wrt(env, x, span)?;

@@ -1,0 +1,77 @@
+//! Derivation time: the seed script, L-layer networks (every ∂L/∂Wi), twenty
+//! textbook gradients, and a 200-term sum.
+//!
+//! ```sh
+//! cargo bench --bench derive
+//! ```
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use matdiff::Session;
+use std::hint::black_box;
+
+/// An L-layer tanh network with row vectors and a squared loss, asking for
+/// the gradient of every weight matrix.
+pub fn network(layers: usize) -> String {
+    let mut s = String::from("x: 1 x n; y: 1 x n\n");
+    for i in 1..=layers {
+        s.push_str(&format!("W{i}: n x n; b{i}: 1 x n\n"));
+    }
+    let mut prev = "x".to_string();
+    for i in 1..=layers {
+        s.push_str(&format!("d{i} = {prev} W{i} + b{i}\nh{i} = tanh(d{i})\n"));
+        prev = format!("h{i}");
+    }
+    s.push_str(&format!("L = ({prev} - y)({prev} - y)^T\n"));
+    for i in 1..=layers {
+        s.push_str(&format!("∂L/∂W{i}\n"));
+    }
+    s
+}
+
+const TEXTBOOK: &[&str] = &[
+    "grad(a^T X b, X)",
+    "grad(a^T X^T b, X)",
+    "grad(tr(A X), X)",
+    "grad(tr(X^T X), X)",
+    "grad(tr(X^T A X), X)",
+    "grad(det(X), X)",
+    "grad(logdet(X), X)",
+    "grad(a^T X^-1 b, X)",
+    "grad(x^T A x, x)",
+    "grad(x^T S x, x)",
+    "grad(‖x - a‖², x)",
+    "grad(‖X‖², X)",
+    "grad((A x + b)^T S (A x + b), x)",
+    "grad(tr(X A X^T B), X)",
+    "grad(sum(exp(A x)), x)",
+    "grad(sum(log(1 + exp(A x))), x)",
+    "grad(tr(X^-1 A), X)",
+    "grad(det(X^3), X)",
+    "grad(‖A x - b‖² + ‖x‖², x)",
+    "grad(sum(σ(X a) ∘ (X b)), X)",
+];
+
+fn bench(c: &mut Criterion) {
+    let seed = include_str!("../examples/backprop.mdiff");
+    c.bench_function("seed script", |b| b.iter(|| Session::default().run(black_box(seed)).unwrap()));
+
+    let mut group = c.benchmark_group("L-layer network, every ∂L/∂Wi");
+    for layers in [1, 2, 4, 8, 16, 32, 64] {
+        let script = network(layers);
+        group.bench_with_input(BenchmarkId::from_parameter(layers), &script, |b, s| {
+            b.iter(|| Session::default().run(black_box(s)).unwrap())
+        });
+    }
+    group.finish();
+
+    let decls = "X: n x n; A: n x n; S: n x n symmetric; a: n; b: n; x: n\n";
+    let textbook: String = format!("{decls}{}", TEXTBOOK.join("\n"));
+    c.bench_function("20 textbook gradients", |b| b.iter(|| Session::default().run(black_box(&textbook)).unwrap()));
+
+    let sum: Vec<String> = (1..=200).map(|i| format!("{i} A x")).collect();
+    let sum = format!("A: n x n; x: n\nsimplify({})", sum.join(" + "));
+    c.bench_function("200-term sum", |b| b.iter(|| Session::default().run(black_box(&sum)).unwrap()));
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
