@@ -2,6 +2,7 @@
 //! check derivatives against finite differences.
 
 pub mod check;
+pub mod flops;
 
 use crate::ir::{Expr, Func, Op, VecOrder};
 use crate::shape::Shape;
