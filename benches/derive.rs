@@ -64,7 +64,7 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
-    let decls = "X: n x n; A: n x n; S: n x n symmetric; a: n; b: n; x: n\n";
+    let decls = "X: n x n; A: n x n; B: n x n; S: n x n symmetric; a: n; b: n; x: n\n";
     let textbook: String = format!("{decls}{}", TEXTBOOK.join("\n"));
     c.bench_function("20 textbook gradients", |b| b.iter(|| Session::default().run(black_box(&textbook)).unwrap()));
 
