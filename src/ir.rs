@@ -465,6 +465,12 @@ pub fn scalar_mul(s: Expr, x: Expr) -> Expr {
     if s.is_identity() {
         return x;
     }
+    if let (Op::Scale(c, t), None) = (&s.op, s.as_num()) {
+        if c.as_num().is_some() {
+            // (c t) x = c (t x): numbers stay in front.
+            return scalar_mul(c.clone(), scalar_mul(t.clone(), x));
+        }
+    }
     if x.shape.is_scalar() && x.as_num().is_some() && s.as_num().is_none() {
         return scalar_mul(x, s);
     }
@@ -487,6 +493,8 @@ pub fn scalar_mul(s: Expr, x: Expr) -> Expr {
             // Keep numbers in front: s (c y) = c (s y).
             return scalar_mul(t.clone(), scalar_mul(s, y.clone()));
         }
+        // One scalar factor: s (t y) = (s t) y.
+        return scalar_mul(matmul(s, t.clone()), y.clone());
     }
     let shape = x.shape.clone();
     node(Op::Scale(s, x), shape)
@@ -552,14 +560,15 @@ pub fn matmul(a: Expr, b: Expr) -> Expr {
             return matmul(p.clone(), m);
         }
     }
-    if let (Op::Scale(s, i), false) = (&a.op, b.shape.is_scalar()) {
-        if matches!(i.op, Op::Identity) {
-            return scalar_mul(s.clone(), b);
-        }
-    }
-    if let (Op::Scale(s, i), false) = (&b.op, a.shape.is_scalar()) {
-        if matches!(i.op, Op::Identity) {
-            return scalar_mul(s.clone(), a);
+    // (c s I) B = c s B, and A (c s I) = c s A.
+    for (scaled, other) in [(&a, &b), (&b, &a)] {
+        let (c, base) = scaled.split_coef();
+        match &base.op {
+            Op::Identity => return scale(c, other.clone()),
+            Op::Scale(s, i) if matches!(i.op, Op::Identity) => {
+                return scale(c, scalar_mul(s.clone(), other.clone()));
+            }
+            _ => {}
         }
     }
     node(Op::MatMul(a, b), shape)
@@ -671,6 +680,10 @@ pub fn power(x: Expr, k: i64) -> Expr {
         1 => x,
         -1 => inverse(x),
         _ if matches!(x.op, Op::Inverse(_)) => power(x.op.children()[0].clone(), -k),
+        _ if matches!(x.op, Op::Power(..)) => {
+            let Op::Power(y, j) = &x.op else { unreachable!() };
+            power(y.clone(), j * k)
+        }
         _ => {
             if let Some(r) = x.as_num() {
                 if !r.is_zero() || k > 0 {
@@ -878,6 +891,13 @@ pub fn norm(x: Expr) -> Expr {
 /// `f(x)` elementwise.
 pub fn apply(f: Func, x: Expr) -> Expr {
     let shape = x.shape.clone();
+    if matches!(x.op, Op::Zero) {
+        match f {
+            Func::Sin | Func::Tanh | Func::Sqrt | Func::Relu | Func::Abs | Func::Step | Func::Sign => return x,
+            Func::Exp | Func::Cos => return ones(shape),
+            _ => {}
+        }
+    }
     node(Op::Apply(f, x), shape)
 }
 

@@ -226,7 +226,9 @@ impl Printer {
                 out.push_str(if ascii { "^-1" } else { "⁻¹" });
             }
             Op::Power(x, k) => {
-                self.go(x, POST, out);
+                // `(X²)³` needs its parentheses: `X²³` would read as X to the 23.
+                let min = if matches!(x.op, Op::Power(..)) && !ascii { ATOM } else { POST };
+                self.go(x, min, out);
                 if ascii {
                     out.push_str(&format!("^{k}"));
                 } else {
