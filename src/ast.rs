@@ -84,6 +84,8 @@ pub enum Stmt {
         expr: Expr,
         /// The variable, for derivatives.
         wrt: Option<Ident>,
+        /// The second variable of a mixed second derivative, `hessian(F, X, Y)`.
+        wrt2: Option<Ident>,
         /// The whole statement.
         span: Span,
     },

@@ -269,7 +269,7 @@ impl Session {
                 self.env.defs.push(name.name.clone());
                 Ok(Outcome::Defined { name: name.name.clone(), shape })
             }
-            Stmt::Query { kind, expr, wrt, span } => {
+            Stmt::Query { kind, expr, wrt, wrt2, span } => {
                 if let Some(w) = wrt {
                     self.targets.insert(w.name.clone());
                 }
@@ -277,7 +277,8 @@ impl Session {
                 let mut checked = f.clone();
                 let label = label_of(&src[expr.span.start..expr.span.end]);
                 let conv = self.options.conventions;
-                let x = wrt.as_ref().map(|w| w.name.clone());
+                // The checker differentiates with respect to the last variable.
+                let x = wrt2.as_ref().or(wrt.as_ref()).map(|w| w.name.clone());
                 let (lhs, deriv) = match kind {
                     QueryKind::Differential => {
                         let varying = self.varying();
@@ -352,7 +353,16 @@ impl Session {
                                 format!("`{label}` is {}, not a scalar: a Hessian needs a scalar function", f.shape),
                             ));
                         }
-                        let (d, g) = chain::hessian(&self.env, &f, &label, &w.name, conv.order, w.span)?;
+                        if let Some(y) = wrt2 {
+                            if self.env.leaf(&y.name).is_none() {
+                                return Err(Error::unsupported(
+                                    y.span,
+                                    format!("`{}` is not a declared or defined matrix; derivatives are taken with respect to one", y.name),
+                                ));
+                            }
+                        }
+                        let y = wrt2.as_ref().map(|y| y.name.as_str());
+                        let (d, g) = chain::hessian(&self.env, &f, &label, &w.name, y, conv.order, w.span)?;
                         checked = g;
                         (d.steps.last().expect("answer step").lhs.clone(), d)
                     }
@@ -548,8 +558,14 @@ pub fn lhs_text(l: &Lhs, n: Notation) -> String {
         Lhs::Jacobian { f, x, vec: true } => format!("{d}{f}/{d}vec({x}){t}"),
         Lhs::Jacobian { f, x, vec: false } => format!("{d}{f}/{d}{x}{t}"),
         Lhs::Gradient { f, x } => format!("{d}{f}/{d}{x}"),
-        Lhs::Hessian { f, x, vec: true } => format!("{d}²{f}/{d}vec({x}){d}vec({x}){t}"),
-        Lhs::Hessian { f, x, vec: false } => format!("{d}²{f}/{d}{x}{d}{x}{t}"),
+        Lhs::Hessian { f, x, vec, y } => {
+            let var = |n: &str, v: bool| if v { format!("{d}vec({n})") } else { format!("{d}{n}") };
+            let second = match y {
+                Some((y, yv)) => var(y, *yv),
+                None => var(x, *vec),
+            };
+            format!("{d}²{f}/{}{second}{t}", var(x, *vec))
+        }
     }
 }
 
@@ -571,13 +587,19 @@ fn lhs_latex(l: &Lhs) -> String {
             format!(r"\frac{{\partial {}}}{{\partial {}^\top}}", n(f), n(x))
         }
         Lhs::Gradient { f, x } => format!(r"\frac{{\partial {}}}{{\partial {}}}", n(f), n(x)),
-        Lhs::Hessian { f, x, vec: true } => format!(
-            r"\frac{{\partial^2 {}}}{{\partial \operatorname{{vec}}({x}) \, \partial \operatorname{{vec}}({x})^\top}}",
-            n(f),
-            x = n(x)
-        ),
-        Lhs::Hessian { f, x, vec: false } => {
-            format!(r"\frac{{\partial^2 {}}}{{\partial {x} \, \partial {x}^\top}}", n(f), x = n(x))
+        Lhs::Hessian { f, x, vec, y } => {
+            let var = |name: &str, v: bool| {
+                if v {
+                    format!(r"\operatorname{{vec}}({})", n(name))
+                } else {
+                    n(name)
+                }
+            };
+            let second = match y {
+                Some((y, yv)) => var(y, *yv),
+                None => var(x, *vec),
+            };
+            format!(r"\frac{{\partial^2 {}}}{{\partial {} \, \partial {second}^\top}}", n(f), var(x, *vec))
         }
     }
 }

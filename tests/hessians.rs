@@ -80,6 +80,25 @@ fn hessians_in_textbook_form() {
 }
 
 #[test]
+fn mixed_second_derivatives() {
+    for (query, text) in [
+        ("hessian(b^T M x, x, b)", "∂²(b^T M x)/∂x∂bᵀ = Mᵀ"),
+        ("hessian(‖M x - b‖², x, b)", "∂²(‖M x - b‖²)/∂x∂bᵀ = -2 Mᵀ"),
+        ("hessian(tr(X^T C X), X, C)", "∂²(tr(X^T C X))/∂vec(X)∂vec(C)ᵀ = (I ⊗ Xᵀ) (I + K_(m,m))"),
+        ("hessian(sum(σ(M x) ∘ b), x, M)", ""),
+    ] {
+        for order in [VecOrder::Row, VecOrder::Col] {
+            let (s, a) = hessian(query, order);
+            let err = s.check(&a).expect("evaluates").expect("a derivative");
+            assert!(err < check::TOLERANCE, "{query}: {} (error {err})", s.render(&a));
+            if order == VecOrder::Row && !text.is_empty() {
+                assert_eq!(s.render(&a), text);
+            }
+        }
+    }
+}
+
+#[test]
 fn a_hessian_needs_a_scalar() {
     let mut s = Session::default();
     let err = s.run("x: n; A: n x n; hessian(A x, x)").unwrap_err();

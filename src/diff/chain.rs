@@ -35,7 +35,8 @@ pub enum Lhs {
         /// Whether `X` is a matrix (written `vec(X)`).
         vec: bool,
     },
-    /// `∂²F/∂x∂xᵀ`, or `∂²F/∂vec(X)∂vec(X)ᵀ` when `vec` is set.
+    /// `∂²F/∂x∂xᵀ`, or `∂²F/∂vec(X)∂vec(X)ᵀ` when `vec` is set; mixed,
+    /// `∂²F/∂x∂yᵀ`, when `y` is set.
     Hessian {
         /// The function, as written.
         f: String,
@@ -43,6 +44,8 @@ pub enum Lhs {
         x: String,
         /// Whether `X` is a matrix.
         vec: bool,
+        /// The second variable of a mixed derivative, and whether it is a matrix.
+        y: Option<(String, bool)>,
     },
     /// `∂F/∂X`
     Gradient {
@@ -354,17 +357,32 @@ pub fn differential(env: &Env, f: &Expr, f_label: &str, varies: &dyn Fn(&str) ->
 /// The Hessian of a scalar `F`: the Jacobian `∂g/∂vec(X)ᵀ` of its gradient
 /// `g = vec(∂F/∂X)`, itself taken through the definitions. Returns the
 /// derivation and `g`, whose finite differences check the Hessian.
-pub fn hessian(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, span: Span) -> Result<(Derivation, Expr)> {
+/// With `y`, the mixed derivative `∂²F/∂vec(X)∂vec(Y)ᵀ`: the Jacobian of
+/// `vec(∂F/∂X)` with respect to `Y`.
+pub fn hessian(
+    env: &Env,
+    f: &Expr,
+    f_label: &str,
+    x: &str,
+    y: Option<&str>,
+    order: VecOrder,
+    span: Span,
+) -> Result<(Derivation, Expr)> {
     let g = gradient(env, f, f_label, x, order, span)?;
     let grad = g.answer.clone();
     let gv = if grad.shape.cols.is_one() { grad.clone() } else { ir::vec(grad.clone(), order) };
     let conv = Conventions { layout: Layout::Numerator, order };
-    let j = jacobian(env, &gv, f_label, x, conv, span)?;
+    let j = jacobian(env, &gv, f_label, y.unwrap_or(x), conv, span)?;
     let answer = crate::simplify::tidy(&j.answer);
-    let vec = !env.leaf(x).is_some_and(|e| e.shape.is_vector());
+    let is_matrix = |n: &str| !env.leaf(n).is_some_and(|e| e.shape.is_vector());
     let mut steps = g.steps;
     steps.push(Step {
-        lhs: Lhs::Hessian { f: f_label.to_string(), x: x.to_string(), vec },
+        lhs: Lhs::Hessian {
+            f: f_label.to_string(),
+            x: x.to_string(),
+            vec: is_matrix(x),
+            y: y.map(|y| (y.to_string(), is_matrix(y))),
+        },
         formula: None,
         reshape: false,
         rhs: answer.clone(),

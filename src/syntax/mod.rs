@@ -547,7 +547,7 @@ fn statement(p: Pair<Rule>) -> Result<Stmt> {
         }
         Rule::diff_query => {
             let e = expr(p.into_inner().next().expect("expr"))?;
-            Ok(Stmt::Query { kind: QueryKind::Differential, expr: e, wrt: None, span: sp })
+            Ok(Stmt::Query { kind: QueryKind::Differential, expr: e, wrt: None, wrt2: None, span: sp })
         }
         Rule::partial_query => {
             let mut inner = p.into_inner();
@@ -567,7 +567,7 @@ fn statement(p: Pair<Rule>) -> Result<Stmt> {
                     _ => {}
                 }
             }
-            Ok(Stmt::Query { kind, expr: f, wrt: var, span: sp })
+            Ok(Stmt::Query { kind, expr: f, wrt: var, wrt2: None, span: sp })
         }
         Rule::call_query => {
             let mut inner = p.into_inner();
@@ -581,7 +581,8 @@ fn statement(p: Pair<Rule>) -> Result<Stmt> {
             };
             let args: Vec<Expr> = inner.map(expr).collect::<Result<_>>()?;
             let want = if matches!(kind, QueryKind::Simplify | QueryKind::Shape) { 1 } else { 2 };
-            if args.len() != want {
+            let mixed = kind == QueryKind::Hessian && args.len() == 3;
+            if args.len() != want && !mixed {
                 let usage =
                     if want == 1 { format!("{}(expression)", kw.as_str()) } else { format!("{}(F, X)", kw.as_str()) };
                 return Err(Error::syntax(
@@ -602,21 +603,21 @@ fn statement(p: Pair<Rule>) -> Result<Stmt> {
             }
             let mut args = args.into_iter();
             let f = args.next().expect("f");
-            let wrt = match args.next() {
-                None => None,
-                Some(Expr { kind: ExprKind::Name(n), span }) => Some(Ident { name: n, span }),
-                Some(other) => {
-                    return Err(Error::name(
-                        other.span,
-                        "derivatives are taken with respect to a declared matrix, written by its name",
-                        "not a name",
-                    )
-                    .with_help(format!("write the matrix's name, as in {}(F, X)", kw.as_str())))
-                }
+            let variable = |a: Option<Expr>| match a {
+                None => Ok(None),
+                Some(Expr { kind: ExprKind::Name(n), span }) => Ok(Some(Ident { name: n, span })),
+                Some(other) => Err(Error::name(
+                    other.span,
+                    "derivatives are taken with respect to a declared matrix, written by its name",
+                    "not a name",
+                )
+                .with_help(format!("write the matrix's name, as in {}(F, X)", kw.as_str()))),
             };
-            Ok(Stmt::Query { kind, expr: f, wrt, span: sp })
+            let wrt = variable(args.next())?;
+            let wrt2 = variable(args.next())?;
+            Ok(Stmt::Query { kind, expr: f, wrt, wrt2, span: sp })
         }
-        Rule::expr => Ok(Stmt::Query { kind: QueryKind::Show, expr: expr(p)?, wrt: None, span: sp }),
+        Rule::expr => Ok(Stmt::Query { kind: QueryKind::Show, expr: expr(p)?, wrt: None, wrt2: None, span: sp }),
         r => unreachable!("statement rule {r:?}"),
     }
 }
