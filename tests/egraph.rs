@@ -52,6 +52,7 @@ rule_tests! {
     diag_times_vector: "diag(x) y" => "x ∘ y",
     row_times_diag: "r diag(r)" => "r ∘ r",
     diag_times_diag: "diag(x) diag(y) x" => "y ∘ (x ∘ x)",
+    diag_sum: "A (diag(x) + 2 diag(y)) B" => "A diag(x + 2 y) B",
     kron_mixed_product: "(A ⊗ F)(B ⊗ F)" => "A B ⊗ F²",
     kron_scalar: "(2 A) ⊗ F" => "2(A ⊗ F)",
     trace_transpose: "tr(Aᵀ)" => "tr(A)",
