@@ -525,14 +525,14 @@ pub fn matmul(a: Expr, b: Expr) -> Expr {
         return scalar_mul(b, a);
     }
     if let (Op::DiagMat(x), Op::DiagMat(y)) = (&a.op, &b.op) {
-        return diag_mat(hadamard(x.clone(), y.clone()));
+        return diag_mat(hadamard(x.clone(), oriented_like(y, x)));
     }
     if let Some(m) = merge_powers(&a, &b) {
         return m;
     }
     if let (Op::MatMul(p, q), Op::DiagMat(y)) = (&a.op, &b.op) {
         if let Op::DiagMat(x) = &q.op {
-            return matmul(p.clone(), diag_mat(hadamard(x.clone(), y.clone())));
+            return matmul(p.clone(), diag_mat(hadamard(x.clone(), oriented_like(y, x))));
         }
     }
     // (A ⊗ B)(C ⊗ D) = AC ⊗ BD when the inner sizes agree.
@@ -572,6 +572,15 @@ pub fn matmul(a: Expr, b: Expr) -> Expr {
         }
     }
     node(Op::MatMul(a, b), shape)
+}
+
+/// The vector `v` as a row or column like `like` (both vectors of one length).
+fn oriented_like(v: &Expr, like: &Expr) -> Expr {
+    if v.shape == like.shape {
+        v.clone()
+    } else {
+        transpose(v.clone())
+    }
 }
 
 /// A square factor as `baseᵏ`: `X⁻¹` is `(X, -1)`, `(X²)ᵀ` is `(Xᵀ, 2)`.

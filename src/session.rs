@@ -74,6 +74,9 @@ pub struct Answer {
     pub function: Option<Expr>,
     /// The variable, for derivative queries.
     pub wrt: Option<String>,
+    /// For `d(F)`: the names whose differentials may appear (those `F`
+    /// mentions directly that vary), which a check perturbs together.
+    pub varying: Vec<String>,
 }
 
 /// Declarations, definitions and settings.
@@ -275,6 +278,7 @@ impl Session {
                 }
                 let f = self.env.check(expr)?;
                 let mut checked = f.clone();
+                let mut moving = Vec::new();
                 let label = label_of(&src[expr.span.start..expr.span.end]);
                 let conv = self.options.conventions;
                 // The checker differentiates with respect to the last variable.
@@ -283,7 +287,14 @@ impl Session {
                     QueryKind::Differential => {
                         let varying = self.varying();
                         let all = self.targets.is_empty();
-                        let d = chain::differential(&self.env, &f, &label, &|n| all || varying.contains(n), conv.order);
+                        let varies = |n: &str| all || varying.contains(n);
+                        let d = chain::differential(&self.env, &f, &label, &varies, conv.order);
+                        let body = match &f.op {
+                            crate::ir::Op::Var { name, .. } => self.env.definition(name).cloned(),
+                            _ => None,
+                        };
+                        let body = body.unwrap_or_else(|| f.clone());
+                        moving = self.env.names.keys().filter(|n| varies(n) && body.mentions(n)).cloned().collect();
                         (Lhs::Differential(label.clone()), d)
                     }
                     QueryKind::Gradient | QueryKind::Jacobian => {
@@ -296,7 +307,9 @@ impl Session {
                         {
                             let key = (f.clone(), self.env.defs.len(), conv.order);
                             if !self.sweeps.contains_key(&key) {
-                                self.sweeps.insert(key.clone(), chain::sweep(&self.env, &f, conv.order));
+                                let sweep = chain::sweep(&self.env, &f, conv.order)
+                                    .map_err(|e| Error::unsupported(w.span, e.0))?;
+                                self.sweeps.insert(key.clone(), sweep);
                             }
                             let answer = self.sweeps[&key]
                                 .get(w.name.as_str())
@@ -395,6 +408,7 @@ impl Session {
                     span: *span,
                     function: Some(checked),
                     wrt: x,
+                    varying: moving,
                 }))
             }
         }

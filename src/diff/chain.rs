@@ -235,7 +235,7 @@ pub fn jacobian(env: &Env, f: &Expr, f_label: &str, x: &str, conv: Conventions, 
 /// for every name `X` that `F` depends on, at once. Answers to several
 /// gradient queries of one function share it, so deriving every layer of an
 /// L-layer network costs one sweep, not L.
-pub fn sweep(env: &Env, f: &Expr, order: VecOrder) -> BTreeMap<Name, Expr> {
+pub fn sweep(env: &Env, f: &Expr, order: VecOrder) -> std::result::Result<BTreeMap<Name, Expr>, NotIdentified> {
     let all = |_: &str| true;
     let body = match &f.op {
         Op::Var { name, .. } => env.definition(name).cloned(),
@@ -244,7 +244,7 @@ pub fn sweep(env: &Env, f: &Expr, order: VecOrder) -> BTreeMap<Name, Expr> {
     let d = super::differential(body.as_ref().unwrap_or(f));
     let mut bars: BTreeMap<Name, Vec<Expr>> = BTreeMap::new();
     let mut done: BTreeMap<Name, Expr> = BTreeMap::new();
-    identify::adjoint(&d, ir::int(1), order, &mut bars);
+    identify::adjoint(&d, ir::int(1), order, &mut bars)?;
     for u in env.defs.iter().rev() {
         let Some(parts) = bars.remove(u.as_str()) else {
             continue;
@@ -252,12 +252,12 @@ pub fn sweep(env: &Env, f: &Expr, order: VecOrder) -> BTreeMap<Name, Expr> {
         let bar = crate::simplify::tidy(&ir::sum_of(parts));
         done.insert(u.as_str().into(), bar.clone());
         let du = restrict(&super::differential(env.definition(u).expect("definition")), &all);
-        identify::adjoint(&du, bar, order, &mut bars);
+        identify::adjoint(&du, bar, order, &mut bars)?;
     }
     for (n, parts) in bars {
         done.insert(n, crate::simplify::tidy(&ir::sum_of(parts)));
     }
-    done
+    Ok(done)
 }
 
 /// `∂F/∂X` for scalar `F`, shaped like `X`, by reverse mode through definitions.
@@ -278,7 +278,8 @@ pub fn gradient(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, sp
     let mut steps =
         vec![Step { lhs: Lhs::Differential(root.label.clone()), formula: None, reshape: false, rhs: root.d.clone() }];
     let mut bars: BTreeMap<Name, Vec<Expr>> = BTreeMap::new();
-    identify::adjoint(&root.d, ir::int(1), order, &mut bars);
+    let fail = |e: NotIdentified| Error::unsupported(span, e.0);
+    identify::adjoint(&root.d, ir::int(1), order, &mut bars).map_err(fail)?;
     for u in env.defs.iter().rev() {
         if u == x || !dep.contains(u) {
             continue;
@@ -294,7 +295,7 @@ pub fn gradient(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, sp
             rhs: bar.clone(),
         });
         let du = restrict(&super::differential(env.definition(u).expect("definition")), &keep);
-        identify::adjoint(&du, bar, order, &mut bars);
+        identify::adjoint(&du, bar, order, &mut bars).map_err(fail)?;
     }
     let g = match bars.remove(x) {
         Some(parts) => ir::sum_of(parts),
@@ -319,9 +320,9 @@ pub fn differential(env: &Env, f: &Expr, f_label: &str, varies: &dyn Fn(&str) ->
         _ => None,
     };
     let d = restrict(&super::differential(body.as_ref().unwrap_or(f)), varies);
-    let answer = if f.shape.is_scalar() {
-        let mut bars: BTreeMap<Name, Vec<Expr>> = BTreeMap::new();
-        identify::adjoint(&d, ir::int(1), order, &mut bars);
+    let mut bars: BTreeMap<Name, Vec<Expr>> = BTreeMap::new();
+    let identified = f.shape.is_scalar() && identify::adjoint(&d, ir::int(1), order, &mut bars).is_ok();
+    let answer = if identified {
         let mut names = Vec::new();
         d.diff_names(&mut names);
         let terms: Vec<Expr> = names

@@ -57,24 +57,11 @@ pub fn jacobian(e: &Expr, x: &str, x_shape: &Shape, order: VecOrder) -> Result<E
             ir::matmul(ir::inverse(ir::diag_mat(ir::vec(a.clone(), order))), j(f)?)
         }
         Op::Kron(a, b) if !a.has_diff() || !b.has_diff() => {
-            let (m, n) = (a.shape.rows.clone(), a.shape.cols.clone());
-            let (p, q) = (b.shape.rows.clone(), b.shape.cols.clone());
-            // vec(A ⊗ B) = P (vec A ⊗ vec B), P a permutation.
-            let perm = match order {
-                VecOrder::Row => {
-                    ir::kron(ir::kron(id(m.clone()), ir::commutation(n.clone(), p.clone(), order)), id(q.clone()))
-                }
-                VecOrder::Col => {
-                    ir::kron(ir::kron(id(n.clone()), ir::commutation(q.clone(), m.clone(), order)), id(p.clone()))
-                }
-            };
-            let spread = if a.has_diff() {
-                ir::matmul(ir::kron(id(m.mul(&n)), ir::vec(b.clone(), order)), j(a)?)
-            } else {
-                ir::matmul(ir::kron(ir::vec(a.clone(), order), id(p.mul(&q))), j(b)?)
-            };
-            ir::matmul(perm, spread)
+            let f = if a.has_diff() { a } else { b };
+            ir::matmul(kron_jacobian(a, b, a.has_diff(), order), j(f)?)
         }
+        Op::DiagMat(f) => ir::matmul(diag_selection(f.shape.len(), order), j(f)?),
+        Op::DiagVec(f) => ir::matmul(ir::transpose(diag_selection(f.shape.rows.clone(), order)), j(f)?),
         Op::Vec(f, o) | Op::Unvec(f, o) if *o == order => j(f)?,
         Op::Trace(f) => ir::matmul(ir::transpose(ir::vec(id(f.shape.rows.clone()), order)), j(f)?),
         Op::Sum(f) => ir::matmul(ir::ones(Shape::new(Dim::one(), f.shape.len())), j(f)?),
@@ -84,43 +71,63 @@ pub fn jacobian(e: &Expr, x: &str, x_shape: &Shape, order: VecOrder) -> Result<E
     })
 }
 
+/// `J` with `vec(A ⊗ B) = J vec(A)` (when `left`) or `J vec(B)`:
+/// `vec(A ⊗ B) = P (vec A ⊗ vec B)` with `P` a permutation of commutation matrices.
+fn kron_jacobian(a: &Expr, b: &Expr, left: bool, order: VecOrder) -> Expr {
+    let id = ir::identity;
+    let (m, n) = (a.shape.rows.clone(), a.shape.cols.clone());
+    let (p, q) = (b.shape.rows.clone(), b.shape.cols.clone());
+    let perm = match order {
+        VecOrder::Row => ir::kron(ir::kron(id(m.clone()), ir::commutation(n.clone(), p.clone(), order)), id(q.clone())),
+        VecOrder::Col => ir::kron(ir::kron(id(n.clone()), ir::commutation(q.clone(), m.clone(), order)), id(p.clone())),
+    };
+    let spread = if left {
+        ir::kron(id(m.mul(&n)), ir::vec(b.clone(), order))
+    } else {
+        ir::kron(ir::vec(a.clone(), order), id(p.mul(&q)))
+    };
+    ir::matmul(perm, spread)
+}
+
+/// `S` with `vec(diag(v)) = S v` for a vector `v` of `k` entries:
+/// `diag(vec I) (1 ⊗ I)` for rows, `diag(vec I) (I ⊗ 1)` for columns.
+fn diag_selection(k: Dim, order: VecOrder) -> Expr {
+    let ones = ir::ones(Shape::new(k.clone(), Dim::one()));
+    let id = ir::identity(k.clone());
+    let spread = match order {
+        VecOrder::Row => ir::kron(ones, id.clone()),
+        VecOrder::Col => ir::kron(id.clone(), ones),
+    };
+    ir::matmul(ir::diag_mat(ir::vec(id, order)), spread)
+}
+
 /// Reverse mode: adds to `bars[X]` the `X̄` with `⟨bar, e⟩ = Σ ⟨X̄, dX⟩`, for
 /// `e` linear in the differentials. Names not in `keep` are skipped.
-pub fn adjoint(e: &Expr, bar: Expr, order: VecOrder, bars: &mut BTreeMap<ir::Name, Vec<Expr>>) {
+pub fn adjoint(
+    e: &Expr,
+    bar: Expr,
+    order: VecOrder,
+    bars: &mut BTreeMap<ir::Name, Vec<Expr>>,
+) -> Result<(), NotIdentified> {
     if !e.has_diff() || bar.is_zero() {
-        return;
+        return Ok(());
     }
     let mut go = |f: &Expr, b: Expr| adjoint(f, b, order, bars);
     match &e.op {
-        Op::Diff(n) => bars.entry(n.clone()).or_default().push(bar),
-        Op::Add(ts) => ts.iter().for_each(|t| go(t, bar.clone())),
-        Op::Scale(s, m) => {
-            if m.has_diff() {
-                go(m, ir::scalar_mul(s.clone(), bar.clone()));
-            }
-            if s.has_diff() {
-                go(s, super::inner(bar, m.clone()));
-            }
+        Op::Diff(n) => {
+            bars.entry(n.clone()).or_default().push(bar);
+            Ok(())
         }
-        Op::MatMul(a, b) => {
-            if a.has_diff() {
-                go(a, ir::matmul(bar.clone(), ir::transpose(b.clone())));
-            }
-            if b.has_diff() {
-                go(b, ir::matmul(ir::transpose(a.clone()), bar));
-            }
-        }
-        Op::Div(f, s) => go(f, ir::div(bar, s.clone())),
+        Op::Add(ts) => ts.iter().try_for_each(|t| go(t, bar.clone())),
+        Op::Scale(s, m) if !s.has_diff() => go(m, ir::scalar_mul(s.clone(), bar)),
+        Op::Scale(s, m) if !m.has_diff() => go(s, super::inner(bar, m.clone())),
+        Op::MatMul(a, b) if !b.has_diff() => go(a, ir::matmul(bar, ir::transpose(b.clone()))),
+        Op::MatMul(a, b) if !a.has_diff() => go(b, ir::matmul(ir::transpose(a.clone()), bar)),
+        Op::Div(f, s) if !s.has_diff() => go(f, ir::div(bar, s.clone())),
         Op::Transpose(f) => go(f, ir::transpose(bar)),
-        Op::Hadamard(a, b) => {
-            if a.has_diff() {
-                go(a, ir::hadamard(bar.clone(), b.clone()));
-            }
-            if b.has_diff() {
-                go(b, ir::hadamard(bar, a.clone()));
-            }
-        }
-        Op::HadamardDiv(f, a) => go(f, ir::hadamard_div(bar, a.clone())),
+        Op::Hadamard(a, b) if !b.has_diff() => go(a, ir::hadamard(bar, b.clone())),
+        Op::Hadamard(a, b) if !a.has_diff() => go(b, ir::hadamard(bar, a.clone())),
+        Op::HadamardDiv(f, a) if !a.has_diff() => go(f, ir::hadamard_div(bar, a.clone())),
         Op::Vec(f, o) => go(f, ir::unvec(bar, f.shape.clone(), *o)),
         Op::Unvec(f, o) => go(f, ir::vec(bar, *o)),
         Op::DiagMat(f) => {
@@ -130,18 +137,13 @@ pub fn adjoint(e: &Expr, bar: Expr, order: VecOrder, bars: &mut BTreeMap<ir::Nam
         Op::DiagVec(f) => go(f, ir::diag_mat(bar)),
         Op::Trace(f) => go(f, ir::scalar_mul(bar, ir::identity(f.shape.rows.clone()))),
         Op::Sum(f) => go(f, ir::scalar_mul(bar, ir::ones(f.shape.clone()))),
-        _ => {
-            // No direct rule (Kronecker products): X̄ = vec⁻¹(Jᵀ vec(bar)).
-            let mut names = Vec::new();
-            e.diff_names(&mut names);
-            for n in names {
-                let shape = e.diff_shape(&n).expect("differential shape");
-                if let Ok(j) = jacobian(e, &n, &shape, order) {
-                    let g = ir::unvec(ir::matmul(ir::transpose(j), ir::vec(bar.clone(), order)), shape, order);
-                    bars.entry(n).or_default().push(g);
-                }
-            }
+        // F̄ = vec⁻¹(Jᵀ vec(Ā)) with J the Jacobian of vec(A ⊗ B) in the linear factor.
+        Op::Kron(a, b) if !a.has_diff() || !b.has_diff() => {
+            let f = if a.has_diff() { a } else { b };
+            let j = kron_jacobian(a, b, a.has_diff(), order);
+            go(f, ir::unvec(ir::matmul(ir::transpose(j), ir::vec(bar, order)), f.shape.clone(), order))
         }
+        _ => Err(NotIdentified(format!("no reverse-mode rule for `{}`", crate::print::text(e)))),
     }
 }
 

@@ -140,7 +140,9 @@ fn check_once(
     let order = conv.order;
     match answer.kind {
         QueryKind::Differential => {
-            let mut names = Vec::new();
+            // Every name whose differential may appear moves, so that an
+            // answer missing a term fails.
+            let mut names: Vec<crate::ir::Name> = answer.varying.iter().map(|n| n.as_str().into()).collect();
             answer.expr.diff_names(&mut names);
             // The differentials of the names in dF are independent: hold
             // every one of those names at its value while another moves.

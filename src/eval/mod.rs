@@ -69,6 +69,14 @@ fn scalar_fn(f: &Func, x: f64) -> f64 {
     }
 }
 
+/// Both matrices, if their shapes agree (an internal error otherwise, never a panic).
+fn same_shape(a: Mat, b: Mat) -> Result<(Mat, Mat), EvalError> {
+    if a.shape() != b.shape() {
+        return Err(EvalError(format!("internal shape disagreement: {:?} and {:?}", a.shape(), b.shape())));
+    }
+    Ok((a, b))
+}
+
 /// Position of entry `(i, j)` of an `r×c` matrix in its `vec`.
 pub fn vec_index(i: usize, j: usize, r: usize, c: usize, order: VecOrder) -> usize {
     match order {
@@ -152,12 +160,19 @@ impl<'a> Evaluator<'a> {
             Op::Add(ts) => {
                 let mut acc = Mat::zeros(r, c);
                 for t in ts {
-                    acc += self.eval(t)?;
+                    let (sum, v) = same_shape(acc, self.eval(t)?)?;
+                    acc = sum + v;
                 }
                 acc
             }
             Op::Scale(s, x) => self.eval(x)? * self.eval(s)?[(0, 0)],
-            Op::MatMul(a, b) => self.eval(a)? * self.eval(b)?,
+            Op::MatMul(a, b) => {
+                let (a, b) = (self.eval(a)?, self.eval(b)?);
+                if a.ncols() != b.nrows() {
+                    return Err(EvalError(format!("internal shape disagreement in {}", crate::print::text(e))));
+                }
+                a * b
+            }
             Op::Div(a, s) => self.eval(a)? / self.eval(s)?[(0, 0)],
             Op::Transpose(x) => self.eval(x)?.transpose(),
             Op::Inverse(x) => self.eval(x)?.try_inverse().ok_or_else(|| EvalError("singular matrix".into()))?,
@@ -172,8 +187,14 @@ impl<'a> Evaluator<'a> {
                 }
                 acc
             }
-            Op::Hadamard(a, b) => self.eval(a)?.component_mul(&self.eval(b)?),
-            Op::HadamardDiv(a, b) => self.eval(a)?.component_div(&self.eval(b)?),
+            Op::Hadamard(a, b) => {
+                let (a, b) = same_shape(self.eval(a)?, self.eval(b)?)?;
+                a.component_mul(&b)
+            }
+            Op::HadamardDiv(a, b) => {
+                let (a, b) = same_shape(self.eval(a)?, self.eval(b)?)?;
+                a.component_div(&b)
+            }
             Op::HadamardPow(a, k) => {
                 let k = k.to_f64().unwrap_or(f64::NAN);
                 self.eval(a)?.map(|x| x.powf(k))
