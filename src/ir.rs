@@ -362,6 +362,22 @@ impl Expr {
             _ => (rat(1), self.clone()),
         }
     }
+    /// The factors of a product chain, left to right (`A B C` gives `[A, B, C]`).
+    pub fn factors(&self) -> Vec<Expr> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.clone()];
+        while let Some(e) = stack.pop() {
+            match &e.op {
+                Op::MatMul(a, b) => {
+                    stack.push(b.clone());
+                    stack.push(a.clone());
+                }
+                _ => out.push(e),
+            }
+        }
+        out
+    }
+
     /// Whether this is written with a leading minus: a negative number or a
     /// negative multiple (looks one level down, no further).
     pub fn is_negated(&self) -> bool {

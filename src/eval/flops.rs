@@ -34,8 +34,7 @@ pub fn count(e: &Expr, sizes: &HashMap<String, usize>) -> u64 {
         Op::Add(_) => unreachable!("handled above"),
         Op::MatMul(a, b) => dim(&a.shape.rows) * dim(&a.shape.cols) * dim(&b.shape.cols),
         Op::Scale(s, x) if s.as_num().is_some() => {
-            let mut factors = Vec::new();
-            flatten(x, &mut factors);
+            let factors = x.factors();
             factors.iter().map(area).min().unwrap_or(0)
         }
         Op::Scale(..) | Op::Div(..) | Op::Hadamard(..) | Op::HadamardDiv(..) | Op::HadamardPow(..) | Op::Apply(..) => {
@@ -48,14 +47,4 @@ pub fn count(e: &Expr, sizes: &HashMap<String, usize>) -> u64 {
         Op::Sum(x) | Op::Norm(x) => area(x),
     };
     kids + own
-}
-
-fn flatten(e: &Expr, out: &mut Vec<Expr>) {
-    match &e.op {
-        Op::MatMul(a, b) => {
-            flatten(a, out);
-            flatten(b, out);
-        }
-        _ => out.push(e.clone()),
-    }
 }

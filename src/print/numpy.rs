@@ -261,8 +261,7 @@ impl Gen<'_> {
             }
             // A number scales the smallest factor of a product.
             Op::Scale(a, x) if a.as_num().is_some() && matches!(x.op, Op::MatMul(..)) => {
-                let mut factors = Vec::new();
-                flatten(x, &mut factors);
+                let mut factors = x.factors();
                 let area = |f: &Expr| f.shape.rows.estimate(1e3) * f.shape.cols.estimate(1e3);
                 let smallest =
                     (0..factors.len()).min_by(|&i, &j| area(&factors[i]).total_cmp(&area(&factors[j]))).unwrap_or(0);
@@ -337,8 +336,7 @@ impl Gen<'_> {
     /// is evaluated from that end, so each step multiplies a matrix by a
     /// vector; diagonal and Kronecker factors then act without being built.
     fn chain(&mut self, e: &Expr) -> String {
-        let mut factors = Vec::new();
-        flatten(e, &mut factors);
+        let mut factors = e.factors();
         if e.shape.cols.is_one() && !e.shape.rows.is_one() {
             let last = factors.pop().expect("factor");
             let mut acc = (self.expr(&last), last.shape.clone());
@@ -386,16 +384,6 @@ impl Gen<'_> {
             }
             _ => format!("({x} @ {})", self.expr(f)),
         }
-    }
-}
-
-fn flatten(e: &Expr, out: &mut Vec<Expr>) {
-    match &e.op {
-        Op::MatMul(a, b) => {
-            flatten(a, out);
-            flatten(b, out);
-        }
-        _ => out.push(e.clone()),
     }
 }
 
