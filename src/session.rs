@@ -79,6 +79,31 @@ pub struct Answer {
     pub varying: Vec<String>,
 }
 
+impl Answer {
+    /// The answer in Unicode text.
+    ///
+    /// ```
+    /// let mut s = matdiff::Session::default();
+    /// let a = s.answers("A: n x n; grad(tr(A A), A)").unwrap().remove(0);
+    /// assert_eq!(a.text(), "2 Aᵀ");
+    /// assert_eq!(a.latex(), r"2 \, \mathbf{A}^\top");
+    /// assert_eq!(a.expr.shape.to_string(), "n×n");
+    /// ```
+    pub fn text(&self) -> String {
+        print::text(&self.expr)
+    }
+
+    /// The answer in ASCII text.
+    pub fn ascii(&self) -> String {
+        print::ascii(&self.expr)
+    }
+
+    /// The answer in LaTeX.
+    pub fn latex(&self) -> String {
+        print::latex(&self.expr)
+    }
+}
+
 /// Declarations, definitions and settings.
 #[derive(Debug, Clone, Default)]
 pub struct Session {
