@@ -36,6 +36,8 @@ pub struct Ident {
 pub enum QueryKind {
     /// `d(F)`
     Differential,
+    /// `d²(F)`
+    SecondDifferential,
     /// `∂F/∂X` or `grad(F, X)`: a gradient shaped like `X` for scalar `F`.
     Gradient,
     /// `∂F/∂Xᵀ`, `∂F/∂vec(X)ᵀ` or `jacobian(F, X)`.

@@ -153,6 +153,7 @@ impl Session {
                 };
                 let base = match (&a.kind, &a.lhs) {
                     (QueryKind::Differential, Lhs::Differential(f)) => format!("d_{}", ident(f)),
+                    (_, Lhs::SecondDifferential(f)) => format!("d2_{}", ident(f)),
                     (_, Lhs::Gradient { f, x }) => format!("grad_{}_{}", ident(f), ident(x)),
                     (_, Lhs::Jacobian { f, x, .. }) => format!("jacobian_{}_{}", ident(f), ident(x)),
                     (_, Lhs::Hessian { f, x, .. }) => format!("hessian_{}_{}", ident(f), ident(x)),
@@ -321,6 +322,15 @@ impl Session {
                         let body = body.unwrap_or_else(|| f.clone());
                         moving = self.env.names.keys().filter(|n| varies(n) && body.mentions(n)).cloned().collect();
                         (Lhs::Differential(label.clone()), d)
+                    }
+                    QueryKind::SecondDifferential => {
+                        let varying = self.varying();
+                        let all = self.targets.is_empty();
+                        let d = chain::second_differential(&self.env, &f, &label, &|n| all || varying.contains(n));
+                        let mut names = Vec::new();
+                        d.steps[0].rhs.diff_names(&mut names);
+                        moving = names.iter().map(|n| n.to_string()).collect();
+                        (Lhs::SecondDifferential(label.clone()), d)
                     }
                     QueryKind::Gradient | QueryKind::Jacobian => {
                         let w = wrt.as_ref().expect("variable");
@@ -594,6 +604,10 @@ pub fn lhs_text(l: &Lhs, n: Notation) -> String {
     };
     match l {
         Lhs::Differential(f) => format!("d{f}"),
+        Lhs::SecondDifferential(f) => match n {
+            Notation::Unicode => format!("d²{f}"),
+            Notation::Ascii => format!("d^2{f}"),
+        },
         Lhs::Jacobian { f, x, vec: true } => format!("{d}{f}/{d}vec({x}){t}"),
         Lhs::Jacobian { f, x, vec: false } => format!("{d}{f}/{d}{x}{t}"),
         Lhs::Gradient { f, x } => format!("{d}{f}/{d}{x}"),
@@ -619,6 +633,7 @@ fn lhs_latex(l: &Lhs) -> String {
     };
     match l {
         Lhs::Differential(f) => format!(r"\mathrm{{d}}{}", n(f)),
+        Lhs::SecondDifferential(f) => format!(r"\mathrm{{d}}^2{}", n(f)),
         Lhs::Jacobian { f, x, vec: true } => {
             format!(r"\frac{{\partial {}}}{{\partial \operatorname{{vec}}({})^\top}}", n(f), n(x))
         }

@@ -99,6 +99,34 @@ fn mixed_second_derivatives() {
 }
 
 #[test]
+fn second_differentials() {
+    let cases = [
+        "d²(x^T A x)",
+        "d²(‖M x - b‖²)",
+        "d²(tr(A^-1))",
+        "d²(logdet(A))",
+        "d²(det(A))",
+        "f = sum(exp(M x)); d²(f)",
+        "p = σ(X w); L = -yᵀ log(p) - (1 - y)ᵀ log(1 - p); d²(L)",
+        "n0: 1 x 2; W1: 2 x 3; W2: 3 x 2; t: 1 x 2; d1 = n0 W1; n1 = tanh(d1); d2 = n1 W2; L2 = (d2 - t)(d2 - t)^T; d²(L2)",
+    ];
+    for q in cases {
+        let (s, a) = hessian(q, VecOrder::Row);
+        let err = s.check(&a).expect("evaluates").expect("a derivative");
+        assert!(err < check::TOLERANCE, "{q}: {} (error {err})", s.render(&a));
+        // A wrong answer is caught.
+        let mut wrong = a.clone();
+        wrong.expr = matdiff::ir::scale(matdiff::ir::rat(2), a.expr.clone());
+        let err = s.check(&wrong).expect("evaluates").expect("a derivative");
+        assert!(err > check::TOLERANCE, "{q}: twice the answer passed");
+    }
+    // With only x varying, the textbook form.
+    let mut s = Session::default();
+    let a = s.answers("x: n; A: n x n; d²(x^T A x); grad(x^T A x, x)").unwrap();
+    assert_eq!(s.render(&a[0]), "d²(x^T A x) = 2 dxᵀ A dx");
+}
+
+#[test]
 fn a_hessian_needs_a_scalar() {
     let mut s = Session::default();
     let err = s.run("x: n; A: n x n; hessian(A x, x)").unwrap_err();

@@ -26,6 +26,8 @@ pub enum Layout {
 pub enum Lhs {
     /// `dF`
     Differential(String),
+    /// `d²F`
+    SecondDifferential(String),
     /// `∂F/∂Xᵀ`, or `∂F/∂vec(X)ᵀ` when `vec` is set.
     Jacobian {
         /// The function, as written.
@@ -389,4 +391,49 @@ pub fn hessian(
         rhs: answer.clone(),
     });
     Ok((Derivation { answer, steps }, gv))
+}
+
+/// The second differential `d²F`, holding the differentials of the
+/// varying declared matrices fixed (`d(dX) = 0`): `d²(xᵀAx) = 2 dxᵀ A dx`.
+/// Intermediates keep their names as values; their differentials are
+/// expanded through their definitions.
+pub fn second_differential(env: &Env, f: &Expr, f_label: &str, varies: &dyn Fn(&str) -> bool) -> Derivation {
+    let mut memo: BTreeMap<String, Expr> = BTreeMap::new();
+    let first = total_differential(env, f, varies, &mut memo);
+    let second = crate::simplify::tidy(&total_differential(env, &first, varies, &mut memo));
+    let steps = vec![
+        Step {
+            lhs: Lhs::Differential(f_label.to_string()),
+            formula: None,
+            reshape: false,
+            rhs: crate::simplify::tidy(&first),
+        },
+        Step { lhs: Lhs::SecondDifferential(f_label.to_string()), formula: None, reshape: false, rhs: second.clone() },
+    ];
+    Derivation { answer: second, steps }
+}
+
+/// `d(e)` in the differentials of declared matrices only: a defined name's
+/// differential is expanded through its definition (memoized).
+fn total_differential(env: &Env, e: &Expr, varies: &dyn Fn(&str) -> bool, memo: &mut BTreeMap<String, Expr>) -> Expr {
+    let one_level = super::differential(e);
+    let mut names = Vec::new();
+    one_level.diff_names(&mut names);
+    let mut out = one_level;
+    for n in names {
+        let replacement = match env.definition(&n) {
+            Some(body) => {
+                if !memo.contains_key(&*n) {
+                    let body = body.clone();
+                    let t = total_differential(env, &body, varies, memo);
+                    memo.insert(n.to_string(), t);
+                }
+                memo[&*n].clone()
+            }
+            None if varies(&n) => continue,
+            None => ir::zero(out.diff_shape(&n).expect("shape")),
+        };
+        out = super::substitute_diff(&out, &n, &replacement);
+    }
+    out
 }

@@ -109,8 +109,15 @@ pub fn check(env: &Env, answer: &Answer, conv: Conventions, seed: u64) -> Result
     let Some(f) = &answer.function else {
         return Ok(None);
     };
-    if !matches!(answer.kind, QueryKind::Gradient | QueryKind::Jacobian | QueryKind::Differential | QueryKind::Hessian)
-    {
+    let derivative = matches!(
+        answer.kind,
+        QueryKind::Gradient
+            | QueryKind::Jacobian
+            | QueryKind::Differential
+            | QueryKind::Hessian
+            | QueryKind::SecondDifferential
+    );
+    if !derivative {
         return Ok(None);
     }
     let mut rng = StdRng::seed_from_u64(seed);
@@ -139,6 +146,32 @@ fn check_once(
 ) -> Result<f64, EvalError> {
     let order = conv.order;
     match answer.kind {
+        QueryKind::SecondDifferential => {
+            // d²F against the second difference along all varying names at once.
+            let mut dirs = Values::default();
+            let mut ev = Evaluator::new(env, values);
+            for n in &answer.varying {
+                let x0 = ev.name(n)?;
+                dirs.mats.insert(n.clone(), Mat::from_fn(x0.nrows(), x0.ncols(), |_, _| rng.random_range(-1.0..1.0)));
+            }
+            // Second differences, Richardson-extrapolated: error O(h⁴) + O(ε/h²).
+            let h = 2e-3;
+            let at = |t: f64| -> Result<Mat, EvalError> {
+                let mut vals = values.clone();
+                for (n, d) in &dirs.mats {
+                    let x0 = Evaluator::new(env, values).name(n)?;
+                    vals.mats.insert(n.clone(), x0 + d * t);
+                }
+                Evaluator::new(env, &vals).eval(f)
+            };
+            let centre = at(0.0)?;
+            let second = |h: f64| -> Result<Mat, EvalError> { Ok((at(h)? - &centre * 2.0 + at(-h)?) / (h * h)) };
+            let expected = (second(h / 2.0)? * 4.0 - second(h)?) / 3.0;
+            let mut vals = values.clone();
+            vals.diffs = dirs.mats;
+            let got = Evaluator::new(env, &vals).eval(&answer.expr)?;
+            Ok(relative_error(&got, &expected))
+        }
         QueryKind::Differential => {
             // Every name whose differential may appear moves, so that an
             // answer missing a term fails.

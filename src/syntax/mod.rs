@@ -545,6 +545,10 @@ fn statement(p: Pair<Rule>) -> Result<Stmt> {
             let body = expr(inner.next().expect("body"))?;
             Ok(Stmt::Def { name, body })
         }
+        Rule::second_query => {
+            let e = expr(p.into_inner().next().expect("expr"))?;
+            Ok(Stmt::Query { kind: QueryKind::SecondDifferential, expr: e, wrt: None, wrt2: None, span: sp })
+        }
         Rule::diff_query => {
             let e = expr(p.into_inner().next().expect("expr"))?;
             Ok(Stmt::Query { kind: QueryKind::Differential, expr: e, wrt: None, wrt2: None, span: sp })
