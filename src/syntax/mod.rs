@@ -592,8 +592,9 @@ fn statement(p: Pair<Rule>) -> Result<Stmt> {
                 return Err(Error::syntax(
                     sp,
                     format!(
-                        "`{}` takes {want} argument{}, found {}",
+                        "`{}` takes {want}{} argument{}, found {}",
                         kw.as_str(),
+                        if kind == QueryKind::Hessian { " or 3" } else { "" },
                         if want == 1 { "" } else { "s" },
                         args.len()
                     ),
@@ -601,6 +602,8 @@ fn statement(p: Pair<Rule>) -> Result<Stmt> {
                 )
                 .with_help(if want == 1 {
                     format!("write {usage}")
+                } else if kind == QueryKind::Hessian {
+                    "write hessian(F, X), or hessian(F, X, Y) for the mixed derivative".to_string()
                 } else {
                     format!("write {usage}, where X is the declared matrix to differentiate with respect to")
                 }));
