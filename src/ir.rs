@@ -622,7 +622,7 @@ fn merge_powers(a: &Expr, b: &Expr) -> Option<Expr> {
         return None;
     }
     let ((x, i), (y, j)) = (as_power(a), as_power(b));
-    (x == y).then(|| power(x, i + j))
+    (x == y && (i + j).abs() <= MAX_POWER).then(|| power(x, i + j))
 }
 
 /// A matrix product node as it is, with no simplification (for code
@@ -698,6 +698,9 @@ pub fn inverse(x: Expr) -> Expr {
     }
 }
 
+/// Largest exponent that merging powers may produce (`(X¹⁰⁰⁰)¹⁰⁰⁰` stays nested).
+const MAX_POWER: i64 = 1_000_000;
+
 /// `xᵏ` for a square `x`.
 pub fn power(x: Expr, k: i64) -> Expr {
     match k {
@@ -705,13 +708,14 @@ pub fn power(x: Expr, k: i64) -> Expr {
         1 => x,
         -1 => inverse(x),
         _ if matches!(x.op, Op::Inverse(_)) => power(x.op.children()[0].clone(), -k),
-        _ if matches!(x.op, Op::Power(..)) => {
+        _ if matches!(&x.op, Op::Power(_, j) if j.checked_mul(k).is_some_and(|p| p.abs() <= MAX_POWER)) => {
             let Op::Power(y, j) = &x.op else { unreachable!() };
             power(y.clone(), j * k)
         }
         _ => {
             if let Some(r) = x.as_num() {
-                if !r.is_zero() || k > 0 {
+                // Fold small powers of numbers only: 2^1000000 stays a power.
+                if (!r.is_zero() || k > 0) && k.abs() <= 64 {
                     return num(num_traits::pow::Pow::pow(r, k as i32));
                 }
             }
@@ -770,7 +774,7 @@ pub fn hadamard_pow(a: Expr, k: BigRational) -> Expr {
     }
     if let (Some(r), true) = (a.as_num(), k.is_integer()) {
         if let Ok(e) = i32::try_from(k.to_integer()) {
-            if !r.is_zero() || e > 0 {
+            if (!r.is_zero() || e > 0) && e.abs() <= 64 {
                 return num(num_traits::pow::Pow::pow(r, e));
             }
         }
