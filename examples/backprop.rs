@@ -1,4 +1,4 @@
-//! The seed network of the contract through the library API: every query,
+//! The seed network (a 2-layer network) through the library API: every query,
 //! its answer, and the largest relative error against finite differences.
 //!
 //! ```sh

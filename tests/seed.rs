@@ -1,4 +1,4 @@
-//! The worked example of the contract: the seed network's derivation, pinned
+//! The worked example: the seed network's derivation, pinned
 //! by snapshots under both conventions, step by step, and in every format.
 
 use matdiff::diff::chain::{Conventions, Layout};
@@ -36,7 +36,7 @@ fn numerator_col() -> Options {
 }
 
 #[test]
-fn seed_answers_match_the_contract() {
+fn seed_answers_match_the_worked_example() {
     let got = answers(Options::default());
     let want = [
         "dL = dn2 2(n2 - y)ᵀ",

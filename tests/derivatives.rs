@@ -1,0 +1,780 @@
+//! Textbook derivatives, proved right numerically.
+//!
+//! Every case is a small script run through a [`Session`]; every answer is
+//! compared with central finite differences by [`Session::check`] and must
+//! agree to within [`TOLERANCE`], under all four conventions (denominator or
+//! numerator layout, `vec` by rows or by columns). Symbolic sizes get the
+//! distinct values 2, 3, 5, … from the checker, so a missing transpose shows.
+//!
+//! `Session::check` compares a `d(F)` answer only in the differentials it
+//! mentions, so a dropped term would pass; every `d(F)` here is also
+//! compared along random directions in all varying names at once
+//! ([`directional_error`]).
+//!
+//! Then: the scripts of `tests/cases/textbook/`, one check per differential
+//! rule (`d(F)` with matrices of sizes 2, 3 and 5), the seed answers of the worked
+//! example as text, and planted wrong answers that the checker must reject.
+//!
+//! Cases that once showed an engine bug stay here as regressions.
+
+use matdiff::ast::QueryKind;
+use matdiff::diff::chain::{Conventions, Layout};
+use matdiff::eval::check::{random_values, TOLERANCE};
+use matdiff::eval::{unvec_of, vec_of, Evaluator, Mat, Values};
+use matdiff::ir::{self, rat, Expr, Op, VecOrder};
+use matdiff::session::{Answer, Options, Outcome, Session};
+use matdiff::shape::{Dim, Shape};
+use matdiff::typeck::Binding;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::collections::BTreeSet;
+
+// ---- harness ------------------------------------------------------------------
+
+/// The four conventions: layout × `vec` order.
+const ALL: [Conventions; 4] = [
+    Conventions { layout: Layout::Denominator, order: VecOrder::Row },
+    Conventions { layout: Layout::Denominator, order: VecOrder::Col },
+    Conventions { layout: Layout::Numerator, order: VecOrder::Row },
+    Conventions { layout: Layout::Numerator, order: VecOrder::Col },
+];
+
+fn session(conventions: Conventions) -> Session {
+    Session::new(Options { conventions, ..Default::default() })
+}
+
+fn conv_name(c: Conventions) -> String {
+    let layout = match c.layout {
+        Layout::Denominator => "denominator",
+        Layout::Numerator => "numerator",
+    };
+    let order = match c.order {
+        VecOrder::Row => "row",
+        VecOrder::Col => "col",
+    };
+    format!("--layout {layout} --vec {order}")
+}
+
+/// Runs a script; the session and every answer, in order.
+fn run(src: &str, conv: Conventions) -> (Session, Vec<Answer>) {
+    let mut s = session(conv);
+    let out = s.run(src).unwrap_or_else(|e| panic!("script failed: {}\n{src}", e.render("<case>", src)));
+    let answers = out
+        .into_iter()
+        .filter_map(|o| match o {
+            Outcome::Answer(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    (s, answers)
+}
+
+/// Checks one answer: `Err` with a message unless the checker agrees.
+fn check_answer(s: &Session, a: &Answer, src: &str, conv: Conventions) -> Result<f64, String> {
+    let what = || format!("[{}] {}\n    in script: {}", conv_name(conv), s.render(a), src.replace('\n', "; "));
+    if !matches!(a.kind, QueryKind::Gradient | QueryKind::Jacobian | QueryKind::Differential) {
+        return Err(format!("not a derivative query: {}", what()));
+    }
+    match s.check(a) {
+        Ok(Some(err)) if err <= TOLERANCE => Ok(err),
+        Ok(Some(err)) => Err(format!("relative error {err:.3e}: {}", what())),
+        Ok(None) => Err(format!("checker returned None: {}", what())),
+        Err(e) => Err(format!("checker failed ({}): {}", e.0, what())),
+    }
+}
+
+// ---- a second opinion: differences along a direction ----------------------------------
+
+/// The derivative at 0 of `g`, by central differences at steps `h` and `h/2`
+/// combined (Richardson): exact to O(h⁴), with a rounding error of about
+/// 1e-16 |g| / h.
+fn derivative_at_zero(g: &dyn Fn(f64) -> Result<Mat, String>, h: f64) -> Result<Mat, String> {
+    let d = |t: f64| -> Result<Mat, String> { Ok((g(t)? - g(-t)?) / (2.0 * t)) };
+    Ok((d(h / 2.0)? * 4.0 - d(h)?) / 3.0)
+}
+
+/// The checker's relative error: `‖got - want‖ / max(‖got‖, ‖want‖, 1e-3)`.
+fn relative(got: &Mat, want: &Mat) -> Result<f64, String> {
+    if got.shape() != want.shape() {
+        return Err(format!("the answer gives {:?}, differences give {:?}", got.shape(), want.shape()));
+    }
+    let scale = got.norm().max(want.norm());
+    Ok(if scale < 1e-9 { 0.0 } else { (got - want).norm() / scale.max(1e-3) })
+}
+
+/// The answer against differences of its function along a random direction,
+/// at random values drawn from `seed` (entries in [-1, 1], or positive where
+/// the function is undefined). A gradient or Jacobian moves its variable. A
+/// `d(F)` moves every name that varies in it, all at once: the names the
+/// script differentiates with respect to (`targets`; all names when there
+/// are none) and the definitions that depend on them. (`Session::check`
+/// compares a `d(F)` only in the differentials it mentions, so it cannot see
+/// a dropped term.)
+fn along_error(s: &Session, a: &Answer, targets: &BTreeSet<String>, seed: u64) -> Result<f64, String> {
+    let env = &s.env;
+    let f = a.function.as_ref().ok_or("no function")?;
+    let (body, names) = if a.kind == QueryKind::Differential {
+        let body = match &f.op {
+            Op::Var { name, .. } => env.definition(name).cloned().unwrap_or_else(|| f.clone()),
+            _ => f.clone(),
+        };
+        let mut varying = targets.clone();
+        for u in &env.defs {
+            if env.definition(u).is_some_and(|b| varying.iter().any(|t| b.mentions(t))) {
+                varying.insert(u.clone());
+            }
+        }
+        let names: Vec<String> = env
+            .names
+            .keys()
+            .filter(|n| (targets.is_empty() || varying.contains(*n)) && body.mentions(n))
+            .cloned()
+            .collect();
+        (body, names)
+    } else {
+        (f.clone(), vec![a.wrt.clone().ok_or("no variable")?])
+    };
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut last = String::new();
+    for positive in [false, true] {
+        let values = random_values(env, &mut rng, positive);
+        match along_once(s, a, &body, &names, &values, &mut rng) {
+            Ok(e) => return Ok(e),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn along_once(
+    s: &Session,
+    a: &Answer,
+    body: &Expr,
+    names: &[String],
+    values: &Values,
+    rng: &mut StdRng,
+) -> Result<f64, String> {
+    let env = &s.env;
+    let conv = s.options.conventions;
+    let mut ev = Evaluator::new(env, values);
+    let mut dirs = Vec::new();
+    for n in names {
+        let x0 = ev.name(n).map_err(|e| e.0)?;
+        let mut dir = Mat::from_fn(x0.nrows(), x0.ncols(), |_, _| rng.random_range(-1.0..1.0));
+        let symmetric = matches!(env.names.get(n), Some((Binding::Matrix { symmetric: true, .. }, _)));
+        if a.kind == QueryKind::Differential && symmetric {
+            dir = (&dir + dir.transpose()) * 0.5;
+        }
+        dirs.push((n.clone(), x0, dir));
+    }
+    let moved = |t: f64| -> Result<Mat, String> {
+        let mut v = values.clone();
+        for (n, x0, dir) in &dirs {
+            v.mats.insert(n.clone(), x0 + dir * t);
+        }
+        Evaluator::new(env, &v).eval(body).map_err(|e| e.0)
+    };
+    let want = derivative_at_zero(&moved, 1e-3)?;
+    let got = if a.kind == QueryKind::Differential {
+        let mut v = values.clone();
+        for (n, _, dir) in &dirs {
+            v.diffs.insert(n.clone(), dir.clone());
+        }
+        Evaluator::new(env, &v).eval(&a.expr).map_err(|e| e.0)?
+    } else {
+        let d = Evaluator::new(env, values).eval(&a.expr).map_err(|e| e.0)?;
+        let dir = &dirs[0].2;
+        if a.kind == QueryKind::Gradient && body.shape.is_scalar() {
+            if d.shape() != dir.shape() {
+                return Err(format!("the gradient is {:?}, the variable {:?}", d.shape(), dir.shape()));
+            }
+            Mat::from_element(1, 1, d.component_mul(dir).sum())
+        } else {
+            let j = if conv.layout == Layout::Denominator { d.transpose() } else { d };
+            if j.ncols() != dir.len() || j.nrows() != want.len() {
+                return Err(format!(
+                    "the Jacobian is {:?} (numerator layout), expected {}x{}",
+                    j.shape(),
+                    want.len(),
+                    dir.len()
+                ));
+            }
+            let jd = j * vec_of(dir, conv.order);
+            unvec_of(&jd, want.nrows(), want.ncols(), conv.order)
+        }
+    };
+    relative(&got, &want)
+}
+
+/// Runs `src` under all four conventions and checks every answer, with the
+/// checker and along a random direction ([`along_error`]); panics
+/// with every failure. Returns the rendered answers under the default
+/// conventions.
+fn verify(src: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut default_render = Vec::new();
+    for conv in ALL {
+        let (s, answers) = run(src, conv);
+        assert!(!answers.is_empty(), "no queries in {src}");
+        let targets: BTreeSet<String> = answers.iter().filter_map(|a| a.wrt.clone()).collect();
+        for a in &answers {
+            if let Err(msg) = check_answer(&s, a, src, conv) {
+                failures.push(msg);
+            }
+            match along_error(&s, a, &targets, 1) {
+                Ok(err) if err <= TOLERANCE => {}
+                Ok(err) => failures.push(format!(
+                    "relative error along a direction {err:.3e}: [{}] {}",
+                    conv_name(conv),
+                    s.render(a)
+                )),
+                Err(e) => failures.push(format!("differences along a direction failed ({e}): {}", s.render(a))),
+            }
+        }
+        if conv.layout == Layout::Denominator && conv.order == VecOrder::Row {
+            default_render = answers.iter().map(|a| s.render(a)).collect();
+        }
+    }
+    assert!(failures.is_empty(), "{} failure(s):\n{}", failures.len(), failures.join("\n"));
+    default_render
+}
+
+/// The rendered answers of a script under the given conventions.
+fn rendered(src: &str, conv: Conventions) -> Vec<String> {
+    let (s, answers) = run(src, conv);
+    answers.iter().map(|a| s.render(a)).collect()
+}
+
+/// One `#[test]` per textbook case; each checks every answer under all four
+/// conventions.
+macro_rules! cases {
+    ($($(#[$m:meta])* $name:ident: $src:expr;)*) => {
+        $(
+            $(#[$m])*
+            #[test]
+            fn $name() {
+                verify($src);
+            }
+        )*
+    };
+}
+
+// ---- textbook cases ---------------------------------------------------------------
+
+/// The seed network (examples/backprop.mdiff), with its queries.
+const SEED: &str = "
+n0: 1 x 2
+W1: 2 x 3
+b1: 1 x 3
+W2: 3 x 2
+b2: 1 x 2
+y:  1 x 2
+f1, f2: R -> R
+
+d1 = n0 W1 + b1
+n1 = f1(d1)
+d2 = n1 W2 + b2
+n2 = f2(d2)
+L  = (n2 - y)(n2 - y)^T
+
+d(L)
+∂L/∂n2^T
+∂n2/∂d2^T
+∂d2/∂vec(W2)^T
+∂L/∂vec(W2)^T
+∂L/∂vec(W1)^T
+∂L/∂W1
+";
+
+cases! {
+    // Traces.
+    trace_ax: "A: m x n; X: n x m
+        grad(tr(A X), X); grad(tr(A X), A); d(tr(A X)); ∂(tr(A X))/∂vec(X)^T";
+    trace_xa_numeric: "A: 3 x 2; X: 2 x 3; grad(tr(X A), X); grad(tr(X A), A); jacobian(tr(X A), A)";
+    trace_xtax: "A: n x n; X: n x m
+        grad(tr(X^T A X), X); grad(tr(X^T A X), A); d(tr(X^T A X)); ∂(tr(Xᵀ A X))/∂vec(X)ᵀ";
+    trace_axb: "A: p x n; X: n x m; B: m x p
+        grad(tr(A X B), X); grad(tr(A X B), B); grad(tr(A X B), A); jacobian(tr(A X B), X)";
+    trace_x_squared: "X: n x n; grad(tr(X^2), X); grad(tr(X²), X); grad(tr(X X^T), X); d(tr(X^2))";
+    trace_x_inverse: "X: n x n; grad(tr(X^-1), X); grad(tr(inv(X)), X); grad(tr(X⁻¹), X); d(tr(X^-1))";
+    trace_axbxt: "A: n x n; B: m x m; X: n x m; grad(tr(A X B X^T), X); grad(tr(A X B X^T), B)";
+
+    // Determinants and log det.
+    det_x: "X: n x n; grad(det(X), X); d(det(X)); jacobian(det(X), X)";
+    det_axb: "A, X, B: n x n; grad(det(A X B), X); grad(det(A X B), A); grad(det(A X B), B)";
+    det_x_cubed: "X: n x n; grad(det(X^3), X); grad(det(X³), X); d(det(X^3))";
+    det_a_cubed: "A: n x n; grad(det(A^3), A); ∂(det(A^3))/∂vec(A)^T";
+    det_numeric: "X: 3 x 3; grad(det(X), X); grad(det(X^T X), X); grad(det(2 X), X)";
+    logdet_x: "X: n x n; grad(logdet(X), X); d(logdet(X)); grad(logdet(X^T X), X); grad(logdet(X^-1), X)";
+    logdet_rectangular: "X: 5 x 2; grad(logdet(X^T X), X); jacobian(logdet(X^T X), X)";
+
+    // Inverses.
+    inverse_bilinear: "X: n x n; a, b: n
+        grad(a^T X^-1 b, X); grad(a^T X^-1 b, a); ∂(X^-1)/∂vec(X)^T; d(X^-1); jacobian(X^-1 b, X)";
+    inverse_shifted: "A: n x n; x: n
+        grad(x^T (A + 3 I)^-1 x, A); grad(x^T (A + 3 I)^-1 x, x); jacobian((A + 3I)^-1 x, A)";
+
+    // Quadratic forms.
+    quadratic_form: "x: n; A: n x n
+        grad(x^T A x, x); grad(x^T A x, A); jacobian(x^T A x, x); d(x^T A x); ∂(A x)/∂x^T";
+    quadratic_form_symmetric: "x: n; S: n x n symmetric
+        grad(x^T S x, x); d(x^T S x); jacobian(S x, x); grad(x^T S^-1 x, x)";
+    symmetric_variable: "A: n x n; S: n x n symmetric; x: n
+        grad(x^T S x, S); grad(tr(A S), S); grad(logdet(S), S); grad(tr(S^-1 A), S); jacobian(S x, S)";
+    bilinear_form: "x: n; y: m; A: n x m; grad(x^T A y, A); grad(x^T A y, y); grad(x^T A y, x)";
+    rayleigh_quotient: "x: n; A: n x n; r = (x^T A x) / (x^T x); grad(r, x); grad(r, A); d(r)";
+
+    // Least squares, ridge, Frobenius norms.
+    least_squares: "A: m x n; x: n; b: m
+        grad(‖A x - b‖², x); grad(||A x - b||^2, A); grad((A x - b)^T (A x - b), x); d(‖A x - b‖²)";
+    ridge: "A: m x n; x: n; b: m; λ: scalar
+        L = ‖A x - b‖² + λ ‖x‖²
+        grad(L, x); grad(L, λ); grad(L, A); d(L); ∂L/∂x^T";
+    frobenius_norm: "X: m x n
+        grad(‖X‖, X); grad(‖X‖², X); grad(norm(X), X); grad(||X||^3, X); d(‖X‖)";
+    frobenius_residual: "A: p x m; X: m x n; B: p x n
+        grad(‖A X - B‖², X); grad(‖A X - B‖², A); ∂(A X - B)/∂vec(X)^T; grad(‖A X - B‖, B)";
+    low_rank_reconstruction: "X: n x p; W: p x m; grad(‖X - X W W^T‖², W)";
+
+    // Logistic regression, softplus.
+    logistic_sigma: "w, x: n; y: scalar
+        p = σ(w^T x)
+        L = -(y log(p) + (1 - y) log(1 - p))
+        grad(L, w); d(L); grad(L, x)";
+    logistic_sigmoid_ascii: "X: m x n; w: n; y: m
+        L = -(y^T log(sigmoid(X w)) + (1 - y)^T log(1 - sigmoid(X w)))
+        grad(L, w); grad(L, X)";
+    logistic_log_one_plus_exp: "X: m x n; w: n; y: m
+        L = sum(log(1 + exp(X w))) - y^T X w
+        grad(L, w); grad(L, X); d(L)";
+    logistic_scalar_log_one_plus_exp: "w, x: n; y: scalar
+        grad(log(1 + exp(-y w^T x)), w); grad(log(1 + exp(-y w^T x)), y)";
+    softplus: "X: m x n; w: n
+        grad(sum(softplus(X w)), w); jacobian(softplus(X w), w); grad(sum(softplus(X)), X)";
+    softmax_cross_entropy: "z, y: n
+        L = log(sum(exp(z))) - y^T z
+        grad(L, z); jacobian(exp(z) / sum(exp(z)), z)";
+    gaussian_log_likelihood: "x, μ: n; P: n x n
+        L = logdet(P) - (x - μ)^T P (x - μ)
+        grad(L, μ); grad(L, P); d(L)";
+
+    // Networks.
+    seed_network: SEED;
+    seed_network_tanh_sigma: "
+        n0: 1 x 2; W1: 2 x 3; b1: 1 x 3; W2: 3 x 2; b2: 1 x 2; y: 1 x 2
+        d1 = n0 W1 + b1
+        n1 = tanh(d1)
+        d2 = n1 W2 + b2
+        n2 = σ(d2)
+        L = (n2 - y)(n2 - y)^T
+        d(L); ∂L/∂n2^T; ∂n2/∂d2^T; ∂d2/∂vec(W2)^T; ∂L/∂vec(W2)^T; ∂L/∂vec(W1)^T; ∂L/∂W1; ∂L/∂W2
+        grad(L, b1); grad(L, n0)";
+    seed_network_symbolic: "
+        n0: 1 x n; W1: n x m; b1: 1 x m; W2: m x p; b2: 1 x p; y: 1 x p
+        f1, f2: R -> R
+        d1 = n0 W1 + b1
+        n1 = f1(d1)
+        d2 = n1 W2 + b2
+        n2 = f2(d2)
+        L = (n2 - y)(n2 - y)^T
+        ∂L/∂vec(W1)^T; ∂L/∂W1; ∂L/∂W2; grad(L, b2); ∂n2/∂vec(W1)^T; d(L)";
+    three_layer_network: "
+        x: n; W1: m x n; b1: m; W2: p x m; b2: p; W3: 2 x p; y: 2
+        h1 = tanh(W1 x + b1)
+        h2 = σ(W2 h1 + b2)
+        o = W3 h2
+        L = ‖o - y‖²
+        grad(L, W1); grad(L, W2); grad(L, W3); grad(L, b1); ∂L/∂vec(W1)^T; d(L); jacobian(o, x)";
+    network_declared_column: "
+        x: n; W: m x n; V: p x m; f, g: R -> R
+        h = f(W x)
+        o = g(V h)
+        L = sum(o)
+        grad(L, W); grad(L, V); jacobian(o, W); jacobian(h, x)";
+    numeric_network: "
+        W: 4 x 3; x: 3; b: 4; y: 4
+        L = ‖tanh(W x + b) - y‖²
+        grad(L, W); grad(L, b); ∂L/∂vec(W)^T; d(L)";
+
+    // Elementwise functions.
+    exp_of_mx: "M: m x n; x: n
+        jacobian(exp(M x), x); ∂(exp(M x))/∂vec(M)^T; grad(sum(exp(M x)), M); d(exp(M x))";
+    elementwise_power: "X, A: m x n
+        grad(sum(X .^ 3), X); grad(sum(A ∘ X .^ 2), X); grad(sum(exp(X) .^ (1/2)), X)
+        ∂(X .^ 2)/∂vec(X)^T; grad(sum(exp(X) .^ -1), X)";
+    elementwise_division: "A, X: m x n
+        grad(sum(A ./ exp(X)), X); grad(sum(X ./ (1 + X ∘ X)), X); ∂(A ./ exp(X))/∂vec(X)^T
+        grad(sum(X ./ exp(A)), A)";
+    trigonometric: "X: m x n; A: n x m
+        grad(tr(A sin(X)) + tr(A cos(X)), X); grad(sum(sqrt(exp(X))), X); jacobian(cos(X), X)";
+    relu_abs: "W: m x n; x: n
+        grad(sum(relu(W x)), W); grad(sum(abs(W x)), x); jacobian(relu(W x), x); grad(‖relu(W)‖², W)";
+
+    // Kronecker products, vec, diag, sum.
+    kron_trace: "A: 3 x 3; X: n x n; grad(tr(A ⊗ X), X); grad(tr(kron(X, A)), X); grad(tr(A ⊗ X), A)";
+    kron_sum: "A: 3 x 2; X: n x m; grad(sum(kron(A, X)), X); grad(sum(A ⊗ X), A)";
+    kron_jacobian: "A: 2 x 3; X: n x m; ∂(A ⊗ X)/∂vec(X)^T; ∂(X ⊗ A)/∂vec(X)^T; d(A ⊗ X)";
+    kron_vectors: "x, y: n; A: n x n; grad(tr(A (x ⊗ y^T)), x); grad(sum(x ⊗ y), y)";
+    vec_inner: "X: 2 x 3; c: 6
+        grad(c^T vec(X), X); jacobian(vec(X), X); grad(vec(X)^T vec(X), X); grad(c^T vec(X), c)";
+    diag_both_ways: "X, A: n x n; v: n
+        grad(v^T diag(X), X); grad(tr(diag(v) A), v); grad(sum(diag(v) A diag(v)), v)
+        grad(sum(diag(X) v^T), X)";
+    jacobian_of_diag_of_vector: "v: n; jacobian(diag(v), v); ∂(diag(v))/∂v^T";
+    jacobian_of_diag_of_matrix: "X: n x n; jacobian(diag(X), X); ∂(diag(X))/∂vec(X)^T";
+    jacobian_through_diag: "v: n; A: n x m; jacobian(diag(v) A, v); ∂(tr(diag(v) A A^T))/∂v^T";
+    sum_all: "A: p x n; X: n x m; B: m x p
+        grad(sum(A X B), X); grad(sum(X), X); grad(sum(X ∘ X), X); jacobian(sum(A X), X)";
+
+    // Matrix powers and scalar definitions.
+    matrix_powers: "X: n x n; a, b: n
+        grad(tr(X^3), X); grad(tr(X^-2), X); grad(a^T X^4 b, X); ∂(X^2)/∂vec(X)^T; d(X^3)";
+    scalar_definitions: "x: n; A: n x n
+        s = x^T A x
+        t = s^2 + 3 s
+        u = t / (1 + s^2)
+        grad(u, x); grad(t, A); d(u); grad(s, x)";
+
+    // Regressions and constants.
+    regression_trace_plus_one: "E: n x n; ∂(tr(E) + 1)/∂E; grad(tr(E) + 1, E)";
+    regression_trace_plus_trace_square: "A: n x n; ∂(tr(A) + tr(A²))/∂A; grad(tr(A) + tr(A^2), A)";
+    sum_with_constant: "x: n; X: m x n
+        grad(x^T x + 5, x); grad(sum(X) + 2, X); grad(3 + tr(X^T X) - 1/2, X); grad(2 + 0.5 ‖X‖², X)";
+
+    // Jacobians and differentials of matrix functions.
+    jacobian_linear: "A: p x m; X: m x n; B: n x p
+        ∂(A X B)/∂vec(X)^T; jacobian(A X B, X); ∂(X^T)/∂vec(X)^T; ∂(A X)/∂vec(A)^T";
+    jacobian_vector: "A: m x n; x: n
+        jacobian(A x, x); ∂(A x)/∂x^T; jacobian(tanh(A x), x); jacobian(x^T A^T, x); jacobian(A x, A)";
+    jacobian_hadamard: "X, Y: m x n
+        ∂(X ∘ Y)/∂vec(X)^T; ∂(X ∘ X)/∂vec(X)^T; ∂(sin(X))/∂vec(X)^T; ∂(X ∘ Y)/∂vec(Y)^T";
+    differential_products: "A: m x n; X: n x p; B: p x m
+        d(A X B); d(X^T X); d(tr(A X B)); d(A X ⊙ B^T)";
+    differential_inverse_det: "X: n x n; d(X^-1); d(det(X)); d(logdet(X)); d(X^2); d(X^-2)";
+
+    // Engine bugs these tests found, now fixed.
+    kron_with_diag_gradient: "x: n; H: n x n; grad(tr(x^T ⊗ diag(H)), H); grad(sum(x^T ⊗ diag(H)), H)";
+    kron_of_diag_gradient: "v: n; A: 2 x 2; grad(sum(diag(v) ⊗ A), v); grad(sum(A ⊗ diag(v)), v)";
+    jacobian_hadamard_with_transposed_row: "z: n; r: 1 x n
+        jacobian(exp(z) ∘ r^T, z); jacobian(tanh(z ∘ r^T), z)";
+    // Regression: the e-graph simplifier once panicked here (index out of bounds in
+    // egg's union-find, from matdiff::egraph::Flops::own).
+    egraph_panic_on_gradient: "x: n; s, t: scalar
+        grad((s x^T ./ log(1 + exp(x^T))) / (1 + (log(1 + t^2))^2) x, s)";
+    jacobian_hadamard_of_row_powers: "x: n; r: 1 x m
+        L = sum(tanh(x) * (log(1 + exp(r)) .^ 2))
+        jacobian(L, r)";
+}
+
+/// Every script in `tests/cases/textbook/`, under all four conventions.
+#[test]
+fn textbook_files() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/textbook");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/cases/textbook")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mdiff"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "textbook scripts missing in {}", dir.display());
+    let mut failures = Vec::new();
+    for f in &files {
+        let src = std::fs::read_to_string(f).expect("read");
+        if let Err(p) = std::panic::catch_unwind(|| verify(&src)) {
+            let msg = p.downcast_ref::<String>().cloned().unwrap_or_else(|| "panic".into());
+            failures.push(format!("{}: {msg}", f.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---- textual answers ---------------------------------------------------------------
+
+#[test]
+fn seed_answers_as_text() {
+    let got = rendered(SEED, Conventions::default());
+    let want = [
+        "dL = dn2 2(n2 - y)ᵀ",
+        "∂L/∂n2ᵀ = 2(n2 - y)ᵀ",
+        "∂n2/∂d2ᵀ = diag(f2'(d2))",
+        "∂d2/∂vec(W2)ᵀ = n1ᵀ ⊗ I",
+        "∂L/∂vec(W2)ᵀ = (n1ᵀ ⊗ I) diag(f2'(d2)) 2(n2 - y)ᵀ",
+        "∂L/∂vec(W1)ᵀ = (n0ᵀ ⊗ I) diag(f1'(d1)) W2 diag(f2'(d2)) 2(n2 - y)ᵀ",
+        "∂L/∂W1 = 2 n0ᵀ (((n2 - y) ∘ f2'(d2)) W2ᵀ ∘ f1'(d1))",
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
+fn seed_kronecker_factor_numerator_col() {
+    let conv = Conventions { layout: Layout::Numerator, order: VecOrder::Col };
+    let got = rendered(SEED, conv);
+    assert!(got.contains(&"∂d2/∂vec(W2)ᵀ = I ⊗ n1".to_string()), "{got:#?}");
+    // The matrix gradient does not depend on the conventions.
+    assert_eq!(got.last().map(String::as_str), Some("∂L/∂W1 = 2 n0ᵀ (((n2 - y) ∘ f2'(d2)) W2ᵀ ∘ f1'(d1))"));
+}
+
+#[test]
+fn regression_answers_as_text() {
+    for conv in ALL {
+        assert_eq!(rendered("E: n x n; ∂(tr(E) + 1)/∂E", conv), ["∂(tr(E) + 1)/∂E = I"], "{}", conv_name(conv));
+        assert_eq!(
+            rendered("A: n x n; ∂(tr(A) + tr(A²))/∂A", conv),
+            ["∂(tr(A) + tr(A²))/∂A = I + 2 Aᵀ"],
+            "{}",
+            conv_name(conv)
+        );
+    }
+}
+
+#[test]
+fn gradient_text_is_the_same_under_every_convention() {
+    let src = "x: n; A: n x n; X: m x n; grad(x^T A x, x); grad(‖X A - X‖², A)";
+    let base = rendered(src, Conventions::default());
+    for conv in ALL {
+        assert_eq!(rendered(src, conv), base, "{}", conv_name(conv));
+    }
+}
+
+// ---- one check per differential rule -------------------------------------------------
+
+/// Declarations shared by the rule checks: sizes 2, 3 and 5, so that a
+/// missing transpose or a swapped factor cannot fit by accident.
+const RULE_DECLS: &str = "A: 2 x 3; B: 3 x 5; C: 5 x 2; X, Y: 3 x 5; S, T: 3 x 3; s: scalar
+u: 3; w: 5; P: n x m; Q: m x p; f, g: R -> R";
+
+/// Checks `d(F)` for each `F` (all names vary) under all four conventions,
+/// and that the differential mentions `dN` for every declared matrix `N`
+/// that `F` mentions (the checker only compares the terms present).
+fn check_rule(rule: &str, exprs: &[&str]) {
+    let mut failures = Vec::new();
+    for e in exprs {
+        let src = format!("{RULE_DECLS}\nd({e})");
+        for conv in ALL {
+            let (s, answers) = run(&src, conv);
+            let [a] = answers.as_slice() else {
+                panic!("one answer expected for {src}");
+            };
+            assert_eq!(a.kind, QueryKind::Differential);
+            if let Err(msg) = check_answer(&s, a, &format!("d({e})"), conv) {
+                failures.push(format!("rule {rule}: {msg}"));
+            }
+            match along_error(&s, a, &BTreeSet::new(), 1) {
+                Ok(err) if err <= TOLERANCE => {}
+                Ok(err) => failures.push(format!(
+                    "rule {rule}: relative error along a direction {err:.3e}: [{}] {}",
+                    conv_name(conv),
+                    s.render(a)
+                )),
+                Err(m) => failures.push(format!("rule {rule}: differences along a direction failed ({m})")),
+            }
+            let f = a.function.as_ref().expect("function");
+            let mut present = Vec::new();
+            a.expr.diff_names(&mut present);
+            for (name, (binding, _)) in &s.env.names {
+                if matches!(binding, Binding::Matrix { .. })
+                    && f.mentions(name)
+                    && !present.iter().any(|p| &**p == name.as_str())
+                {
+                    failures.push(format!("rule {rule}: d{name} missing from [{}] {}", conv_name(conv), s.render(a)));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failure(s):\n{}", failures.len(), failures.join("\n"));
+}
+
+macro_rules! rules {
+    ($($(#[$m:meta])* $name:ident: [$($e:expr),* $(,)?];)*) => {
+        mod rule {
+            use super::check_rule;
+            $(
+                $(#[$m])*
+                #[test]
+                fn $name() {
+                    check_rule(stringify!($name), &[$($e),*]);
+                }
+            )*
+        }
+    };
+}
+
+rules! {
+    sum: ["X + Y", "X - 2 Y", "A B + A Y", "-X + Y - X", "P Q + P Q"];
+    product: ["A B", "A B C", "A X C", "X^T S", "P Q"];
+    scalar_product: ["s X", "(u^T S u) X", "tr(S) A B", "s (A B)", "2 s X"];
+    scalar_division: ["X / tr(S)", "A B / exp(s)", "X / (u^T u)", "(u^T S u) / (1 + s^2)"];
+    transpose: ["X^T A^T", "A^T A", "B^T", "(A B)^T C^T", "Q^T P^T"];
+    inverse: ["S^-1", "inv(S T)", "A S^-1 B", "(S + T)⁻¹", "u^T S^-1 u"];
+    power: ["S^2", "S^3", "S^-2", "(u^T u)^3", "A S^4 B", "(A B C)^2"];
+    trace: ["tr(A B C)", "tr(S^T T)", "tr(X^T Y)", "tr(S)", "tr(P Q Q^T P^T)"];
+    det: ["det(S)", "det(A B B^T A^T)", "det(S T)", "det(S^T)", "det(A B C)"];
+    logdet: ["logdet(S)", "logdet(A A^T)", "logdet(S T)", "logdet(S^-1)"];
+    hadamard: ["X ∘ Y", "(A B) ∘ (A Y)", "X ⊙ X", "X .* Y .* X", "(P Q) ∘ (P Q)"];
+    hadamard_division: ["X ./ exp(Y)", "A B ./ (1 + (A Y) ∘ (A Y))", "1 ./ exp(X)", "X ./ exp(X)"];
+    hadamard_power: ["X .^ 3", "exp(X) .^ (1/2)", "exp(A B) .^ -1", "X .^ 2", "exp(S) .^ (3/2)", "exp(X) .^ 0.5"];
+    kronecker: ["A ⊗ B", "kron(u, A)", "S ⊗ S", "A ⊗ u^T", "X ⊗ A"];
+    vec: ["vec(A B)", "vec(X)^T vec(Y)", "vec(S) ⊗ u", "vec(X^T)", "A vec(u^T)"];
+    diag_of_vector: ["diag(u) S", "diag(B w)", "diag(A^T C^T w)", "A diag(u) B"];
+    diag_of_matrix: ["diag(S T)", "diag(A^T A)", "diag(X Y^T)", "diag(S)"];
+    sum_of_entries: ["sum(A B)", "sum(X ∘ Y)", "sum(S^-1)", "sum(P Q)"];
+    norm: ["‖A B‖", "‖u‖", "‖X‖²", "‖X‖^3", "norm(S T)", "||A B - A Y||^2"];
+    exp: ["exp(A B)", "exp(S) S", "exp(P Q)"];
+    log: ["log(1 + exp(A B))", "log(X ∘ X + 1)", "log(exp(S) T)"];
+    sin: ["sin(A B)", "sin(X) ∘ X"];
+    cos: ["cos(A B)", "cos(X)^T Y"];
+    tanh: ["tanh(A B)", "tanh(S T)"];
+    sigmoid: ["σ(A B)", "sigmoid(X) ∘ Y"];
+    sqrt: ["sqrt(1 + X ∘ X)", "sqrt(exp(A B))"];
+    softplus: ["softplus(A B)", "softplus(X - Y)"];
+    relu: ["relu(A B)", "relu(X) ∘ Y"];
+    abs: ["abs(A B)", "abs(X) + Y"];
+    declared: ["f(A B)", "f(X) ∘ g(Y)", "f'(A B)", "f(f(X))", "g''(S T)", "f(P Q)"];
+    kronecker_with_diag: ["tr(u^T ⊗ diag(S))", "sum(diag(u) ⊗ A)"];
+}
+
+// ---- planted wrong answers --------------------------------------------------------------
+
+/// The first answer of a script.
+fn first_answer(src: &str, conv: Conventions) -> (Session, Answer) {
+    let (s, mut answers) = run(src, conv);
+    (s, answers.remove(0))
+}
+
+/// Whether the checker rejects the answer (error above tolerance or an error).
+fn rejected(s: &Session, a: &Answer) -> bool {
+    match s.check(a) {
+        Ok(Some(err)) => err > TOLERANCE,
+        Ok(None) => false,
+        Err(_) => true,
+    }
+}
+
+fn sq(n: &str) -> Shape {
+    Shape::new(Dim::sym(n), Dim::sym(n))
+}
+
+#[test]
+fn planted_transposed_gradient_is_rejected() {
+    for conv in ALL {
+        let (s, mut a) = first_answer("A, X: n x n; grad(tr(A X), X)", conv);
+        assert!(!rejected(&s, &a), "the right answer must pass");
+        a.expr = ir::transpose(a.expr.clone());
+        assert!(rejected(&s, &a), "transposed gradient accepted");
+    }
+}
+
+#[test]
+fn planted_doubled_answers_are_rejected() {
+    let scripts = [
+        "x: n; A: n x n; grad(x^T A x, x)",
+        "X: n x n; grad(det(X), X)",
+        "A: m x n; X: n x p; ∂(A X)/∂vec(X)^T",
+        "X: n x n; d(X^-1)",
+        "A: 2 x 3; B: 3 x 5; d(A B)",
+        SEED,
+    ];
+    for src in scripts {
+        for conv in ALL {
+            let (s, answers) = run(src, conv);
+            for mut a in answers {
+                assert!(!rejected(&s, &a), "right answer rejected: {}", s.render(&a));
+                a.expr = ir::scale(rat(2), a.expr.clone());
+                assert!(rejected(&s, &a), "doubled answer accepted: {}", s.render(&a));
+            }
+        }
+    }
+}
+
+#[test]
+fn planted_wrong_rules_are_rejected() {
+    let n = || sq("n");
+    let x = || ir::var("X", n(), false);
+    let dx = || ir::diff("X", n());
+    for conv in ALL {
+        // d(X⁻¹) with a transposed inverse: -X⁻ᵀ dX X⁻¹.
+        let (s, mut a) = first_answer("X: n x n; d(X^-1)", conv);
+        assert!(!rejected(&s, &a));
+        a.expr = ir::neg(ir::product([ir::transpose(ir::inverse(x())), dx(), ir::inverse(x())]));
+        assert!(rejected(&s, &a), "wrong inverse rule accepted");
+
+        // d(X²) = 2 X dX, as if matrices commuted.
+        let (s, mut a) = first_answer("X: n x n; d(X^2)", conv);
+        assert!(!rejected(&s, &a));
+        a.expr = ir::scale(rat(2), ir::matmul(x(), dx()));
+        assert!(rejected(&s, &a), "commuting power rule accepted");
+
+        // d det X = det X tr(X⁻ᵀ dX) instead of tr(X⁻¹ dX).
+        let (s, mut a) = first_answer("X: n x n; d(det(X))", conv);
+        assert!(!rejected(&s, &a));
+        a.expr = ir::scalar_mul(ir::det(x()), ir::trace(ir::matmul(ir::transpose(ir::inverse(x())), dx())));
+        assert!(rejected(&s, &a), "transposed det rule accepted");
+
+        // d(A B) with a sign error: dA B - A dB.
+        let (s, mut a) = first_answer("A: 2 x 3; B: 3 x 5; d(A B)", conv);
+        assert!(!rejected(&s, &a));
+        let shape = |r, c| Shape::new(Dim::num(r), Dim::num(c));
+        a.expr = ir::sub(
+            ir::matmul(ir::diff("A", shape(2, 3)), ir::var("B", shape(3, 5), false)),
+            ir::matmul(ir::var("A", shape(2, 3), false), ir::diff("B", shape(3, 5))),
+        );
+        assert!(rejected(&s, &a), "wrong product rule accepted");
+
+        // σ' written as σ (like exp).
+        let (s, mut a) = first_answer("z: n; d(σ(z))", conv);
+        assert!(!rejected(&s, &a));
+        let z = ir::var("z", Shape::new(Dim::sym("n"), Dim::one()), false);
+        a.expr = ir::hadamard(ir::apply(ir::Func::Sigmoid, z), ir::diff("z", Shape::new(Dim::sym("n"), Dim::one())));
+        assert!(rejected(&s, &a), "wrong sigmoid rule accepted");
+    }
+}
+
+#[test]
+fn planted_jacobian_in_the_wrong_layout_is_rejected() {
+    // Square shapes, so that the wrong layout still has the right shape.
+    let src = "A, X: n x n; ∂(A X)/∂vec(X)^T";
+    for conv in ALL {
+        let (s, mut a) = first_answer(src, conv);
+        assert!(!rejected(&s, &a));
+        a.expr = ir::transpose(a.expr.clone());
+        assert!(rejected(&s, &a), "transposed Jacobian accepted");
+    }
+    // The other vec order: a Kronecker product with its factors swapped.
+    let row = first_answer(src, ALL[0]).1;
+    let (s, mut col) = first_answer(src, ALL[1]);
+    col.expr = row.expr;
+    assert!(rejected(&s, &col), "row-order Jacobian accepted under --vec col");
+}
+
+/// The check along a direction sees a dropped term, and the planted errors.
+#[test]
+fn planted_errors_are_rejected_along_a_direction() {
+    let none = BTreeSet::new();
+    for conv in ALL {
+        let (s, mut a) = first_answer("A: 2 x 3; B: 3 x 5; d(A B)", conv);
+        assert!(along_error(&s, &a, &none, 1).unwrap() <= TOLERANCE);
+        let shape = |r, c| Shape::new(Dim::num(r), Dim::num(c));
+        a.expr = ir::matmul(ir::diff("A", shape(2, 3)), ir::var("B", shape(3, 5), false));
+        assert!(along_error(&s, &a, &none, 1).unwrap() > TOLERANCE, "dropped term accepted");
+
+        let (s, mut a) = first_answer("A, X: n x n; grad(tr(A X), X)", conv);
+        let x = BTreeSet::from(["X".to_string()]);
+        assert!(along_error(&s, &a, &x, 1).unwrap() <= TOLERANCE);
+        a.expr = ir::transpose(a.expr.clone());
+        assert!(along_error(&s, &a, &x, 1).unwrap() > TOLERANCE, "transposed gradient accepted");
+
+        let (s, mut a) = first_answer("A, X: n x n; ∂(A X)/∂vec(X)^T", conv);
+        assert!(along_error(&s, &a, &x, 1).unwrap() <= TOLERANCE);
+        a.expr = ir::transpose(a.expr.clone());
+        assert!(along_error(&s, &a, &x, 1).unwrap() > TOLERANCE, "transposed Jacobian accepted");
+    }
+}
+
+/// The checker compares `d(F)` only in the differentials the answer
+/// mentions, so an answer that drops a whole term passes.
+#[test]
+fn planted_dropped_term_is_rejected() {
+    let (s, mut a) = first_answer("A: 2 x 3; B: 3 x 5; d(A B)", Conventions::default());
+    let shape = |r, c| Shape::new(Dim::num(r), Dim::num(c));
+    a.expr = ir::matmul(ir::diff("A", shape(2, 3)), ir::var("B", shape(3, 5), false));
+    assert!(rejected(&s, &a), "d(A B) = dA B accepted");
+}
