@@ -207,21 +207,21 @@ impl<'a> Flops<'a> {
     }
 
     fn own(&self, enode: &Math) -> f64 {
-        let s = |i: &Id| self.egraph[*i].data.shape.clone();
+        let s = |i: &Id| &self.egraph[*i].data.shape;
         let d = |x: &Dim| x.estimate(SYMBOLIC_SIZE);
         let area = |sh: &Shape| d(&sh.rows) * d(&sh.cols);
         match enode {
             Math::Leaf(_) | Math::Num(_) => 1.0,
             Math::Trans(_) | Math::Vec(_) => 1.0,
             Math::Mul([a, b]) => d(&s(a).rows) * d(&s(a).cols) * d(&s(b).cols),
-            Math::Add([a, _]) | Math::Had([a, _]) | Math::HadDiv([a, _]) | Math::HadPow([a, _]) => area(&s(a)),
-            Math::Scale([_, x]) | Math::Div([x, _]) | Math::Sum(x) | Math::Norm(x) => area(&s(x)),
-            Math::App([_, x]) => 4.0 * area(&s(x)),
+            Math::Add([a, _]) | Math::Had([a, _]) | Math::HadDiv([a, _]) | Math::HadPow([a, _]) => area(s(a)),
+            Math::Scale([_, x]) | Math::Div([x, _]) | Math::Sum(x) | Math::Norm(x) => area(s(x)),
+            Math::App([_, x]) => 4.0 * area(s(x)),
             Math::Inv(a) | Math::Det(a) | Math::Logdet(a) => d(&s(a).rows).powi(3),
             Math::Pow([a, _]) => 2.0 * d(&s(a).rows).powi(3),
-            Math::Kron([a, b]) => area(&s(a)) * area(&s(b)),
+            Math::Kron([a, b]) => area(s(a)) * area(s(b)),
             Math::Diag(a) => {
-                let n = d(&s(a).len());
+                let n = d(&s(a).rows) * d(&s(a).cols);
                 n * n
             }
             Math::DiagV(a) | Math::Trace(a) => d(&s(a).rows),
@@ -237,6 +237,31 @@ impl CostFunction<Math> for Flops<'_> {
     {
         let own = self.own(enode);
         enode.fold(own, |acc, id| acc + costs(id))
+    }
+}
+
+/// The cost [`Flops`] gives `e` as it stands (counted on the IR, as the
+/// e-graph would count the same term).
+pub fn cost(e: &Expr, order: VecOrder) -> f64 {
+    let d = |x: &Dim| x.estimate(SYMBOLIC_SIZE);
+    let area = |sh: &Shape| d(&sh.rows) * d(&sh.cols);
+    let kids = |e: &Expr| e.op.children().iter().map(|c| cost(c, order)).sum::<f64>();
+    match &e.op {
+        Op::Add(ts) => kids(e) + area(&e.shape) * (ts.len() as f64 - 1.0),
+        Op::MatMul(a, b) => kids(e) + d(&a.shape.rows) * d(&a.shape.cols) * d(&b.shape.cols),
+        Op::Scale(_, x) | Op::Div(x, _) | Op::Sum(x) | Op::Norm(x) => kids(e) + area(&x.shape),
+        Op::Hadamard(a, _) | Op::HadamardDiv(a, _) => kids(e) + area(&a.shape),
+        Op::HadamardPow(a, _) => kids(e) + 1.0 + area(&a.shape),
+        Op::Apply(_, x) => kids(e) + 1.0 + 4.0 * area(&x.shape),
+        Op::Inverse(a) | Op::Det(a) | Op::Logdet(a) => kids(e) + d(&a.shape.rows).powi(3),
+        Op::Power(a, _) => kids(e) + 1.0 + 2.0 * d(&a.shape.rows).powi(3),
+        Op::Kron(a, b) => kids(e) + area(&a.shape) * area(&b.shape),
+        Op::DiagMat(a) => kids(e) + area(&a.shape) * area(&a.shape),
+        Op::DiagVec(a) | Op::Trace(a) => kids(e) + d(&a.shape.rows),
+        Op::Transpose(_) => kids(e) + 1.0,
+        Op::Vec(_, o) if *o == order => kids(e) + 1.0,
+        // Leaves, and what the e-graph keeps opaque.
+        _ => 1.0,
     }
 }
 
@@ -406,11 +431,7 @@ pub fn simplify(e: &Expr, order: VecOrder, limits: Limits) -> Simplified {
         t.go(e);
         t.rec
     };
-    // The input's own cost, in an e-graph holding just the input.
-    let mut plain = Graph::new(analysis.clone());
-    let plain_root = plain.add_expr(&rec);
-    plain.rebuild();
-    let before = Extractor::new(&plain, Flops::new(&plain)).find_best_cost(plain_root);
+    let before = cost(e, order);
     let runner = Runner::<Math, Shapes>::new(analysis)
         .with_node_limit(limits.nodes)
         .with_iter_limit(limits.iterations)
@@ -423,5 +444,44 @@ pub fn simplify(e: &Expr, order: VecOrder, limits: Limits) -> Simplified {
     match from_egg(&best, &runner.egraph.analysis) {
         Some(x) if after < before && x.shape == e.shape => Simplified { expr: x, cost: (after, before), stop },
         _ => Simplified { expr: e.clone(), cost: (before, before), stop },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Session;
+
+    /// [`cost`] on the IR agrees with [`Flops`] on the same term in an e-graph.
+    #[test]
+    fn cost_of_the_input_matches_the_extractor() {
+        let mut s = Session::default();
+        let answers = s
+            .answers(
+                "A, B: n x n; x: n; W: n x m; f: R -> R
+                 simplify(A B x + diag(x) x)
+                 simplify(tr(A ⊗ B) + det(A^3) + logdet(A) + sum(f(W) .^ 2) + ‖x‖)
+                 simplify(vec(A)ᵀ vec(B) / 2 + xᵀ inv(A) x)",
+            )
+            .unwrap();
+        for a in answers {
+            let e = a.function.unwrap();
+            let mut analysis = Shapes { order: VecOrder::Row, ..Shapes::default() };
+            let rec = {
+                let mut t = ToEgg { rec: RecExpr::default(), memo: HashMap::new(), analysis: &mut analysis };
+                t.go(&e);
+                t.rec
+            };
+            let mut g = Graph::new(analysis);
+            let root = g.add_expr(&rec);
+            g.rebuild();
+            let tree = Extractor::new(&g, Flops::new(&g)).find_best_cost(root);
+            assert!(
+                (tree - cost(&e, VecOrder::Row)).abs() <= 1e-9 * tree,
+                "{}: {tree} vs {}",
+                crate::print::text(&e),
+                cost(&e, VecOrder::Row)
+            );
+        }
     }
 }
