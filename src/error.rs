@@ -1,6 +1,6 @@
 //! Errors and source spans.
 //!
-//! Every stage returns [`Error`]; rendering (with the offending text underlined)
+//! Every stage returns [`Error`](enum@Error); rendering (with the offending text underlined)
 //! happens once, in [`Error::render`], apart from where the error is raised.
 
 use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};

@@ -23,7 +23,7 @@
 //! assert!(session.check(&answers[1]).unwrap().unwrap() < 1e-6);
 //! ```
 //!
-//! One-off helpers: [`gradient`] and [`simplify`].
+//! One-off helpers: [`gradient()`] and [`simplify()`].
 //!
 //! # Pinning a derivation in a snapshot test
 //!
@@ -44,7 +44,7 @@
 //!
 //! [`syntax`] (text to [`ast`]) → [`typeck`] (names and [`shape`]s, to the
 //! typed [`ir`]) → [`diff`] (differentials, identification, the chain rule)
-//! → [`simplify`](mod@simplify) → [`print`] (Unicode, ASCII, LaTeX, NumPy). [`eval`]
+//! → [`simplify`](mod@simplify) → [`print`](mod@print) (Unicode, ASCII, LaTeX, NumPy). [`eval`]
 //! evaluates expressions numerically to check derivatives; [`session`] runs
 //! statements in order.
 #![deny(missing_docs)]
