@@ -190,8 +190,8 @@ impl Session {
     pub fn prepare(&mut self, src: &str) -> Result<Vec<Stmt>> {
         let stmts = crate::syntax::parse(src)?;
         for s in &stmts {
-            if let Stmt::Query { wrt: Some(w), .. } = s {
-                self.targets.insert(w.name.clone());
+            if let Stmt::Query { wrt, wrt2, .. } = s {
+                self.targets.extend(wrt.iter().chain(wrt2).map(|w| w.name.clone()));
             }
         }
         Ok(stmts)
@@ -299,9 +299,7 @@ impl Session {
                 Ok(Outcome::Defined { name: name.name.clone(), shape })
             }
             Stmt::Query { kind, expr, wrt, wrt2, span } => {
-                if let Some(w) = wrt {
-                    self.targets.insert(w.name.clone());
-                }
+                self.targets.extend(wrt.iter().chain(wrt2).map(|w| w.name.clone()));
                 let f = self.env.check(expr)?;
                 let mut checked = f.clone();
                 let mut moving = Vec::new();
