@@ -214,6 +214,10 @@ impl Gen<'_> {
                 let a = self.expr(sh, d);
                 let b = self.expr(sh, d);
                 let op = self.choose(&["+", "-", "−"]);
+                // `E - E` folds to a zero matrix; a definition that is zero
+                // makes a degenerate point (a gradient that vanishes to
+                // third order), where differences give only rounding noise.
+                let op = if a == b { "+" } else { op };
                 format!("({a} {op} {b})")
             }
             "scale" => match self.pick(4) {
