@@ -8,7 +8,7 @@
 
 use crate::shape::{Dim, Shape};
 use num_bigint::BigInt;
-use num_rational::BigRational;
+pub use num_rational::BigRational;
 use num_traits::{One, Signed, Zero};
 use std::fmt;
 use std::rc::Rc;

@@ -427,6 +427,18 @@ impl Session {
                     deriv.steps
                 };
                 let mut expr = fold(&deriv.answer);
+                // With respect to a symmetric matrix, the gradient is the one in the space of
+                // symmetric matrices: (G + Gᵀ)/2, whatever form of F was simplified with Sᵀ = S.
+                let symmetric_wrt = wrt.as_ref().and_then(|w| self.env.leaf(&w.name)).is_some_and(|x| {
+                    matches!(x.op, crate::ir::Op::Var { symmetric: true, .. }) && !x.shape.is_scalar()
+                });
+                if *kind == QueryKind::Gradient && wrt2.is_none() && symmetric_wrt && expr.shape.is_square() {
+                    let half = crate::ir::scale(
+                        crate::ir::BigRational::new(1.into(), 2.into()),
+                        crate::ir::sum_of(vec![expr.clone(), crate::ir::transpose(expr)]),
+                    );
+                    expr = crate::simplify::tidy(&half);
+                }
                 // Cheapest equal form, for answers meant to be evaluated; Kronecker
                 // forms and differentials keep their textbook shape.
                 if matches!(kind, QueryKind::Simplify | QueryKind::Show | QueryKind::Gradient | QueryKind::Hessian) {

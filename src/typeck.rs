@@ -61,7 +61,6 @@ pub const RESERVED: &[&str] = &[
     "simplify",
     "shape",
     "ones",
-    "R",
     "scalar",
     "symmetric",
 ];

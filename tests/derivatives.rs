@@ -161,7 +161,7 @@ fn along_once(
         let x0 = ev.name(n).map_err(|e| e.0)?;
         let mut dir = Mat::from_fn(x0.nrows(), x0.ncols(), |_, _| rng.random_range(-1.0..1.0));
         let symmetric = matches!(env.names.get(n), Some((Binding::Matrix { symmetric: true, .. }, _)));
-        if a.kind == QueryKind::Differential && symmetric {
+        if symmetric {
             dir = (&dir + dir.transpose()) * 0.5;
         }
         dirs.push((n.clone(), x0, dir));

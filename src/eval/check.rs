@@ -94,6 +94,39 @@ fn numeric_jacobian(
     Ok(j)
 }
 
+/// For a symmetric variable, entries `(i, k)` and `(k, i)` move together:
+/// the columns of a Jacobian for the pairs `i ≤ k`, summed.
+fn collapse_symmetric(j: &Mat, n: usize, order: crate::ir::VecOrder) -> Mat {
+    let mut out = Mat::zeros(j.nrows(), n * (n + 1) / 2);
+    let mut col = 0;
+    for i in 0..n {
+        for k in i..n {
+            let mut c = j.column(super::vec_index(i, k, n, n, order)).into_owned();
+            if i != k {
+                c += j.column(super::vec_index(k, i, n, n, order));
+            }
+            out.set_column(col, &c);
+            col += 1;
+        }
+    }
+    out
+}
+
+/// Whether `x` is declared symmetric.
+fn is_symmetric(env: &Env, x: &str) -> bool {
+    matches!(env.names.get(x), Some((Binding::Matrix { symmetric: true, .. }, _)))
+}
+
+/// A random direction for `x`: symmetric when `x` is declared symmetric.
+fn direction(env: &Env, x: &str, like: &Mat, rng: &mut StdRng) -> Mat {
+    let d = Mat::from_fn(like.nrows(), like.ncols(), |_, _| rng.random_range(-1.0..1.0));
+    if is_symmetric(env, x) {
+        (&d + d.transpose()) * 0.5
+    } else {
+        d
+    }
+}
+
 fn relative_error(a: &Mat, n: &Mat) -> f64 {
     let scale = a.norm().max(n.norm());
     if scale < 1e-9 {
@@ -152,7 +185,7 @@ fn check_once(
             let mut ev = Evaluator::new(env, values);
             for n in &answer.varying {
                 let x0 = ev.name(n)?;
-                dirs.mats.insert(n.clone(), Mat::from_fn(x0.nrows(), x0.ncols(), |_, _| rng.random_range(-1.0..1.0)));
+                dirs.mats.insert(n.clone(), direction(env, n, &x0, rng));
             }
             // Second differences, Richardson-extrapolated: error O(h⁴) + O(ε/h²).
             let h = 2e-3;
@@ -190,7 +223,7 @@ fn check_once(
             let mut expected = Mat::zeros(vec_of(&ev.eval(f)?, order).nrows(), 1);
             for n in &names {
                 let x0 = ev.name(n)?;
-                let dir = Mat::from_fn(x0.nrows(), x0.ncols(), |_, _| rng.random_range(-1.0..1.0));
+                let dir = direction(env, n, &x0, rng);
                 let j = numeric_jacobian(env, values, f, n, order)?;
                 expected += j * vec_of(&dir, order);
                 vals.diffs.insert(n.to_string(), dir);
@@ -208,6 +241,13 @@ fn check_once(
                 got.transpose()
             } else {
                 got
+            };
+            // A symmetric variable moves only symmetrically: compare on pairs of entries.
+            let (got, num) = if is_symmetric(env, x) && got.ncols() == num.ncols() {
+                let n = Evaluator::new(env, values).name(x)?.nrows();
+                (collapse_symmetric(&got, n, order), collapse_symmetric(&num, n, order))
+            } else {
+                (got, num)
             };
             if got.shape() != num.shape() {
                 return Err(EvalError(format!(
