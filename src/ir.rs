@@ -576,6 +576,15 @@ pub fn matmul(a: Expr, b: Expr) -> Expr {
             return matmul(p.clone(), m);
         }
     }
+    // A 1×1 factor other than a number moves to the front: (s A) B = s (A B).
+    for (scaled, left) in [(&a, true), (&b, false)] {
+        if let Op::Scale(s, inner) = &scaled.op {
+            if s.as_num().is_none() {
+                let rest = if left { matmul(inner.clone(), b.clone()) } else { matmul(a.clone(), inner.clone()) };
+                return scalar_mul(s.clone(), rest);
+            }
+        }
+    }
     // (c s I) B = c s B, and A (c s I) = c s A.
     for (scaled, other) in [(&a, &b), (&b, &a)] {
         let (c, base) = scaled.split_coef();

@@ -112,7 +112,13 @@ fn round_trip(src: &str, notation: Notation) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    // Fixed seeds keep CI reproducible; vary them by hand to explore.
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x726f_756e_6474_7269),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn unicode_text_parses_back(m in square(), pick in any::<u8>()) {
