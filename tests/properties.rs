@@ -32,16 +32,16 @@
 //! Choices are read from a tape of random numbers (0 when it runs out, which
 //! picks a leaf), so that shrinking the tape shrinks the script.
 
+#[path = "common/along.rs"]
+mod along;
+use along::along_error;
 use matdiff::ast::{QueryKind, Stmt};
 use matdiff::diff::chain::{Conventions, Layout};
-use matdiff::eval::check::{random_values, TOLERANCE};
-use matdiff::eval::{unvec_of, vec_of, Evaluator, Mat, Values};
-use matdiff::ir::{Expr, Op, VecOrder};
-use matdiff::session::{Answer, Options, Outcome, Session};
-use matdiff::typeck::Binding;
+use matdiff::eval::check::TOLERANCE;
+use matdiff::ir::VecOrder;
+use matdiff::session::{Options, Outcome, Session};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
-use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -636,128 +636,7 @@ fn failures(case: &Case, strict: bool) -> (Vec<String>, Vec<String>) {
     (out, known)
 }
 
-// ---- a second opinion: differences along a direction ----------------------------------
-
-/// The derivative at 0 of `g`, by central differences at steps `h` and `h/2`
-/// combined (Richardson): exact to O(h⁴), with a rounding error of about
-/// 1e-16 |g| / h.
-fn derivative_at_zero(g: &dyn Fn(f64) -> Result<Mat, String>, h: f64) -> Result<Mat, String> {
-    let d = |t: f64| -> Result<Mat, String> { Ok((g(t)? - g(-t)?) / (2.0 * t)) };
-    Ok((d(h / 2.0)? * 4.0 - d(h)?) / 3.0)
-}
-
-/// The checker's relative error: `‖got - want‖ / max(‖got‖, ‖want‖, 1e-3)`.
-fn relative(got: &Mat, want: &Mat) -> Result<f64, String> {
-    if got.shape() != want.shape() {
-        return Err(format!("the answer gives {:?}, differences give {:?}", got.shape(), want.shape()));
-    }
-    let scale = got.norm().max(want.norm());
-    Ok(if scale < 1e-9 { 0.0 } else { (got - want).norm() / scale.max(1e-3) })
-}
-
-/// The answer against differences of its function along a random direction,
-/// at random values drawn from `seed` (entries in [-1, 1], or positive where
-/// the function is undefined). A gradient or Jacobian moves its variable. A
-/// `d(F)` moves every name that varies in it, all at once: the names the
-/// script differentiates with respect to (`targets`; all names when there
-/// are none) and the definitions that depend on them. (`Session::check`
-/// compares a `d(F)` only in the differentials it mentions, so it cannot see
-/// a dropped term.)
-fn along_error(s: &Session, a: &Answer, targets: &BTreeSet<String>, seed: u64) -> Result<f64, String> {
-    let env = &s.env;
-    let f = a.function.as_ref().ok_or("no function")?;
-    let (body, names) = if a.kind == QueryKind::Differential {
-        let body = match &f.op {
-            Op::Var { name, .. } => env.definition(name).cloned().unwrap_or_else(|| f.clone()),
-            _ => f.clone(),
-        };
-        let mut varying = targets.clone();
-        for u in &env.defs {
-            if env.definition(u).is_some_and(|b| varying.iter().any(|t| b.mentions(t))) {
-                varying.insert(u.clone());
-            }
-        }
-        let names: Vec<String> = env
-            .names
-            .keys()
-            .filter(|n| (targets.is_empty() || varying.contains(*n)) && body.mentions(n))
-            .cloned()
-            .collect();
-        (body, names)
-    } else {
-        (f.clone(), vec![a.wrt.clone().ok_or("no variable")?])
-    };
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut last = String::new();
-    for positive in [false, true] {
-        let values = random_values(env, &mut rng, positive);
-        match along_once(s, a, &body, &names, &values, &mut rng) {
-            Ok(e) => return Ok(e),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-fn along_once(
-    s: &Session,
-    a: &Answer,
-    body: &Expr,
-    names: &[String],
-    values: &Values,
-    rng: &mut StdRng,
-) -> Result<f64, String> {
-    let env = &s.env;
-    let conv = s.options.conventions;
-    let mut ev = Evaluator::new(env, values);
-    let mut dirs = Vec::new();
-    for n in names {
-        let x0 = ev.name(n).map_err(|e| e.0)?;
-        let mut dir = Mat::from_fn(x0.nrows(), x0.ncols(), |_, _| rng.random_range(-1.0..1.0));
-        let symmetric = matches!(env.names.get(n), Some((Binding::Matrix { symmetric: true, .. }, _)));
-        if symmetric {
-            dir = (&dir + dir.transpose()) * 0.5;
-        }
-        dirs.push((n.clone(), x0, dir));
-    }
-    let moved = |t: f64| -> Result<Mat, String> {
-        let mut v = values.clone();
-        for (n, x0, dir) in &dirs {
-            v.mats.insert(n.clone(), x0 + dir * t);
-        }
-        Evaluator::new(env, &v).eval(body).map_err(|e| e.0)
-    };
-    let want = derivative_at_zero(&moved, 1e-3)?;
-    let got = if a.kind == QueryKind::Differential {
-        let mut v = values.clone();
-        for (n, _, dir) in &dirs {
-            v.diffs.insert(n.clone(), dir.clone());
-        }
-        Evaluator::new(env, &v).eval(&a.expr).map_err(|e| e.0)?
-    } else {
-        let d = Evaluator::new(env, values).eval(&a.expr).map_err(|e| e.0)?;
-        let dir = &dirs[0].2;
-        if a.kind == QueryKind::Gradient && body.shape.is_scalar() {
-            if d.shape() != dir.shape() {
-                return Err(format!("the gradient is {:?}, the variable {:?}", d.shape(), dir.shape()));
-            }
-            Mat::from_element(1, 1, d.component_mul(dir).sum())
-        } else {
-            let j = if conv.layout == Layout::Denominator { d.transpose() } else { d };
-            if j.ncols() != dir.len() || j.nrows() != want.len() {
-                return Err(format!(
-                    "the Jacobian is {:?} (numerator layout), expected {}x{}",
-                    j.shape(),
-                    want.len(),
-                    dir.len()
-                ));
-            }
-            let jd = j * vec_of(dir, conv.order);
-            unvec_of(&jd, want.nrows(), want.ncols(), conv.order)
-        }
-    };
-    relative(&got, &want)
-}
+// ---- a second opinion: differences along a direction, in `common/along.rs` --------------
 
 /// A fixed seed for CI, so that a run is reproducible; the long run draws
 /// a new one each time.
