@@ -444,7 +444,6 @@ impl Session {
                 if matches!(kind, QueryKind::Simplify | QueryKind::Show | QueryKind::Gradient | QueryKind::Hessian) {
                     expr = crate::egraph::simplify(&expr, conv.order, self.options.limits).expr;
                 }
-                let _ = &f;
                 Ok(Outcome::Answer(Answer {
                     kind: *kind,
                     lhs,

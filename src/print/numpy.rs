@@ -79,8 +79,7 @@ const HELPERS: &[(&str, &str)] = &[
     ),
 ];
 
-struct Gen<'a> {
-    env: &'a Env,
+struct Gen {
     /// Temporaries for repeated subexpressions.
     temps: HashMap<Expr, String>,
     lines: Vec<String>,
@@ -190,7 +189,7 @@ fn number(r: &num_rational::BigRational) -> String {
     }
 }
 
-impl Gen<'_> {
+impl Gen {
     fn dim(&self, d: &Dim) -> String {
         if let Some(n) = d.as_num() {
             return n.to_string();
@@ -320,7 +319,7 @@ impl Gen<'_> {
     }
 }
 
-impl Gen<'_> {
+impl Gen {
     /// A term of a sum: a multiple of the all-ones matrix is just the number,
     /// which NumPy broadcasts.
     fn operand(&mut self, e: &Expr) -> String {
@@ -402,7 +401,7 @@ pub fn parameters(env: &Env, e: &Expr) -> Vec<String> {
 fn function(env: &Env, f: &Function) -> String {
     let n = needs(env, &f.expr);
     let params = parameters(env, &f.expr);
-    let mut g = Gen { env, temps: HashMap::new(), lines: vec![], counts: HashMap::new(), sizes: BTreeMap::new() };
+    let mut g = Gen { temps: HashMap::new(), lines: vec![], counts: HashMap::new(), sizes: BTreeMap::new() };
     // Symbolic sizes are read off the arguments' shapes.
     for sym in &n.syms {
         let found = size_source(env, &n, sym);
@@ -424,7 +423,6 @@ fn function(env: &Env, f: &Function) -> String {
     }
     let result = g.expr(&f.expr);
     let (r, c) = (g.dim(&f.expr.shape.rows), g.dim(&f.expr.shape.cols));
-    let _ = g.env;
     let mut out = String::new();
     let _ = writeln!(out, "def {}({}):", f.name, params.join(", "));
     let _ = writeln!(out, "    \"\"\"{}\"\"\"", f.doc.replace('\\', "\\\\").replace('"', "\\\""));
