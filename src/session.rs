@@ -131,10 +131,8 @@ impl Session {
     /// [`crate::print::numpy`]).
     ///
     /// ```
-    /// use matdiff::session::{Outcome, Session};
-    /// let mut s = Session::default();
-    /// let answers: Vec<_> = s.run("x: n; A: n x n; grad(x^T A x, x)").unwrap().into_iter()
-    ///     .filter_map(|o| match o { Outcome::Answer(a) => Some(a), _ => None }).collect();
+    /// let mut s = matdiff::Session::default();
+    /// let answers = s.answers("x: n; A: n x n; grad(x^T A x, x)").unwrap();
     /// let py = s.numpy(&answers);
     /// assert!(py.contains("def grad_q1_x(A, x):"));
     /// ```

@@ -4,7 +4,7 @@
 use matdiff::diff::chain::Conventions;
 use matdiff::eval::{check, Evaluator};
 use matdiff::ir::VecOrder;
-use matdiff::session::{Answer, Options, Outcome, Session};
+use matdiff::session::{Answer, Options, Session};
 use rand::{rngs::StdRng, SeedableRng};
 
 const DECLS: &str = "x: n; A: n x n; S: n x n symmetric; b: m; M: m x n; X: m x n; w: n; y: m; C: m x m; s: scalar\n";
@@ -12,14 +12,10 @@ const DECLS: &str = "x: n; A: n x n; S: n x n symmetric; b: m; M: m x n; X: m x 
 fn hessian(query: &str, order: VecOrder) -> (Session, Answer) {
     let mut session =
         Session::new(Options { conventions: Conventions { order, ..Conventions::default() }, ..Options::default() });
-    let out = session.run(&format!("{DECLS}{query}")).unwrap_or_else(|e| panic!("{query}: {e}"));
-    let answer = out
-        .into_iter()
-        .filter_map(|o| match o {
-            Outcome::Answer(a) => Some(a),
-            _ => None,
-        })
-        .next_back()
+    let answer = session
+        .answers(&format!("{DECLS}{query}"))
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+        .pop()
         .expect("an answer");
     (session, answer)
 }

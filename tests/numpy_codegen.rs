@@ -3,7 +3,7 @@
 
 use matdiff::eval::check::random_values;
 use matdiff::eval::{Evaluator, Mat};
-use matdiff::session::{Options, Outcome, Session};
+use matdiff::session::{Options, Session};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -47,15 +47,7 @@ fn to_json(m: &Mat) -> serde_json::Value {
 /// Runs the script's queries in NumPy and in Rust; returns how many agreed.
 fn agree(script: &str, options: Options) -> usize {
     let mut s = Session::new(options);
-    let answers: Vec<_> = s
-        .run(script)
-        .unwrap_or_else(|e| panic!("{script}: {e}"))
-        .into_iter()
-        .filter_map(|o| match o {
-            Outcome::Answer(a) => Some(a),
-            _ => None,
-        })
-        .collect();
+    let answers = s.answers(script).unwrap_or_else(|e| panic!("{script}: {e}"));
     let module = s.numpy(&answers);
     let names: Vec<String> = module
         .lines()
@@ -161,15 +153,7 @@ fn generated_numpy_under_numerator_layout_and_column_vec() {
 #[test]
 fn gradients_build_no_kronecker_product_or_diagonal_matrix() {
     let mut s = Session::default();
-    let answers: Vec<_> = s
-        .run(include_str!("../examples/three_layer.mdiff"))
-        .unwrap()
-        .into_iter()
-        .filter_map(|o| match o {
-            Outcome::Answer(a) => Some(a),
-            _ => None,
-        })
-        .collect();
+    let answers = s.answers(include_str!("../examples/three_layer.mdiff")).unwrap();
     // Jacobians in Kronecker form are applied to vectors without building the product too.
     let module = s.numpy(&answers);
     assert!(!module.contains("np.kron"), "{module}");
