@@ -311,11 +311,7 @@ impl Session {
                         let all = self.targets.is_empty();
                         let varies = |n: &str| all || varying.contains(n);
                         let d = chain::differential(&self.env, &f, &label, &varies, conv.order);
-                        let body = match &f.op {
-                            crate::ir::Op::Var { name, .. } => self.env.definition(name).cloned(),
-                            _ => None,
-                        };
-                        let body = body.unwrap_or_else(|| f.clone());
+                        let body = chain::definition_of(&self.env, &f);
                         moving = self.env.names.keys().filter(|n| varies(n) && body.mentions(n)).cloned().collect();
                         (Lhs::Differential(label.clone()), d)
                     }

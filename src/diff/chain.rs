@@ -131,11 +131,9 @@ struct Root {
 }
 
 fn root(env: &Env, f: &Expr, f_label: &str, keep: &dyn Fn(&str) -> bool, x: &str) -> Root {
-    let body = match &f.op {
-        Op::Var { name, .. } if &**name != x => env.definition(name).cloned(),
-        _ => None,
-    };
-    let d = super::differential(body.as_ref().unwrap_or(f));
+    // ∂F/∂F is the identity: F's own definition is not opened then.
+    let own = matches!(&f.op, Op::Var { name, .. } if &**name == x);
+    let d = super::differential(&if own { f.clone() } else { definition_of(env, f) });
     Root { label: f_label.to_string(), d: restrict(&d, keep) }
 }
 
@@ -233,36 +231,58 @@ pub fn jacobian(env: &Env, f: &Expr, f_label: &str, x: &str, conv: Conventions, 
     Ok(Derivation { answer, steps })
 }
 
-/// One reverse sweep from a scalar `F` through every definition: `∂F/∂X`
-/// for every name `X` that `F` depends on, at once. Answers to several
-/// gradient queries of one function share it, so deriving every layer of an
-/// L-layer network costs one sweep, not L.
-pub fn sweep(env: &Env, f: &Expr, order: VecOrder) -> std::result::Result<BTreeMap<Name, Expr>, NotIdentified> {
-    let all = |_: &str| true;
-    let body = match &f.op {
-        Op::Var { name, .. } => env.definition(name).cloned(),
-        _ => None,
-    };
-    let d = super::differential(body.as_ref().unwrap_or(f));
+/// What `f` stands for: the definition of a defined name, else `f` itself.
+pub fn definition_of(env: &Env, f: &Expr) -> Expr {
+    match &f.op {
+        Op::Var { name, .. } => env.definition(name).cloned().unwrap_or_else(|| f.clone()),
+        _ => f.clone(),
+    }
+}
+
+/// Reverse mode from a scalar's differential `d` through the definitions
+/// whose names `keep` accepts (not into `stop`): the gradient by every name
+/// reached, and the defined names in the order they were passed.
+fn reverse(
+    env: &Env,
+    d: &Expr,
+    keep: &dyn Fn(&str) -> bool,
+    stop: Option<&str>,
+    order: VecOrder,
+) -> std::result::Result<(Vec<String>, BTreeMap<Name, Expr>), NotIdentified> {
     let mut bars: BTreeMap<Name, Vec<Expr>> = BTreeMap::new();
     let mut done: BTreeMap<Name, Expr> = BTreeMap::new();
-    identify::adjoint(&d, ir::int(1), order, &mut bars)?;
+    let mut passed = Vec::new();
+    identify::adjoint(d, ir::int(1), order, &mut bars)?;
     for u in env.defs.iter().rev() {
+        if Some(u.as_str()) == stop || !keep(u) {
+            continue;
+        }
         let Some(parts) = bars.remove(u.as_str()) else {
             continue;
         };
         let bar = crate::simplify::tidy(&ir::sum_of(parts));
         done.insert(u.as_str().into(), bar.clone());
-        let du = restrict(&super::differential(env.definition(u).expect("definition")), &all);
+        passed.push(u.clone());
+        let du = restrict(&super::differential(env.definition(u).expect("definition")), keep);
         identify::adjoint(&du, bar, order, &mut bars)?;
     }
     for (n, parts) in bars {
         done.insert(n, crate::simplify::tidy(&ir::sum_of(parts)));
     }
-    Ok(done)
+    Ok((passed, done))
 }
 
-/// `∂F/∂X` for scalar `F`, shaped like `X`, by reverse mode through definitions.
+/// One reverse sweep from a scalar `F` through every definition: `∂F/∂X`
+/// for every name `X` that `F` depends on, at once. Answers to several
+/// gradient queries of one function share it, so deriving every layer of an
+/// L-layer network costs one sweep, not L.
+pub fn sweep(env: &Env, f: &Expr, order: VecOrder) -> std::result::Result<BTreeMap<Name, Expr>, NotIdentified> {
+    let d = super::differential(&definition_of(env, f));
+    Ok(reverse(env, &d, &|_| true, None, order)?.1)
+}
+
+/// `∂F/∂X` for scalar `F`, shaped like `X`, by reverse mode through
+/// definitions, with the gradient by each intermediate on the way as a step.
 pub fn gradient(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, span: Span) -> Result<Derivation> {
     let xe = check_wrt(env, x, span)?;
     if !f.shape.is_scalar() {
@@ -277,39 +297,18 @@ pub fn gradient(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, sp
     let dep = dependents(env, x);
     let keep = |n: &str| dep.contains(n);
     let root = root(env, f, f_label, &keep, x);
-    let mut steps =
-        vec![Step { lhs: Lhs::Differential(root.label.clone()), formula: None, reshape: false, rhs: root.d.clone() }];
-    let mut bars: BTreeMap<Name, Vec<Expr>> = BTreeMap::new();
-    let fail = |e: NotIdentified| Error::unsupported(span, e.0);
-    identify::adjoint(&root.d, ir::int(1), order, &mut bars).map_err(fail)?;
-    for u in env.defs.iter().rev() {
-        if u == x || !dep.contains(u) {
-            continue;
-        }
-        let Some(parts) = bars.remove(u.as_str()) else {
-            continue;
-        };
-        let bar = crate::simplify::tidy(&ir::sum_of(parts));
-        steps.push(Step {
-            lhs: Lhs::Gradient { f: root.label.clone(), x: u.clone() },
-            formula: None,
-            reshape: false,
-            rhs: bar.clone(),
-        });
-        let du = restrict(&super::differential(env.definition(u).expect("definition")), &keep);
-        identify::adjoint(&du, bar, order, &mut bars).map_err(fail)?;
-    }
-    let g = match bars.remove(x) {
-        Some(parts) => ir::sum_of(parts),
-        None => ir::zero(xe.shape.clone()),
-    };
-    let answer = crate::simplify::tidy(&g);
-    steps.push(Step {
-        lhs: Lhs::Gradient { f: root.label, x: x.to_string() },
+    let (passed, mut done) = reverse(env, &root.d, &keep, Some(x), order).map_err(|e| Error::unsupported(span, e.0))?;
+    let answer = done.remove(x).unwrap_or_else(|| ir::zero(xe.shape.clone()));
+    let step = |x: &str, rhs: Expr| Step {
+        lhs: Lhs::Gradient { f: root.label.clone(), x: x.to_string() },
         formula: None,
         reshape: false,
-        rhs: answer.clone(),
-    });
+        rhs,
+    };
+    let mut steps =
+        vec![Step { lhs: Lhs::Differential(root.label.clone()), formula: None, reshape: false, rhs: root.d.clone() }];
+    steps.extend(passed.iter().map(|u| step(u, done[u.as_str()].clone())));
+    steps.push(step(x, answer.clone()));
     Ok(Derivation { answer, steps })
 }
 
@@ -317,11 +316,7 @@ pub fn gradient(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, sp
 /// in identified form, one term per name (`dn2 2(n2 - y)ᵀ`, `tr(Gᵀ dX)`).
 /// Names for which `varies` is false are constants.
 pub fn differential(env: &Env, f: &Expr, f_label: &str, varies: &dyn Fn(&str) -> bool, order: VecOrder) -> Derivation {
-    let body = match &f.op {
-        Op::Var { name, .. } => env.definition(name).cloned(),
-        _ => None,
-    };
-    let d = restrict(&super::differential(body.as_ref().unwrap_or(f)), varies);
+    let d = restrict(&super::differential(&definition_of(env, f)), varies);
     let mut bars: BTreeMap<Name, Vec<Expr>> = BTreeMap::new();
     let identified = f.shape.is_scalar() && identify::adjoint(&d, ir::int(1), order, &mut bars).is_ok();
     let answer = if identified {
