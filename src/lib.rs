@@ -89,3 +89,8 @@ pub fn simplify(declarations: &str, e: &str) -> Result<ir::Expr> {
     let answers = s.answers(&format!("{declarations}\nsimplify({e})"))?;
     Ok(answers.into_iter().last().expect("one answer").expr)
 }
+
+/// The README's Rust examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -33,3 +33,22 @@ fn every_example_checks() {
     }
     assert!(n >= 4, "expected the example scripts, found {n}");
 }
+
+/// The README's language tour runs as written, and every derivative in it checks.
+#[test]
+fn readme_tour_runs() {
+    let readme = include_str!("../README.md");
+    let start = readme.find("```text\n# declarations").expect("the tour") + "```text\n".len();
+    let tour = &readme[start..start + readme[start..].find("```").expect("end of the tour")];
+    let mut s = matdiff::Session::default();
+    let answers = s.answers(tour).unwrap_or_else(|e| panic!("{}", e.render("README.md", tour)));
+    assert!(answers.len() >= 10);
+    let text: Vec<String> = answers.iter().map(|a| s.render(a)).collect();
+    assert!(text.contains(&"dq = 2 xᵀ S dx + tr(x xᵀ dS)".to_string()), "{text:#?}");
+    assert!(text.contains(&"∂²q/∂x∂xᵀ = 2 S".to_string()), "{text:#?}");
+    for a in &answers {
+        if let Some(err) = s.check(a).expect("evaluates") {
+            assert!(err < matdiff::eval::check::TOLERANCE, "{}", s.render(a));
+        }
+    }
+}
