@@ -72,8 +72,15 @@ pub struct Answer {
     pub span: Span,
     /// The function, typed (for checking derivatives).
     pub function: Option<Expr>,
+    /// The function as written, for the reference evaluator.
+    pub written: Option<std::rc::Rc<crate::typeck::Written>>,
     /// The variable, for derivative queries.
     pub wrt: Option<String>,
+    /// The second variable of a mixed second derivative `hessian(F, X, Y)`.
+    pub wrt2: Option<String>,
+    /// The conventions the answer was derived under; checking, printing
+    /// and code generation use these, whatever the session's are later.
+    pub conventions: Conventions,
     /// For `d(F)`: the names whose differentials may appear (those `F`
     /// mentions directly that vary), which a check perturbs together.
     pub varying: Vec<String>,
@@ -290,21 +297,20 @@ impl Session {
             }
             Stmt::Def { name, body } => {
                 self.env.check_new(name, src)?;
-                let t = self.env.check(body)?;
+                let (t, written) = self.env.check_written(body)?;
                 let shape = t.shape.clone();
-                self.env.names.insert(name.name.clone(), (Binding::Def { body: t }, name.span));
+                let written = std::rc::Rc::new(written);
+                self.env.names.insert(name.name.clone(), (Binding::Def { body: t, written }, name.span));
                 self.env.defs.push(name.name.clone());
                 Ok(Outcome::Defined { name: name.name.clone(), shape })
             }
             Stmt::Query { kind, expr, wrt, wrt2, span } => {
                 self.targets.extend(wrt.iter().chain(wrt2).map(|w| w.name.clone()));
-                let f = self.env.check(expr)?;
+                let (f, written) = self.env.check_written(expr)?;
                 let mut checked = f.clone();
                 let mut moving = Vec::new();
                 let label = label_of(&src[expr.span.start..expr.span.end]);
                 let conv = self.options.conventions;
-                // The checker differentiates with respect to the last variable.
-                let x = wrt2.as_ref().or(wrt.as_ref()).map(|w| w.name.clone());
                 let (lhs, deriv) = match kind {
                     QueryKind::Differential => {
                         let varying = self.varying();
@@ -445,8 +451,11 @@ impl Session {
                     steps,
                     span: *span,
                     function: Some(checked),
-                    wrt: x,
+                    written: Some(std::rc::Rc::new(written)),
+                    wrt: wrt.as_ref().map(|w| w.name.clone()),
+                    wrt2: wrt2.as_ref().map(|w| w.name.clone()),
                     varying: moving,
+                    conventions: conv,
                 }))
             }
         }
@@ -455,7 +464,7 @@ impl Session {
     /// Checks a derivative against central finite differences at random
     /// values: the largest relative error, or `None` for other queries.
     pub fn check(&self, a: &Answer) -> std::result::Result<Option<f64>, crate::eval::EvalError> {
-        crate::eval::check::check(&self.env, a, self.options.conventions, 0x5eed)
+        crate::eval::check::check(&self.env, a, a.conventions, 0x5eed)
     }
 
     /// Names that vary in `d(F)`: the targets and what depends on them.

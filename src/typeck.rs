@@ -25,9 +25,25 @@ pub enum Binding {
     Def {
         /// The definition.
         body: Expr,
+        /// The definition as written, for the reference evaluator.
+        written: std::rc::Rc<Written>,
     },
     /// A declared scalar function.
     Func,
+}
+
+/// An expression as written, with what typing inferred that the text does
+/// not say: the size of each bare `I` and the `vec` order in force. The
+/// reference evaluator ([`crate::eval::reference`]) reads this, not the typed
+/// IR, so that a check does not share the code it checks.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The expression.
+    pub expr: ast::Expr,
+    /// The inferred size of each bare `I`, by its span.
+    pub identities: std::collections::HashMap<Span, Dim>,
+    /// The `vec` order in force when it was typed.
+    pub order: VecOrder,
 }
 
 /// Declarations and definitions in force.
@@ -70,7 +86,7 @@ impl Env {
     pub fn leaf(&self, name: &str) -> Option<Expr> {
         match &self.names.get(name)?.0 {
             Binding::Matrix { shape, symmetric } => Some(ir::var(name, shape.clone(), *symmetric)),
-            Binding::Def { body } => Some(ir::var(name, body.shape.clone(), false)),
+            Binding::Def { body, .. } => Some(ir::var(name, body.shape.clone(), false)),
             Binding::Func => None,
         }
     }
@@ -78,7 +94,7 @@ impl Env {
     /// The definition of a defined name.
     pub fn definition(&self, name: &str) -> Option<&Expr> {
         match &self.names.get(name)?.0 {
-            Binding::Def { body } => Some(body),
+            Binding::Def { body, .. } => Some(body),
             _ => None,
         }
     }
@@ -106,6 +122,21 @@ impl Env {
                 .with_help("each name is declared or defined once; choose a new name"));
         }
         Ok(())
+    }
+
+    /// The definition of a defined name, as written.
+    pub fn written(&self, name: &str) -> Option<&Written> {
+        match &self.names.get(name)?.0 {
+            Binding::Def { written, .. } => Some(written),
+            _ => None,
+        }
+    }
+
+    /// Types an expression, and records it as written.
+    pub fn check_written(&self, e: &ast::Expr) -> Result<(Expr, Written)> {
+        let t = self.check(e)?;
+        let identities = std::collections::HashMap::new();
+        Ok((t, Written { expr: e.clone(), identities, order: self.order }))
     }
 
     /// Types an expression.

@@ -232,7 +232,8 @@ fn check_once(
             Ok(relative_error(&got, &expected))
         }
         _ => {
-            let x = answer.wrt.as_deref().ok_or_else(|| EvalError("no variable".into()))?;
+            // A Hessian is checked as the Jacobian of the gradient, with respect to the last variable.
+            let x = answer.wrt2.as_deref().or(answer.wrt.as_deref()).ok_or_else(|| EvalError("no variable".into()))?;
             let num = numeric_jacobian(env, values, f, x, order)?;
             let got = Evaluator::new(env, values).eval(&answer.expr)?;
             let got = if answer.kind == QueryKind::Gradient && f.shape.is_scalar() {

@@ -172,7 +172,7 @@ fn command(session: &mut Session, check: &mut bool, cmd: &str) -> bool {
                     Binding::Matrix { shape, symmetric } => {
                         println!("{name}: {shape}{}", if *symmetric { " symmetric" } else { "" })
                     }
-                    Binding::Def { body } => println!("{name} = {}  : {}", matdiff::print::text(body), body.shape),
+                    Binding::Def { body, .. } => println!("{name} = {}  : {}", matdiff::print::text(body), body.shape),
                     Binding::Func => println!("{name}: R → R"),
                 }
             }
