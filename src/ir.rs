@@ -176,6 +176,8 @@ pub enum Op {
     Zero,
     /// The all-ones matrix.
     Ones,
+    /// A size used as a value (1×1): `n` in `sum(x) / n`. Never a plain number.
+    Size(Dim),
     /// The commutation matrix `K` with `K vec(A) = vec(Aᵀ)` for `A` of the given shape.
     Commutation(Dim, Dim, VecOrder),
     /// A sum of two or more terms.
@@ -227,7 +229,7 @@ impl Op {
     pub fn children(&self) -> Vec<&Expr> {
         use Op::*;
         match self {
-            Var { .. } | Diff(_) | Num(_) | Identity | Zero | Ones | Commutation(..) => vec![],
+            Var { .. } | Diff(_) | Num(_) | Identity | Zero | Ones | Size(_) | Commutation(..) => vec![],
             Add(ts) => ts.iter().collect(),
             Scale(a, b) | MatMul(a, b) | Div(a, b) | Hadamard(a, b) | HadamardDiv(a, b) | Kron(a, b) => vec![a, b],
             Transpose(a)
@@ -262,6 +264,7 @@ fn node(op: Op, shape: Shape) -> Expr {
         // cheaper than `Ratio`'s own hash, which divides).
         Op::Num(r) => (r.numer(), r.denom()).hash(&mut h),
         Op::Commutation(a, b, o) => (a, b, o).hash(&mut h),
+        Op::Size(d) => d.hash(&mut h),
         Op::Power(_, k) => k.hash(&mut h),
         Op::HadamardPow(_, k) => (k.numer(), k.denom()).hash(&mut h),
         Op::Vec(_, o) | Op::Unvec(_, o) => o.hash(&mut h),
@@ -318,6 +321,13 @@ pub fn ones(shape: Shape) -> Expr {
         return int(1);
     }
     node(Op::Ones, shape)
+}
+/// A size as a value (1×1); a known size is a number.
+pub fn size(d: Dim) -> Expr {
+    match d.as_num() {
+        Some(n) => num(BigRational::from_integer(BigInt::from(n))),
+        None => node(Op::Size(d), Shape::scalar()),
+    }
 }
 /// The commutation matrix for `r×c` matrices.
 pub fn commutation(r: Dim, c: Dim, order: VecOrder) -> Expr {
@@ -425,6 +435,10 @@ pub fn neg(a: Expr) -> Expr {
 /// of first appearance.
 pub fn sum_of(terms: Vec<Expr>) -> Expr {
     let shape = terms.first().expect("a sum needs terms").shape.clone();
+    debug_assert!(
+        terms.iter().all(|t| t.shape == shape || t.shape.has_vars() || shape.has_vars()),
+        "a sum of unequal shapes: {terms:?}"
+    );
     // Like terms are collected before nested sums are opened, so that
     // `(n2 - y) + (n2 - y)` stays `2(n2 - y)`.
     let mut flat = Vec::new();
@@ -519,6 +533,11 @@ pub fn scalar_mul(s: Expr, x: Expr) -> Expr {
 /// The matrix product; a 1×1 factor that does not fit as a matrix scales the other.
 pub fn matmul(a: Expr, b: Expr) -> Expr {
     if a.shape.cols != b.shape.rows {
+        if a.shape.has_vars() || b.shape.has_vars() {
+            // Sizes still being inferred (the type checker's first pass).
+            return node_matmul(a, b);
+        }
+        debug_assert!(a.shape.is_scalar() || b.shape.is_scalar(), "product of {} by {}", a.shape, b.shape);
         return if a.shape.is_scalar() { scalar_mul(a, b) } else { scalar_mul(b, a) };
     }
     let shape = Shape::new(a.shape.rows.clone(), b.shape.cols.clone());
@@ -737,12 +756,16 @@ pub fn power(x: Expr, k: i64) -> Expr {
     }
 }
 
-/// `a ∘ b`.
+/// `a ∘ b`, of equal shapes or with a 1×1 side (which scales the other).
 pub fn hadamard(a: Expr, b: Expr) -> Expr {
-    if a.is_zero() {
-        return zero(b.shape.clone());
+    if a.shape.is_scalar() {
+        return scalar_mul(a, b);
     }
-    if b.is_zero() {
+    if b.shape.is_scalar() {
+        return scalar_mul(b, a);
+    }
+    debug_assert!(a.shape == b.shape || a.shape.has_vars() || b.shape.has_vars(), "hadamard of unequal shapes");
+    if a.is_zero() || b.is_zero() {
         return zero(a.shape.clone());
     }
     if matches!(a.op, Op::Ones) {
@@ -751,23 +774,22 @@ pub fn hadamard(a: Expr, b: Expr) -> Expr {
     if matches!(b.op, Op::Ones) {
         return a;
     }
-    if a.shape.is_scalar() {
-        return scalar_mul(a, b);
-    }
-    if b.shape.is_scalar() {
-        return scalar_mul(b, a);
-    }
     let shape = a.shape.clone();
     node(Op::Hadamard(a, b), shape)
 }
 
-/// `a ./ b`.
+/// `a ./ b`, of equal shapes or with a 1×1 side (which broadcasts).
 pub fn hadamard_div(a: Expr, b: Expr) -> Expr {
-    if a.is_zero() {
-        return a;
-    }
     if b.shape.is_scalar() {
         return div(a, b);
+    }
+    if a.shape.is_scalar() {
+        // s ./ B = s (1 ./ B): the numerator takes B's shape.
+        return scalar_mul(a, hadamard_div(ones(b.shape.clone()), b));
+    }
+    debug_assert!(a.shape == b.shape || a.shape.has_vars() || b.shape.has_vars(), "./ of unequal shapes");
+    if a.is_zero() {
+        return a;
     }
     let shape = a.shape.clone();
     node(Op::HadamardDiv(a, b), shape)
@@ -875,6 +897,7 @@ pub fn trace(x: Expr) -> Expr {
     }
     match &x.op {
         Op::Zero => int(0),
+        Op::Identity => size(x.shape.rows.clone()),
         Op::Scale(s, y) => scalar_mul(s.clone(), trace(y.clone())),
         Op::Transpose(y) => trace(y.clone()),
         Op::Add(ts) => sum_of(ts.iter().cloned().map(trace).collect()),
@@ -910,6 +933,7 @@ pub fn sum(x: Expr) -> Expr {
     }
     match &x.op {
         Op::Zero => int(0),
+        Op::Ones => size(x.shape.len()),
         Op::Scale(s, y) => scalar_mul(s.clone(), sum(y.clone())),
         Op::Transpose(y) => sum(y.clone()),
         _ => node(Op::Sum(x), Shape::scalar()),
@@ -945,9 +969,14 @@ pub fn rebuild(e: &Expr, kids: Vec<Expr>) -> Expr {
     let mut k = kids.into_iter();
     let mut next = || k.next().expect("child");
     match &e.op {
-        Op::Var { .. } | Op::Diff(_) | Op::Num(_) | Op::Identity | Op::Zero | Op::Ones | Op::Commutation(..) => {
-            e.clone()
-        }
+        Op::Var { .. }
+        | Op::Diff(_)
+        | Op::Num(_)
+        | Op::Identity
+        | Op::Zero
+        | Op::Ones
+        | Op::Size(_)
+        | Op::Commutation(..) => e.clone(),
         Op::Add(ts) => sum_of((0..ts.len()).map(|_| next()).collect()),
         Op::Scale(..) => scalar_mul(next(), next()),
         Op::MatMul(..) => matmul(next(), next()),

@@ -9,6 +9,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 
+/// The largest size a declaration, `I_n` or `ones(m, n)` may give.
+pub const MAX_SIZE: u64 = 1_000_000;
+
+/// The largest known size an expression may have along one side (a
+/// Kronecker product or `vec` multiplies sizes); past it a script is refused.
+pub const MAX_DERIVED_SIZE: u64 = 1 << 40;
+
 /// A factor of a size: a user's symbol or an inference variable.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Atom {
@@ -58,6 +65,19 @@ impl Dim {
     /// An estimate of the size for cost models: symbols count as `big`.
     pub fn estimate(&self, big: f64) -> f64 {
         self.coef as f64 * big.powi(self.atoms.len() as i32)
+    }
+    /// The numeric coefficient.
+    pub fn coef(&self) -> u64 {
+        self.coef
+    }
+    /// The size as the language writes a product of sizes: `2 n`, `n m`.
+    pub fn as_product_text(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if self.coef != 1 || self.atoms.is_empty() {
+            parts.push(self.coef.to_string());
+        }
+        parts.extend(self.symbols().map(str::to_string));
+        parts.join(" ")
     }
     /// Whether an inference variable remains.
     pub fn has_vars(&self) -> bool {

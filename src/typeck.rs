@@ -9,7 +9,7 @@ use crate::error::{Error, Result, Span};
 use crate::ir::{self, Expr, Func, VecOrder};
 use crate::shape::{Dim, Shape, Unifier};
 use num_traits::Zero;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What a name stands for.
 #[derive(Debug, Clone)]
@@ -132,44 +132,73 @@ impl Env {
         }
     }
 
-    /// Types an expression, and records it as written.
-    pub fn check_written(&self, e: &ast::Expr) -> Result<(Expr, Written)> {
-        let t = self.check(e)?;
-        let identities = std::collections::HashMap::new();
-        Ok((t, Written { expr: e.clone(), identities, order: self.order }))
+    /// Whether `name` is a size: a symbol in a declared matrix's shape that
+    /// names nothing else. Used in an expression, a size is its value.
+    pub fn is_size(&self, name: &str) -> bool {
+        !matches!(self.names.get(name), Some((Binding::Def { .. } | Binding::Func, _)))
+            && self.names.values().any(|(b, _)| match b {
+                Binding::Matrix { shape, .. } => shape.rows.symbols().chain(shape.cols.symbols()).any(|s| s == name),
+                _ => false,
+            })
     }
 
-    /// Types an expression.
-    pub fn check(&self, e: &ast::Expr) -> Result<Expr> {
-        let mut cx = Checker { env: self, uni: Unifier::default(), idents: Vec::new() };
+    /// Types an expression, and records it as written.
+    ///
+    /// Typing runs twice when the text has a bare `I`: the first pass infers
+    /// every size by unification, the second builds the IR with those sizes
+    /// known, so that no constructor ever decides on a size still unknown
+    /// (an `I ⊗ A` inside a product is never mistaken for a scale).
+    pub fn check_written(&self, e: &ast::Expr) -> Result<(Expr, Written)> {
+        let mut cx = Checker::new(self, None);
         let t = cx.expr(e)?;
+        let written = |identities| Written { expr: e.clone(), identities, order: self.order };
         if cx.uni.is_empty() {
-            return Ok(t);
+            return Ok((t, written(HashMap::new())));
         }
         if !cx.uni.finish() {
             return Err(Error::shape(e.span, "the sizes here cannot all agree", "inconsistent sizes"));
         }
+        let mut pinned = HashMap::new();
         for (d, span) in &cx.idents {
-            if cx.uni.resolve(d).has_vars() {
-                return Err(Error::shape(*span, "cannot infer the size of this identity or zero", "size unknown")
+            let d = cx.uni.resolve(d);
+            if d.has_vars() {
+                return Err(Error::shape(*span, "cannot infer the size of this identity", "size unknown")
                     .with_help("write the size, as in I_n or I_3"));
             }
+            pinned.insert(*span, d);
         }
-        Ok(cx.zonk(t))
+        let t = Checker::new(self, Some(&pinned)).expr(e)?;
+        debug_assert!(!t.shape.has_vars());
+        Ok((t, written(pinned)))
+    }
+
+    /// Types an expression.
+    pub fn check(&self, e: &ast::Expr) -> Result<Expr> {
+        Ok(self.check_written(e)?.0)
     }
 }
 
 struct Checker<'a> {
     env: &'a Env,
     uni: Unifier,
-    /// Inferred sizes of bare `I` and `0`, to report if they stay unknown.
+    /// Inferred sizes of bare `I`, to report if they stay unknown.
     idents: Vec<(Dim, Span)>,
+    /// The sizes of bare `I`s, once inferred (the second pass).
+    pinned: Option<&'a HashMap<Span, Dim>>,
 }
 
 /// Built-in functions that are not elementwise.
 const CALLABLE: &[&str] = &["tr", "det", "logdet", "diag", "vec", "unvec", "sum", "norm", "inv", "kron", "ones"];
 /// Query keywords.
 const QUERIES: &[&str] = &["grad", "jacobian", "hessian", "simplify", "shape"];
+
+/// An operand's transpose, in words: `` `bᵀ` `` for a name.
+fn what_t(e: &ast::Expr, side: &str) -> String {
+    match what(e, "") {
+        s if s.is_empty() => format!("the transpose of the {side}"),
+        s => format!("{}ᵀ`", s.trim_end_matches('`')),
+    }
+}
 
 /// What an operand is, in words: its name if it has one.
 fn what(e: &ast::Expr, default: &str) -> String {
@@ -194,7 +223,11 @@ fn count(d: &crate::shape::Dim, one: &str, many: &str) -> String {
     }
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
+    fn new(env: &'a Env, pinned: Option<&'a HashMap<Span, Dim>>) -> Checker<'a> {
+        Checker { env, uni: Unifier::default(), idents: Vec::new(), pinned }
+    }
+
     fn zonk(&self, e: Expr) -> Expr {
         if self.uni.is_empty() {
             return e;
@@ -226,20 +259,92 @@ impl Checker<'_> {
         self.uni.unify(&a.shape.rows, &b.shape.rows) && self.uni.unify(&a.shape.cols, &b.shape.cols)
     }
 
-    /// A number in a sum with a matrix stands for that number in every entry.
-    fn broadcast(&mut self, x: Expr, like: &Expr) -> Expr {
-        if x.as_num().is_some() && !like.shape.is_scalar() {
-            let c = x.as_num().cloned().unwrap_or_default();
-            if c.is_zero() {
-                return ir::zero(like.shape.clone());
+    /// Brings the operands of `+ - ∘ ./` to one shape, the one rule of
+    /// broadcasting (SPEC section 5): a 1×1 side stands for itself in every
+    /// entry of the other's shape; a `1×n` row against `m×n` repeats `m` times
+    /// (`ones(m, 1) r`), an `m×1` column against `m×n` repeats `n` times
+    /// (`c ones(1, n)`). Only a literal 1 broadcasts. Broadcasting is written
+    /// into the IR as those products, so every later stage (derivatives,
+    /// which then sum over the repeated axis; simplification; evaluation;
+    /// code) sees operands of equal shapes and needs no rule of its own.
+    /// Returns `None` when the shapes cannot be brought together.
+    fn broadcast(&mut self, op: BinOp, ta: Expr, tb: Expr) -> Option<(Expr, Expr)> {
+        let (sa, sb) = (self.uni.resolve_shape(&ta.shape), self.uni.resolve_shape(&tb.shape));
+        let elementwise = matches!(op, BinOp::Hadamard | BinOp::HadamardDiv);
+        // A 1×1 side: `∘` and `./` scale or divide (the IR constructors know
+        // how); `+` and `-` need the other side's shape in full.
+        let spread = |x: Expr, to: &Shape| {
+            if elementwise {
+                x
+            } else if x.is_zero() {
+                ir::zero(to.clone())
+            } else {
+                ir::scalar_mul(x, ir::ones(to.clone()))
             }
-            return ir::scale(c, ir::ones(like.shape.clone()));
+        };
+        if sa == sb {
+            return Some((ta, tb));
         }
-        x
+        if sa.is_scalar() {
+            return Some((spread(ta, &sb), tb));
+        }
+        if sb.is_scalar() {
+            return Some((ta, spread(tb, &sa)));
+        }
+        if sa.has_vars() || sb.has_vars() {
+            return self.same_shape(&ta, &tb).then_some((ta, tb));
+        }
+        let rows = |x: Expr, m: &Dim| ir::matmul(ir::ones(Shape::new(m.clone(), Dim::one())), x);
+        let cols = |x: Expr, n: &Dim| ir::matmul(x, ir::ones(Shape::new(Dim::one(), n.clone())));
+        if sa.cols == sb.cols && sa.rows.is_one() {
+            return Some((rows(ta, &sb.rows), tb));
+        }
+        if sa.cols == sb.cols && sb.rows.is_one() {
+            return Some((ta, rows(tb, &sa.rows)));
+        }
+        if sa.rows == sb.rows && sa.cols.is_one() {
+            return Some((cols(ta, &sb.cols), tb));
+        }
+        if sa.rows == sb.rows && sb.cols.is_one() {
+            return Some((ta, cols(tb, &sa.cols)));
+        }
+        None
+    }
+
+    /// What would fit, when two shapes do not broadcast.
+    fn broadcast_help(&self, ta: &Expr, tb: &Expr, a: &ast::Expr, b: &ast::Expr) -> Option<String> {
+        let (sa, sb) = (self.uni.resolve_shape(&ta.shape), self.uni.resolve_shape(&tb.shape));
+        if sa.has_vars() || sb.has_vars() {
+            return None;
+        }
+        let fits = |x: &Shape, y: &Shape| {
+            x == y
+                || (x.cols == y.cols && (x.rows.is_one() || y.rows.is_one()))
+                || (x.rows == y.rows && (x.cols.is_one() || y.cols.is_one()))
+        };
+        Some(if fits(&sa.transposed(), &sb) {
+            format!("{} would fit: a transpose may be missing", what_t(a, "left side"))
+        } else if fits(&sa, &sb.transposed()) {
+            format!("{} would fit: a transpose may be missing", what_t(b, "right side"))
+        } else {
+            "besides equal shapes, only a 1×1 side, a 1×n row against m×n or an m×1 column against m×n broadcasts"
+                .to_string()
+        })
     }
 
     fn expr(&mut self, e: &ast::Expr) -> Result<Expr> {
         let t = self.expr_inner(e)?;
+        let too_large = |d: &Dim| d.coef() > crate::shape::MAX_DERIVED_SIZE;
+        if too_large(&t.shape.rows) || too_large(&t.shape.cols) {
+            return Err(Error::limit(
+                e.span,
+                format!(
+                    "this expression is {}, larger than matdiff handles (at most {} along a side)",
+                    t.shape,
+                    crate::shape::MAX_DERIVED_SIZE
+                ),
+            ));
+        }
         Ok(self.settle(t))
     }
 
@@ -253,6 +358,9 @@ impl Checker<'_> {
             ExprKind::Num(r) => Ok(ir::num(r.clone())),
             ExprKind::Name(n) => self.name(n, e.span),
             ExprKind::Identity(None) => {
+                if let Some(d) = self.pinned.and_then(|p| p.get(&e.span)) {
+                    return Ok(ir::identity(d.clone()));
+                }
                 let n = self.uni.fresh();
                 self.idents.push((n.clone(), e.span));
                 Ok(ir::identity(n))
@@ -288,7 +396,7 @@ impl Checker<'_> {
             return None;
         }
         let n = name.name.as_str();
-        let kind = if self.env.leaf(n).is_some() {
+        let kind = if self.env.leaf(n).is_some() || (self.env.is_size(n) && *primes == 0) {
             ExprKind::Name(n.to_string())
         } else if n == "I" {
             ExprKind::Identity(None)
@@ -318,6 +426,9 @@ impl Checker<'_> {
     fn name(&mut self, n: &str, span: Span) -> Result<Expr> {
         if let Some(t) = self.env.leaf(n) {
             return Ok(t);
+        }
+        if self.env.is_size(n) {
+            return Ok(ir::size(Dim::sym(n)));
         }
         if matches!(self.env.names.get(n), Some((Binding::Func, _)))
             || Func::builtin(n).is_some()
@@ -372,16 +483,18 @@ impl Checker<'_> {
         };
         match op {
             BinOp::Add | BinOp::Sub => {
-                let ta = self.broadcast(ta, &tb);
-                let tb = self.broadcast(tb, &ta);
-                if !self.same_shape(&ta, &tb) {
+                let Some((ta, tb)) = self.broadcast(op, ta.clone(), tb.clone()) else {
                     let verb = if op == BinOp::Add {
                         "cannot add matrices of different shapes"
                     } else {
                         "cannot subtract matrices of different shapes"
                     };
-                    return Err(mismatch(self, verb, &ta, &tb));
-                }
+                    let err = mismatch(self, verb, &ta, &tb);
+                    return Err(match self.broadcast_help(&ta, &tb, a, b) {
+                        Some(help) => err.with_help(help),
+                        None => err,
+                    });
+                };
                 let (ta, tb) = (self.settle(ta), self.settle(tb));
                 Ok(if op == BinOp::Add { ir::add(ta, tb) } else { ir::sub(ta, tb) })
             }
@@ -416,7 +529,13 @@ impl Checker<'_> {
                     .with_parts(vec![(a.span, self.shown(&ta.shape)), (b.span, self.shown(&tb.shape))])
                     .with_help("a product A B needs as many columns in A as rows in B; a transpose may be missing"));
                 }
-                Ok(ir::matmul(self.settle(ta), self.settle(tb)))
+                let (ta, tb) = (self.settle(ta), self.settle(tb));
+                if ta.shape.has_vars() || tb.shape.has_vars() {
+                    // First pass: sizes still unknown, so no simplification may
+                    // decide on them; the second pass builds the real product.
+                    return Ok(ir::node_matmul(ta, tb));
+                }
+                Ok(ir::matmul(ta, tb))
             }
             BinOp::Div => {
                 if !(self.uni.unify(&tb.shape.rows, &Dim::one()) && self.uni.unify(&tb.shape.cols, &Dim::one())) {
@@ -436,16 +555,18 @@ impl Checker<'_> {
             }
             BinOp::Kron => Ok(ir::kron(ta, tb)),
             BinOp::Hadamard | BinOp::HadamardDiv => {
-                let ta = self.broadcast(ta, &tb);
-                let tb = self.broadcast(tb, &ta);
-                if !ta.shape.is_scalar() && !tb.shape.is_scalar() && !self.same_shape(&ta, &tb) {
+                let Some((ta, tb)) = self.broadcast(op, ta.clone(), tb.clone()) else {
                     let verb = if op == BinOp::Hadamard {
-                        "an elementwise product needs equal shapes"
+                        "an elementwise product needs shapes that broadcast"
                     } else {
-                        "an elementwise division needs equal shapes"
+                        "an elementwise division needs shapes that broadcast"
                     };
-                    return Err(mismatch(self, verb, &ta, &tb));
-                }
+                    let err = mismatch(self, verb, &ta, &tb);
+                    return Err(match self.broadcast_help(&ta, &tb, a, b) {
+                        Some(help) => err.with_help(help),
+                        None => err,
+                    });
+                };
                 if op == BinOp::HadamardDiv && tb.is_zero() {
                     return Err(Error::shape(b.span, "division by zero", "this is zero"));
                 }
@@ -510,9 +631,18 @@ impl Checker<'_> {
     fn size_arg(&self, a: &ast::Expr) -> Result<Dim> {
         match &a.kind {
             ExprKind::Num(r) if r.is_integer() && *r > num_rational::BigRational::zero() => {
-                let n: u64 = r.to_integer().try_into().map_err(|_| Error::limit(a.span, "size too large"))?;
+                let max = crate::shape::MAX_SIZE;
+                let too_large = || Error::limit(a.span, format!("size {r} is too large (at most {max})"));
+                let n: u64 = r.to_integer().try_into().map_err(|_| too_large())?;
+                if n > max {
+                    return Err(too_large());
+                }
                 Ok(Dim::num(n))
             }
+            // A product of sizes, as `ones(2 n, 1)` prints.
+            ExprKind::Binary(BinOp::Mul, x, y) => Ok(self.size_arg(x)?.mul(&self.size_arg(y)?)),
+            ExprKind::Paren(x) => self.size_arg(x),
+            ExprKind::Name(n) if self.env.is_size(n) && self.env.leaf(n).is_none() => Ok(Dim::sym(n)),
             ExprKind::Name(n) if self.env.names.contains_key(n) || RESERVED.contains(&n.as_str()) => {
                 Err(Error::name(a.span, format!("`{n}` is not a size"), "not a size")
                     .with_help("a size is a whole number or a size name such as n"))

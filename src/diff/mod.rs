@@ -98,7 +98,7 @@ pub fn differential(e: &Expr) -> Expr {
     let z = || ir::zero(e.shape.clone());
     match &e.op {
         Op::Var { name, .. } => ir::diff(name, e.shape.clone()),
-        Op::Diff(_) | Op::Num(_) | Op::Identity | Op::Zero | Op::Ones | Op::Commutation(..) => z(),
+        Op::Diff(_) | Op::Num(_) | Op::Identity | Op::Zero | Op::Ones | Op::Size(_) | Op::Commutation(..) => z(),
         Op::Add(ts) => ir::sum_of(ts.iter().map(d).collect()),
         Op::Scale(s, x) => ir::add(ir::scalar_mul(d(s), x.clone()), ir::scalar_mul(s.clone(), d(x))),
         Op::MatMul(a, b) => ir::add(ir::matmul(d(a), b.clone()), ir::matmul(a.clone(), d(b))),

@@ -30,7 +30,7 @@ pub fn count(e: &Expr, sizes: &HashMap<String, usize>) -> u64 {
     let kids: u64 = e.op.children().iter().map(|c| count(c, sizes)).sum();
     let own = match &e.op {
         Op::Var { .. } | Op::Diff(_) | Op::Num(_) | Op::Identity | Op::Zero | Op::Ones | Op::Transpose(_) => 0,
-        Op::Commutation(..) | Op::Vec(..) | Op::Unvec(..) => 0,
+        Op::Size(_) | Op::Commutation(..) | Op::Vec(..) | Op::Unvec(..) => 0,
         Op::Add(_) => unreachable!("handled above"),
         Op::MatMul(a, b) => dim(&a.shape.rows) * dim(&a.shape.cols) * dim(&b.shape.cols),
         Op::Scale(s, x) if s.as_num().is_some() => {

@@ -147,6 +147,10 @@ impl<'a> Evaluator<'a> {
             Op::Identity => Mat::identity(r, c),
             Op::Zero => Mat::zeros(r, c),
             Op::Ones => Mat::from_element(r, c, 1.0),
+            Op::Size(d) => {
+                let n = d.eval(&self.values.sizes).ok_or_else(|| EvalError(format!("no value for size {d}")))?;
+                Mat::from_element(1, 1, n as f64)
+            }
             Op::Commutation(a, b, order) => {
                 let (a, b) = self.dims(&Shape::new(a.clone(), b.clone()))?;
                 let mut k = Mat::zeros(a * b, a * b);

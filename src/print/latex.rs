@@ -42,6 +42,7 @@ fn level(e: &Expr) -> u8 {
         Op::Hadamard(..) | Op::HadamardDiv(..) => 3,
         Op::Kron(..) => 4,
         Op::Scale(..) | Op::MatMul(..) | Op::Div(..) => 5,
+        Op::Size(d) if d.as_product_text().contains(' ') => 5,
         Op::Transpose(_) | Op::Inverse(_) | Op::Power(..) | Op::HadamardPow(..) => 6,
         _ => 7,
     }
@@ -81,6 +82,10 @@ fn body(e: &Expr, out: &mut String) {
         Op::Identity => out.push_str(r"\mathbf{I}"),
         Op::Zero => out.push_str(r"\mathbf{0}"),
         Op::Ones => out.push_str(r"\mathbf{1}"),
+        Op::Size(d) => {
+            let parts: Vec<String> = d.as_product_text().split(' ').map(|p| name(p, false)).collect();
+            out.push_str(&parts.join(r" \, "));
+        }
         Op::Commutation(r, c, _) => out.push_str(&format!(r"\mathbf{{K}}_{{{r},{c}}}")),
         Op::Add(ts) => {
             for (i, t) in ts.iter().enumerate() {

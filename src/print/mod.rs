@@ -89,6 +89,7 @@ impl Printer {
             Op::Num(r) if !r.is_integer() => MUL,
             Op::Scale(s, _) if s.as_num().is_some_and(|c| c.is_negative()) => NEG,
             Op::Scale(..) | Op::MatMul(..) | Op::Div(..) => MUL,
+            Op::Size(d) if d.as_product_text().contains(' ') => MUL,
             Op::Hadamard(..) | Op::HadamardDiv(..) => HAD,
             Op::Kron(..) if !self.ascii() => KRON,
             Op::Transpose(_) | Op::Inverse(_) | Op::Power(..) | Op::HadamardPow(..) => POST,
@@ -118,8 +119,24 @@ impl Printer {
         out.push(')');
     }
 
-    /// `1` for the all-ones matrix where a number broadcasts (sums, `./`).
+    /// The 1×1 value a broadcast operand spreads (`s` for `s ones(m, n)`),
+    /// if it is one.
+    fn spread(e: &Expr) -> Option<Expr> {
+        let (c, base) = e.split_coef();
+        match &base.op {
+            Op::Scale(s, ones) if matches!(ones.op, Op::Ones) => Some(crate::ir::scale(c, s.clone())),
+            _ => None,
+        }
+    }
+
+    /// `1` for the all-ones matrix where a number broadcasts (sums, `./`),
+    /// and `s` for `s ones(m, n)`: the language broadcasts a 1×1 operand
+    /// there, so the text reads back as the same matrix. A caller makes sure
+    /// another operand carries the shape.
     fn operand(&self, e: &Expr, min: u8, out: &mut String) {
+        if let Some(s) = Self::spread(e) {
+            return self.go(&s, min.max(POST), out);
+        }
         let (c, base) = e.split_coef();
         if matches!(base.op, Op::Ones) {
             let s = rational(&c);
@@ -146,19 +163,35 @@ impl Printer {
             Op::Num(r) => out.push_str(&rational(r)),
             Op::Identity => out.push('I'),
             Op::Zero => out.push('0'),
-            Op::Ones => out.push_str(&format!("ones({}, {})", e.shape.rows, e.shape.cols)),
+            Op::Ones => out.push_str(&format!(
+                "ones({}, {})",
+                e.shape.rows.as_product_text(),
+                e.shape.cols.as_product_text()
+            )),
+            Op::Size(d) => out.push_str(&d.as_product_text()),
             Op::Commutation(r, c, _) => out.push_str(&format!("K_({r},{c})")),
             Op::Add(ts) => {
+                // Broadcast terms print as their 1×1 value only while
+                // another term carries the sum's shape.
+                let spread = |t: &Expr| matches!(t.split_coef().1.op, Op::Ones) || Self::spread(t).is_some();
+                let shaped = ts.iter().any(|t| !spread(t)) || e.shape.is_scalar();
+                let term = |t: &Expr, min: u8, out: &mut String| {
+                    if shaped {
+                        self.operand(t, min, out)
+                    } else {
+                        self.go(t, min, out)
+                    }
+                };
                 for (i, t) in ts.iter().enumerate() {
                     let (c, _) = t.split_coef();
                     if i == 0 {
-                        self.operand(t, ADD, out);
+                        term(t, ADD, out);
                     } else if c.is_negative() {
                         out.push_str(" - ");
-                        self.operand(&crate::ir::neg(t.clone()), NEG, out);
+                        term(&crate::ir::neg(t.clone()), NEG, out);
                     } else {
                         out.push_str(" + ");
-                        self.operand(t, NEG, out);
+                        term(t, NEG, out);
                     }
                 }
             }
@@ -192,7 +225,10 @@ impl Printer {
                 }
             },
             Op::MatMul(a, b) => {
-                self.go(a, MUL, out);
+                // `(y / u)(x + y)`: without its brackets the divisor would
+                // read as a function applied to the next factor.
+                let min = if matches!(a.op, Op::Div(..)) { ATOM } else { MUL };
+                self.go(a, min, out);
                 out.push(' ');
                 self.go(b, MUL, out);
             }

@@ -128,6 +128,9 @@ fn needs(env: &Env, e: &Expr) -> Needs {
             Op::Apply(Func::User(f, k), _) => {
                 n.funcs.entry(f.to_string()).or_default().insert(*k);
             }
+            Op::Size(d) => {
+                n.syms.extend(d.symbols().map(String::from));
+            }
             Op::Commutation(r, c, _) => {
                 n.syms.extend(r.symbols().chain(c.symbols()).map(String::from));
             }
@@ -235,6 +238,7 @@ impl Gen {
             Op::Identity => format!("np.eye({})", self.dim(&s.rows)),
             Op::Zero => format!("np.zeros(({}, {}))", self.dim(&s.rows), self.dim(&s.cols)),
             Op::Ones => format!("np.ones(({}, {}))", self.dim(&s.rows), self.dim(&s.cols)),
+            Op::Size(d) => scalar(self.dim(d)),
             Op::Commutation(r, c, o) => {
                 format!(
                     "_commutation({}, {}, '{}')",

@@ -641,8 +641,8 @@ fn dim(p: Pair<Rule>) -> Result<DimAst> {
             if n == 0 {
                 return Err(Error::shape(sp, "a size must be at least 1", "zero size"));
             }
-            if n > 1_000_000 {
-                return Err(Error::limit(sp, format!("size {n} is too large (at most 1000000)")));
+            if n > crate::shape::MAX_SIZE {
+                return Err(Error::limit(sp, format!("size {n} is too large (at most {})", crate::shape::MAX_SIZE)));
             }
             Ok(DimAst::Num(n))
         }
