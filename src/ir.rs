@@ -726,8 +726,9 @@ pub fn inverse(x: Expr) -> Expr {
     }
 }
 
-/// Largest exponent that merging powers may produce (`(X¹⁰⁰⁰)¹⁰⁰⁰` stays nested).
-const MAX_POWER: i64 = 1_000_000;
+/// Largest exponent that merging powers may produce, as large as the parser
+/// reads (`(X¹⁰⁰⁰)¹⁰⁰⁰` stays nested).
+const MAX_POWER: i64 = 1000;
 
 /// `xᵏ` for a square `x`.
 pub fn power(x: Expr, k: i64) -> Expr {

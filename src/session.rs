@@ -307,6 +307,27 @@ impl Session {
             Stmt::Query { kind, expr, wrt, wrt2, span } => {
                 self.targets.extend(wrt.iter().chain(wrt2).map(|w| w.name.clone()));
                 let (f, written) = self.env.check_written(expr)?;
+                if !matches!(kind, QueryKind::Simplify | QueryKind::Show | QueryKind::Shape) {
+                    // Differentiating expands matrix powers term by term: refuse
+                    // what would not fit rather than run out of time or memory.
+                    let mut used = vec![f.clone()];
+                    for d in self.env.defs.iter().rev() {
+                        if used.iter().any(|e| e.mentions(d)) {
+                            used.extend(self.env.definition(d).cloned());
+                        }
+                    }
+                    let terms = used.iter().map(crate::diff::power_terms).max().unwrap_or(1);
+                    if terms > crate::diff::MAX_POWER_TERMS {
+                        return Err(Error::limit(
+                            expr.span,
+                            format!(
+                                "the differential of this matrix power has {terms} terms (d(Xᵏ) has k); \
+                                 matdiff writes at most {}",
+                                crate::diff::MAX_POWER_TERMS
+                            ),
+                        ));
+                    }
+                }
                 let mut checked = f.clone();
                 let mut moving = Vec::new();
                 let label = label_of(&src[expr.span.start..expr.span.end]);

@@ -894,4 +894,80 @@ mod tests {
         assert!(!err("A: 3 x 3\ntr(C)").contains("did you mean"));
         assert!(!err("A: 3 x 3\ntr + A").contains("unknown name"));
     }
+    /// The answers to a script's queries, each checked numerically.
+    fn checked(src: &str) -> Vec<String> {
+        let mut s = Session::default();
+        let answers = s.answers(src).unwrap_or_else(|e| panic!("{}", e.render("<test>", src)));
+        answers
+            .iter()
+            .map(|a| {
+                if let Some(err) = s.check(a).unwrap_or_else(|e| panic!("{src}: {}", e.0)) {
+                    assert!(err < 1e-6, "{src}: {} is off by {err:.1e}", a.text());
+                }
+                a.text()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_one_by_one_operand_broadcasts_in_elementwise_operations() {
+        assert_eq!(checked("s: scalar; L = sum(ones(3, 2) ∘ s); ∂L/∂s"), ["6"]);
+        assert_eq!(checked("s: scalar; L = sum(s ∘ ones(3, 2)); ∂L/∂s"), ["6"]);
+        assert_eq!(checked("s: scalar; A: 2 x 3; L = sum(s ./ A); ∂L/∂s"), ["sum(1 ./ A)"]);
+        checked("s: scalar; A: 2 x 3; L = sum(s ./ A); ∂L/∂A");
+        checked("x: n; L = sum(sum(x) ./ x); ∂L/∂x");
+        checked("x: n; L = sum(x ./ sum(x)); ∂L/∂x");
+        checked("x: 3; A: 3 x 3; L = sum((xᵀ A x) - A); ∂L/∂x; ∂L/∂A");
+        assert_eq!(checked("s: scalar; L = sum(s + ones(2, 2)); ∂L/∂s"), ["4"]);
+    }
+
+    #[test]
+    fn rows_and_columns_broadcast_and_their_gradients_sum_over_the_repeated_axis() {
+        checked("X: N x d; W: d x k; b: 1 x k; Y: N x k; L = ‖X W + b - Y‖²; ∂L/∂b; ∂L/∂W");
+        checked("X: N x d; c: N; L = sum(exp(X - c)); ∂L/∂c; ∂L/∂X");
+        checked("X: 3 x 4; r: 1 x 4; c: 3 x 1; L = sum(X ∘ r + X ./ c); ∂L/∂r; ∂L/∂c");
+        assert_eq!(typed("X: N x d; b: 1 x d; X + b").shape, typed("X: N x d; X").shape);
+    }
+
+    #[test]
+    fn only_a_literal_one_broadcasts() {
+        let err = |src: &str| Session::default().run(src).unwrap_err().render("<t>", src);
+        assert!(err("X: N x d; b: m x d; X + b").contains("cannot add"));
+        assert!(err("x: n; y: 1 x n; x + y").contains("transpose may be missing"));
+        assert!(err("A: 2 x 3; B: 3 x 3; A ∘ B").contains("only a 1×1 side"));
+    }
+
+    #[test]
+    fn a_bare_identity_inside_a_kronecker_product_is_never_a_scale() {
+        assert_eq!(checked("A, B: 2 x 2; X: 4 x 4; L = tr((I ⊗ A)(I ⊗ B) X); ∂L/∂X"), ["I ⊗ Bᵀ Aᵀ"]);
+        checked("A, B: 2 x 2; X: 4 x 4; L = tr((I ⊗ A)(I ⊗ B) X); ∂L/∂A; ∂L/∂B");
+        checked("A: n x n; X: n x m; L = sum((I ⊗ A) vec(X)); ∂L/∂X");
+        checked("A: 2 x 2; B: 3 x 3; X: 6 x 6; L = tr((A ⊗ I)(I ⊗ B) X); ∂L/∂X; ∂L/∂A");
+        let same = |a: &str, b: &str| assert_eq!(typed(a), typed(b), "{a} vs {b}");
+        same("A, B: 2 x 2; X: 4 x 4; tr((I ⊗ A)(I ⊗ B) X)", "A, B: 2 x 2; X: 4 x 4; tr((I_2 ⊗ A)(I_2 ⊗ B) X)");
+    }
+
+    #[test]
+    fn a_size_is_a_value() {
+        checked("O, Y: N x k; L = ‖O - Y‖² / N; ∂L/∂O");
+        checked("x: n; L = (sum(x) / n)²; ∂L/∂x");
+        // A bare `d` that names a size is that size; `d(…)` stays a differential.
+        assert_eq!(checked("X: N x d; w: d; L = sum(X w) / sqrt(d); ∂L/∂w").len(), 1);
+        assert_eq!(crate::print::text(&typed("x: n; I_n x + ones(n, 1) - sum(ones(n, 1))")), "x + 1 - n");
+    }
+
+    #[test]
+    fn a_division_before_brackets_prints_in_brackets() {
+        let e = typed("x, y, u: scalar; (y / u)(2 x + y)");
+        assert_eq!(crate::print::text(&e), "(y / u) (2 x + y)");
+        assert_eq!(typed(&format!("x, y, u: scalar; {}", crate::print::text(&e))), e);
+    }
+
+    #[test]
+    fn sizes_and_powers_past_the_limits_are_refused() {
+        let err = |src: &str| Session::default().run(src).unwrap_err().render("<t>", src);
+        assert!(err("ones(18446744073709551615, 2)").contains("too large"));
+        assert!(err("A: 1000 x 1000; B = A ⊗ A ⊗ A ⊗ A ⊗ A").contains("larger than matdiff handles"));
+        assert!(err("X: 2 x 2; L = tr((X^1000)^1000); ∂L/∂X").contains("at most 256"));
+    }
 }

@@ -163,11 +163,9 @@ impl Printer {
             Op::Num(r) => out.push_str(&rational(r)),
             Op::Identity => out.push('I'),
             Op::Zero => out.push('0'),
-            Op::Ones => out.push_str(&format!(
-                "ones({}, {})",
-                e.shape.rows.as_product_text(),
-                e.shape.cols.as_product_text()
-            )),
+            Op::Ones => {
+                out.push_str(&format!("ones({}, {})", e.shape.rows.as_product_text(), e.shape.cols.as_product_text()))
+            }
             Op::Size(d) => out.push_str(&d.as_product_text()),
             Op::Commutation(r, c, _) => out.push_str(&format!("K_({r},{c})")),
             Op::Add(ts) => {
