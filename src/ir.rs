@@ -10,7 +10,6 @@ use crate::shape::{Dim, Shape};
 use num_bigint::BigInt;
 pub use num_rational::BigRational;
 use num_traits::{One, Signed, Zero};
-use std::fmt;
 use std::rc::Rc;
 
 /// A name of a declared matrix or defined intermediate.
@@ -140,12 +139,6 @@ impl std::hash::Hash for Expr {
 impl PartialEq for Expr {
     fn eq(&self, other: &Expr) -> bool {
         Rc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
-    }
-}
-
-impl fmt::Debug for Expr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", crate::print::text(self))
     }
 }
 

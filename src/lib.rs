@@ -50,6 +50,7 @@
 #![deny(missing_docs)]
 
 pub mod ast;
+pub mod conventions;
 pub mod diff;
 pub mod egraph;
 pub mod error;

@@ -129,9 +129,7 @@ pub struct Session {
 impl Session {
     /// An empty session.
     pub fn new(options: Options) -> Session {
-        let mut s = Session { options, ..Session::default() };
-        s.env.order = options.conventions.order;
-        s
+        Session { options, ..Session::default() }
     }
 
     /// A Python module with one NumPy function per answer, in order (see
@@ -187,7 +185,6 @@ impl Session {
     /// Changes the `vec` order for the statements that follow.
     pub fn set_vec_order(&mut self, order: VecOrder) {
         self.options.conventions.order = order;
-        self.env.order = order;
     }
 
     /// Parses a script and notes which names its derivative queries
@@ -297,7 +294,7 @@ impl Session {
             }
             Stmt::Def { name, body } => {
                 self.env.check_new(name, src)?;
-                let (t, written) = self.env.check_written(body)?;
+                let (t, written) = self.env.check_written(body, self.options.conventions.order)?;
                 let shape = t.shape.clone();
                 let written = std::rc::Rc::new(written);
                 self.env.names.insert(name.name.clone(), (Binding::Def { body: t, written }, name.span));
@@ -306,7 +303,7 @@ impl Session {
             }
             Stmt::Query { kind, expr, wrt, wrt2, span } => {
                 self.targets.extend(wrt.iter().chain(wrt2).map(|w| w.name.clone()));
-                let (f, written) = self.env.check_written(expr)?;
+                let (f, written) = self.env.check_written(expr, self.options.conventions.order)?;
                 if !matches!(kind, QueryKind::Simplify | QueryKind::Show | QueryKind::Shape) {
                     // Differentiating expands matrix powers term by term: refuse
                     // what would not fit rather than run out of time or memory.
@@ -543,8 +540,8 @@ impl Session {
                     "ascii": print::ascii(&a.expr),
                     "latex": print::latex(&a.expr),
                     "shape": shape_json(&a.expr.shape),
-                    "layout": match self.options.conventions.layout { Layout::Denominator => "denominator", Layout::Numerator => "numerator" },
-                    "vec": match self.options.conventions.order { VecOrder::Row => "row", VecOrder::Col => "col" },
+                    "layout": a.conventions.layout.name(),
+                    "vec": a.conventions.order.name(),
                 })
                 .to_string()
             }

@@ -53,8 +53,6 @@ pub struct Env {
     pub names: BTreeMap<String, (Binding, Span)>,
     /// Defined names in the order they were defined.
     pub defs: Vec<String>,
-    /// The `vec` order in force.
-    pub order: VecOrder,
 }
 
 /// Names a user may not declare.
@@ -148,10 +146,10 @@ impl Env {
     /// every size by unification, the second builds the IR with those sizes
     /// known, so that no constructor ever decides on a size still unknown
     /// (an `I ⊗ A` inside a product is never mistaken for a scale).
-    pub fn check_written(&self, e: &ast::Expr) -> Result<(Expr, Written)> {
-        let mut cx = Checker::new(self, None);
+    pub fn check_written(&self, e: &ast::Expr, order: VecOrder) -> Result<(Expr, Written)> {
+        let mut cx = Checker::new(self, order, None);
         let t = cx.expr(e)?;
-        let written = |identities| Written { expr: e.clone(), identities, order: self.order };
+        let written = |identities| Written { expr: e.clone(), identities, order };
         if cx.uni.is_empty() {
             return Ok((t, written(HashMap::new())));
         }
@@ -167,19 +165,21 @@ impl Env {
             }
             pinned.insert(*span, d);
         }
-        let t = Checker::new(self, Some(&pinned)).expr(e)?;
+        let t = Checker::new(self, order, Some(&pinned)).expr(e)?;
         debug_assert!(!t.shape.has_vars());
         Ok((t, written(pinned)))
     }
 
-    /// Types an expression.
-    pub fn check(&self, e: &ast::Expr) -> Result<Expr> {
-        Ok(self.check_written(e)?.0)
+    /// Types an expression, with `vec` stacking in the given order.
+    pub fn check(&self, e: &ast::Expr, order: VecOrder) -> Result<Expr> {
+        Ok(self.check_written(e, order)?.0)
     }
 }
 
 struct Checker<'a> {
     env: &'a Env,
+    /// The `vec` order in force.
+    order: VecOrder,
     uni: Unifier,
     /// Inferred sizes of bare `I`, to report if they stay unknown.
     idents: Vec<(Dim, Span)>,
@@ -224,8 +224,8 @@ fn count(d: &crate::shape::Dim, one: &str, many: &str) -> String {
 }
 
 impl<'a> Checker<'a> {
-    fn new(env: &'a Env, pinned: Option<&'a HashMap<Span, Dim>>) -> Checker<'a> {
-        Checker { env, uni: Unifier::default(), idents: Vec::new(), pinned }
+    fn new(env: &'a Env, order: VecOrder, pinned: Option<&'a HashMap<Span, Dim>>) -> Checker<'a> {
+        Checker { env, order, uni: Unifier::default(), idents: Vec::new(), pinned }
     }
 
     fn zonk(&self, e: Expr) -> Expr {
@@ -707,7 +707,7 @@ impl<'a> Checker<'a> {
                     format!("{}, not {}", v.shape, Shape::new(shape.len(), Dim::one())),
                 ));
             }
-            return Ok(ir::unvec(v, shape, self.env.order));
+            return Ok(ir::unvec(v, shape, self.order));
         }
         if n == "ones" {
             arity(2)?;
@@ -748,7 +748,7 @@ impl<'a> Checker<'a> {
                     Ok(ir::diag_vec(self.settle(t)))
                 };
             }
-            "vec" => return Ok(ir::vec(one(self)?, self.env.order)),
+            "vec" => return Ok(ir::vec(one(self)?, self.order)),
             "sum" => return Ok(ir::sum(one(self)?)),
             "norm" => return Ok(ir::norm(one(self)?)),
             _ => {}

@@ -64,7 +64,7 @@ fn has_zero_matrix(e: &matdiff::ir::Expr) -> bool {
 fn typed(src: &str) -> Result<(Session, matdiff::ir::Expr), matdiff::Error> {
     let mut s = Session::default();
     s.run(PRELUDE).unwrap();
-    let e = s.env.check(&matdiff::syntax::parse_expr(src)?)?;
+    let e = s.env.check(&matdiff::syntax::parse_expr(src)?, s.options.conventions.order)?;
     Ok((s, e))
 }
 

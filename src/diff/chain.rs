@@ -11,15 +11,7 @@ use crate::ir::{self, Expr, Name, Op, VecOrder};
 use crate::typeck::Env;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Which way a Jacobian is laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Layout {
-    /// `∂y/∂xᵀ` has one row per entry of `x` (the default).
-    #[default]
-    Denominator,
-    /// `∂y/∂xᵀ` has one row per entry of `y` (Magnus & Neudecker).
-    Numerator,
-}
+pub use crate::conventions::{Conventions, Layout};
 
 /// The left-hand side of a derivation step.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,15 +70,6 @@ pub struct Derivation {
     pub answer: Expr,
     /// The steps, in textbook order; the last one is the answer.
     pub steps: Vec<Step>,
-}
-
-/// Settings for identification.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Conventions {
-    /// Jacobian layout.
-    pub layout: Layout,
-    /// `vec` order.
-    pub order: VecOrder,
 }
 
 /// The names that depend on `x` (including `x`), following definitions.
@@ -157,10 +140,7 @@ pub fn jacobian(env: &Env, f: &Expr, f_label: &str, x: &str, conv: Conventions, 
     let dep = dependents(env, x);
     let keep = |n: &str| dep.contains(n);
     let root = root(env, f, f_label, &keep, x);
-    let present = |j: Expr| match conv.layout {
-        Layout::Denominator => ir::transpose(j),
-        Layout::Numerator => j,
-    };
+    let present = |j: Expr| conv.present(j);
     let fail = |e: NotIdentified| Error::unsupported(span, e.0);
     let mut steps =
         vec![Step { lhs: Lhs::Differential(root.label.clone()), formula: None, reshape: false, rhs: root.d.clone() }];
@@ -218,7 +198,7 @@ pub fn jacobian(env: &Env, f: &Expr, f_label: &str, x: &str, conv: Conventions, 
     let answer = present(j);
     let mut formula: Vec<Vec<Lhs>> = parts.into_iter().map(|(_, p)| p).collect();
     for p in &mut formula {
-        if conv.layout == Layout::Denominator {
+        if conv.inner_first() {
             p.reverse();
         }
     }

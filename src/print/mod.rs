@@ -12,6 +12,14 @@ pub mod latex;
 pub mod numpy;
 pub use latex::latex;
 
+/// Expressions debug-print as their text, which is what a failing test
+/// wants to show.
+impl std::fmt::Debug for Expr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&text(self))
+    }
+}
+
 /// Which spelling to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notation {
