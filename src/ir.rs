@@ -25,68 +25,131 @@ pub enum VecOrder {
     Col,
 }
 
-/// Scalar functions applied elementwise.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A function applied to a matrix: a built-in, one row of the table in
+/// [`crate::functions`], or a declared scalar function differentiated `k`
+/// times (`f''` is `User("f", 2)`).
+#[derive(Clone)]
 pub enum Func {
-    /// `exp`
-    Exp,
-    /// `log` (natural)
-    Log,
-    /// `sin`
-    Sin,
-    /// `cos`
-    Cos,
-    /// `tanh`
-    Tanh,
-    /// `σ`, the logistic sigmoid
-    Sigmoid,
-    /// `sqrt`
-    Sqrt,
-    /// `softplus(x) = log(1 + eˣ)`
-    Softplus,
-    /// `relu(x) = max(x, 0)`
-    Relu,
-    /// `abs`
-    Abs,
-    /// The Heaviside step, 0 at 0: the derivative of `relu`.
-    Step,
-    /// The sign function, 0 at 0: the derivative of `abs`.
-    Sign,
-    /// A declared function and how often it is differentiated (`f''` is 2).
+    /// A built-in function.
+    Builtin(&'static Builtin),
+    /// A declared function and how often it is differentiated.
     User(Name, u32),
 }
 
-impl Func {
-    /// Every built-in function with its Unicode and ASCII spellings.
-    pub const BUILTINS: &'static [(&'static str, &'static str, Func)] = &[
-        ("exp", "exp", Func::Exp),
-        ("log", "log", Func::Log),
-        ("sin", "sin", Func::Sin),
-        ("cos", "cos", Func::Cos),
-        ("tanh", "tanh", Func::Tanh),
-        ("σ", "sigmoid", Func::Sigmoid),
-        ("sqrt", "sqrt", Func::Sqrt),
-        ("softplus", "softplus", Func::Softplus),
-        ("relu", "relu", Func::Relu),
-        ("abs", "abs", Func::Abs),
-        ("step", "step", Func::Step),
-        ("sign", "sign", Func::Sign),
-    ];
+/// Everything matdiff knows of a built-in function, in one place: the
+/// table [`crate::functions::BUILTINS`] has one of these per function, and
+/// every stage (typing, differentials, printing, evaluation, code, cost)
+/// reads it from there.
+pub struct Builtin {
+    /// The name as printed in text (`σ`).
+    pub name: &'static str,
+    /// The name in ASCII, also accepted as input (`sigmoid`).
+    pub ascii: &'static str,
+    /// The name in LaTeX (`\sigma`).
+    pub latex: &'static str,
+    /// What it does to its argument.
+    pub kind: Kind,
+    /// NumPy code, with `{x}` for the argument (a 2-D array).
+    pub numpy: &'static str,
+    /// A helper the NumPy code calls, as (name, Python source), if any.
+    pub numpy_helper: Option<(&'static str, &'static str)>,
+    /// Floating-point operations per entry of the argument, for cost models.
+    pub cost: f64,
+}
 
-    /// Looks a built-in up by either spelling.
-    pub fn builtin(name: &str) -> Option<Func> {
-        Func::BUILTINS.iter().find(|(u, a, _)| *u == name || *a == name).map(|(_, _, f)| f.clone())
+/// How a built-in function acts.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    /// Entry by entry: the result has the argument's shape.
+    Elementwise {
+        /// Its value at one entry.
+        eval: fn(f64) -> f64,
+        /// Its derivative `f'(x)`, as an expression in the argument `x`.
+        derivative: fn(&Expr) -> Expr,
+        /// `f(0)`, when it is 0 or 1 (so that `f` of a zero matrix folds).
+        at_zero: Option<i64>,
+    },
+    /// A matrix to a matrix of another shape.
+    Matrix {
+        /// The result's shape from the argument's.
+        shape: fn(&Shape) -> Shape,
+        /// Its value.
+        eval: fn(&nalgebra::DMatrix<f64>) -> nalgebra::DMatrix<f64>,
+        /// `d f(x)` given `x` and `dx`, linear in `dx`, written with the
+        /// operations of [`Op`] so that identification needs no new rule.
+        differential: fn(&Expr, Expr) -> Expr,
+    },
+}
+
+impl Func {
+    /// The table row of a built-in.
+    pub fn builtin(&self) -> Option<&'static Builtin> {
+        match self {
+            Func::Builtin(b) => Some(b),
+            Func::User(..) => None,
+        }
+    }
+
+    /// Whether it acts entry by entry (declared functions always do).
+    pub fn is_elementwise(&self) -> bool {
+        !matches!(self, Func::Builtin(Builtin { kind: Kind::Matrix { .. }, .. }))
+    }
+
+    /// The shape of `f(x)` for an `x` of the given shape.
+    pub fn shape(&self, x: &Shape) -> Shape {
+        match self {
+            Func::Builtin(Builtin { kind: Kind::Matrix { shape, .. }, .. }) => shape(x),
+            _ => x.clone(),
+        }
+    }
+
+    /// Floating-point operations per entry of the argument (a declared
+    /// function counts as a transcendental one).
+    pub fn cost(&self) -> f64 {
+        self.builtin().map_or(4.0, |b| b.cost)
     }
 
     /// The name as printed.
     pub fn name(&self, ascii: bool) -> String {
         match self {
             Func::User(n, k) => format!("{n}{}", "'".repeat(*k as usize)),
-            f => {
-                let (u, a, _) = Func::BUILTINS.iter().find(|(_, _, g)| g == f).expect("builtin");
-                (if ascii { a } else { u }).to_string()
-            }
+            Func::Builtin(b) => (if ascii { b.ascii } else { b.name }).to_string(),
         }
+    }
+
+    /// What identifies it: the built-in's name, or the declared name and order.
+    fn key(&self) -> (&str, u32) {
+        match self {
+            Func::Builtin(b) => (b.ascii, 0),
+            Func::User(n, k) => (n, *k + 1),
+        }
+    }
+}
+
+impl PartialEq for Func {
+    fn eq(&self, other: &Func) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Func {}
+impl std::hash::Hash for Func {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+impl PartialOrd for Func {
+    fn partial_cmp(&self, other: &Func) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Func {
+    fn cmp(&self, other: &Func) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+impl std::fmt::Debug for Func {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name(true))
     }
 }
 
@@ -946,13 +1009,12 @@ pub fn norm(x: Expr) -> Expr {
 
 /// `f(x)` elementwise.
 pub fn apply(f: Func, x: Expr) -> Expr {
-    let shape = x.shape.clone();
-    if matches!(x.op, Op::Zero) {
-        match f {
-            Func::Sin | Func::Tanh | Func::Sqrt | Func::Relu | Func::Abs | Func::Step | Func::Sign => return x,
-            Func::Exp | Func::Cos => return ones(shape),
-            _ => {}
-        }
+    let shape = f.shape(&x.shape);
+    if let (Op::Zero, Func::Builtin(Builtin { kind: Kind::Elementwise { at_zero: Some(v), .. }, .. })) = (&x.op, &f) {
+        return match v {
+            0 => x,
+            _ => scale(rat(*v), ones(shape)),
+        };
     }
     node(Op::Apply(f, x), shape)
 }

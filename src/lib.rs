@@ -55,6 +55,7 @@ pub mod diff;
 pub mod egraph;
 pub mod error;
 pub mod eval;
+pub mod functions;
 pub mod ir;
 pub mod print;
 pub mod session;

@@ -99,7 +99,7 @@ impl Env {
 
     /// Checks that a name may be introduced here.
     pub fn check_new(&self, id: &ast::Ident, src: &str) -> Result<()> {
-        if RESERVED.contains(&id.name.as_str()) || Func::builtin(&id.name).is_some() {
+        if RESERVED.contains(&id.name.as_str()) || crate::functions::lookup(&id.name).is_some() {
             return Err(Error::name(
                 id.span,
                 format!("`{}` is a built-in name and cannot be redefined", id.name),
@@ -431,7 +431,7 @@ impl<'a> Checker<'a> {
             return Ok(ir::size(Dim::sym(n)));
         }
         if matches!(self.env.names.get(n), Some((Binding::Func, _)))
-            || Func::builtin(n).is_some()
+            || crate::functions::lookup(n).is_some()
             || CALLABLE.contains(&n)
         {
             return Err(Error::name(span, format!("`{n}` is a function; apply it to an argument"), "a function")
@@ -685,7 +685,7 @@ impl<'a> Checker<'a> {
         }
         if primes > 0
             && !matches!(self.env.names.get(n), Some((Binding::Func, _)))
-            && Func::builtin(n).is_none()
+            && crate::functions::lookup(n).is_none()
             && self.env.leaf(n).is_none()
         {
             return Err(Error::name(name.span, format!("unknown function `{n}`"), "not declared")
@@ -753,10 +753,10 @@ impl<'a> Checker<'a> {
             "norm" => return Ok(ir::norm(one(self)?)),
             _ => {}
         }
-        if let Some(f) = Func::builtin(n) {
+        if let Some(f) = crate::functions::lookup(n) {
             let t = one(self)?;
             if primes > 0 {
-                return crate::diff::elementwise_derivative(&f, &t, primes as u32).ok_or_else(|| {
+                return crate::functions::derivative(&f, &t, primes as u32).ok_or_else(|| {
                     Error::unsupported(span, format!("the derivative of `{n}` is not available in this form"))
                 });
             }
@@ -787,8 +787,7 @@ impl<'a> Checker<'a> {
                 Ok(acc)
             }
             None => {
-                let builtins: Vec<&str> =
-                    CALLABLE.iter().copied().chain(Func::BUILTINS.iter().flat_map(|(u, a, _)| [*a, *u])).collect();
+                let builtins: Vec<&str> = CALLABLE.iter().copied().chain(crate::functions::names()).collect();
                 let declared =
                     self.env.names.iter().filter(|(_, (b, _))| matches!(b, Binding::Func)).map(|(k, _)| k.as_str());
                 let close = builtins

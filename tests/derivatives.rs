@@ -572,7 +572,10 @@ fn planted_wrong_rules_are_rejected() {
         let (s, mut a) = first_answer("z: n; d(σ(z))", conv);
         assert!(!rejected(&s, &a));
         let z = ir::var("z", Shape::new(Dim::sym("n"), Dim::one()), false);
-        a.expr = ir::hadamard(ir::apply(ir::Func::Sigmoid, z), ir::diff("z", Shape::new(Dim::sym("n"), Dim::one())));
+        a.expr = ir::hadamard(
+            ir::apply(matdiff::functions::lookup("sigmoid").unwrap(), z),
+            ir::diff("z", Shape::new(Dim::sym("n"), Dim::one())),
+        );
         assert!(rejected(&s, &a), "wrong sigmoid rule accepted");
     }
 }

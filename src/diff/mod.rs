@@ -6,59 +6,9 @@
 pub mod chain;
 pub mod identify;
 
-use crate::ir::{self, rat, Expr, Func, Op};
+use crate::ir::{self, rat, Builtin, Expr, Func, Kind, Op};
 use num_rational::BigRational;
 use num_traits::One;
-
-/// `f⁽ᵏ⁾(x)` elementwise, as an expression (`σ' = σ ∘ (1 - σ)`).
-/// `relu' = step` and `abs' = sign`, taking the value 0 at the kink.
-///
-/// ```
-/// use matdiff::{ir, ir::Func, shape::{Dim, Shape}};
-/// let z = ir::var("z", Shape::new(Dim::sym("n"), Dim::one()), false);
-/// let d = matdiff::diff::elementwise_derivative(&Func::Sigmoid, &z, 1).unwrap();
-/// assert_eq!(matdiff::print::text(&d), "σ(z) ∘ (1 - σ(z))");
-/// ```
-pub fn elementwise_derivative(f: &Func, x: &Expr, order: u32) -> Option<Expr> {
-    if order == 0 {
-        return Some(ir::apply(f.clone(), x.clone()));
-    }
-    if let Func::User(n, k) = f {
-        return Some(ir::apply(Func::User(n.clone(), k + order), x.clone()));
-    }
-    let ones = || ir::ones(x.shape.clone());
-    let app = |g: Func| ir::apply(g, x.clone());
-    let first = match f {
-        Func::Exp => app(Func::Exp),
-        Func::Log => ir::hadamard_div(ones(), x.clone()),
-        Func::Sin => app(Func::Cos),
-        Func::Cos => ir::neg(app(Func::Sin)),
-        Func::Tanh => ir::sub(ones(), ir::hadamard_pow(app(Func::Tanh), rat(2))),
-        Func::Sigmoid => ir::hadamard(app(Func::Sigmoid), ir::sub(ones(), app(Func::Sigmoid))),
-        Func::Sqrt => ir::hadamard_div(ir::scale(BigRational::new(1.into(), 2.into()), ones()), app(Func::Sqrt)),
-        Func::Softplus => app(Func::Sigmoid),
-        Func::Relu => app(Func::Step),
-        Func::Abs => app(Func::Sign),
-        Func::Step | Func::Sign => ir::zero(x.shape.clone()),
-        Func::User(..) => unreachable!(),
-    };
-    if order == 1 {
-        return Some(first);
-    }
-    // Higher orders: differentiate the first derivative's expression in x.
-    let mut g = first;
-    for _ in 1..order {
-        let dg = differential(&substitute_var(&g, x, &ir::var("\u{0}x", x.shape.clone(), false)));
-        // dg = h ∘ d(x); recover h by putting a ones matrix for d(x).
-        let h = substitute_diff(&dg, "\u{0}x", &ones());
-        g = substitute_var(&h, &ir::var("\u{0}x", x.shape.clone(), false), x);
-    }
-    Some(g)
-}
-
-fn substitute_var(e: &Expr, from: &Expr, to: &Expr) -> Expr {
-    ir::map_bottom_up(e, &mut |n| if n == *from { to.clone() } else { n })
-}
 
 /// Replaces the differential `d name` by `to`.
 pub fn substitute_diff(e: &Expr, name: &str, to: &Expr) -> Expr {
@@ -126,10 +76,13 @@ pub fn differential(e: &Expr) -> Expr {
         Op::Logdet(x) => ir::trace(ir::matmul(ir::inverse(x.clone()), d(x))),
         Op::Sum(x) => ir::sum(d(x)),
         Op::Norm(x) => ir::div(inner(x.clone(), d(x)), e.clone()),
-        Op::Apply(f, x) => {
-            let fp = elementwise_derivative(f, x, 1).expect("first derivative");
-            ir::hadamard(fp, d(x))
-        }
+        Op::Apply(f, x) => match f {
+            Func::Builtin(Builtin { kind: Kind::Matrix { differential, .. }, .. }) => differential(x, d(x)),
+            _ => {
+                let fp = crate::functions::derivative(f, x, 1).expect("an elementwise function's derivative");
+                ir::hadamard(fp, d(x))
+            }
+        },
     }
 }
 

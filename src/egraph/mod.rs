@@ -121,7 +121,11 @@ fn shape_of(egraph: &Graph, enode: &Math) -> Shape {
     let s = |i: &Id| egraph[*i].data.shape.clone();
     match enode {
         Math::Add([a, _]) | Math::Div([a, _]) | Math::Had([a, _]) | Math::HadDiv([a, _]) | Math::HadPow([a, _]) => s(a),
-        Math::Scale([_, x]) | Math::App([_, x]) => s(x),
+        Math::Scale([_, x]) => s(x),
+        Math::App([f, x]) => match &egraph[*f].nodes[0] {
+            Math::Leaf(sym) => egraph.analysis.funcs.get(sym).map_or_else(|| s(x), |f| f.shape(&s(x))),
+            _ => s(x),
+        },
         Math::Mul([a, b]) => Shape::new(s(a).rows, s(b).cols),
         Math::Trans(a) => s(a).transposed(),
         Math::Inv(a) | Math::Pow([a, _]) => s(a),
@@ -206,6 +210,14 @@ impl<'a> Flops<'a> {
         Flops { egraph }
     }
 
+    /// The function an `app` node applies.
+    fn func(&self, f: &Id) -> Option<&Func> {
+        match &self.egraph[*f].nodes[0] {
+            Math::Leaf(sym) => self.egraph.analysis.funcs.get(sym),
+            _ => None,
+        }
+    }
+
     fn own(&self, enode: &Math) -> f64 {
         let s = |i: &Id| &self.egraph[*i].data.shape;
         let d = |x: &Dim| x.estimate(SYMBOLIC_SIZE);
@@ -216,7 +228,7 @@ impl<'a> Flops<'a> {
             Math::Mul([a, b]) => d(&s(a).rows) * d(&s(a).cols) * d(&s(b).cols),
             Math::Add([a, _]) | Math::Had([a, _]) | Math::HadDiv([a, _]) | Math::HadPow([a, _]) => area(s(a)),
             Math::Scale([_, x]) | Math::Div([x, _]) | Math::Sum(x) | Math::Norm(x) => area(s(x)),
-            Math::App([_, x]) => 4.0 * area(s(x)),
+            Math::App([f, x]) => self.func(f).map_or(4.0, Func::cost) * area(s(x)),
             Math::Inv(a) | Math::Det(a) | Math::Logdet(a) => d(&s(a).rows).powi(3),
             Math::Pow([a, _]) => 2.0 * d(&s(a).rows).powi(3),
             Math::Kron([a, b]) => area(s(a)) * area(s(b)),
@@ -252,7 +264,7 @@ pub fn cost(e: &Expr, order: VecOrder) -> f64 {
         Op::Scale(_, x) | Op::Div(x, _) | Op::Sum(x) | Op::Norm(x) => kids(e) + area(&x.shape),
         Op::Hadamard(a, _) | Op::HadamardDiv(a, _) => kids(e) + area(&a.shape),
         Op::HadamardPow(a, _) => kids(e) + 1.0 + area(&a.shape),
-        Op::Apply(_, x) => kids(e) + 1.0 + 4.0 * area(&x.shape),
+        Op::Apply(f, x) => kids(e) + 1.0 + f.cost() * area(&x.shape),
         Op::Inverse(a) | Op::Det(a) | Op::Logdet(a) => kids(e) + d(&a.shape.rows).powi(3),
         Op::Power(a, _) => kids(e) + 1.0 + 2.0 * d(&a.shape.rows).powi(3),
         Op::Kron(a, b) => kids(e) + area(&a.shape) * area(&b.shape),

@@ -4,7 +4,7 @@
 pub mod check;
 pub mod flops;
 
-use crate::ir::{Expr, Func, Op, VecOrder};
+use crate::ir::{Builtin, Expr, Func, Kind, Op, VecOrder};
 use crate::shape::Shape;
 use crate::typeck::Env;
 use nalgebra::DMatrix;
@@ -43,28 +43,9 @@ pub fn user_function(name: &str, k: u32, x: f64) -> f64 {
 }
 
 fn scalar_fn(f: &Func, x: f64) -> f64 {
-    let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
     match f {
-        Func::Exp => x.exp(),
-        Func::Log => x.ln(),
-        Func::Sin => x.sin(),
-        Func::Cos => x.cos(),
-        Func::Tanh => x.tanh(),
-        Func::Sigmoid => sig(x),
-        Func::Sqrt => x.sqrt(),
-        Func::Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
-        Func::Relu => x.max(0.0),
-        Func::Abs => x.abs(),
-        Func::Step => f64::from(u8::from(x > 0.0)),
-        Func::Sign => {
-            if x > 0.0 {
-                1.0
-            } else if x < 0.0 {
-                -1.0
-            } else {
-                0.0
-            }
-        }
+        Func::Builtin(Builtin { kind: Kind::Elementwise { eval, .. }, .. }) => eval(x),
+        Func::Builtin(_) => f64::NAN,
         Func::User(n, k) => user_function(n, *k, x),
     }
 }
@@ -220,6 +201,7 @@ impl<'a> Evaluator<'a> {
             Op::Logdet(x) => Mat::from_element(1, 1, self.eval(x)?.determinant().ln()),
             Op::Sum(x) => Mat::from_element(1, 1, self.eval(x)?.sum()),
             Op::Norm(x) => Mat::from_element(1, 1, self.eval(x)?.norm()),
+            Op::Apply(Func::Builtin(Builtin { kind: Kind::Matrix { eval, .. }, .. }), x) => eval(&self.eval(x)?),
             Op::Apply(f, x) => self.eval(x)?.map(|v| scalar_fn(f, v)),
         };
         if v.shape() != (r, c) {

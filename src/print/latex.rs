@@ -174,13 +174,7 @@ fn body(e: &Expr, out: &mut String) {
         Op::Apply(f, x) => {
             let head = match f {
                 Func::User(n, k) => format!("{}{}", name(n, false), "'".repeat(*k as usize)),
-                Func::Sigmoid => r"\sigma".into(),
-                Func::Exp => r"\exp".into(),
-                Func::Log => r"\log".into(),
-                Func::Sin => r"\sin".into(),
-                Func::Cos => r"\cos".into(),
-                Func::Tanh => r"\tanh".into(),
-                other => format!(r"\operatorname{{{}}}", other.name(true)),
+                Func::Builtin(b) => b.latex.to_string(),
             };
             op(&head, x, out)
         }

@@ -58,8 +58,9 @@ pub fn module(env: &Env, functions: &[Function]) -> String {
     let mut out = String::from("import numpy as np\n\n\n");
     let bodies: Vec<String> = functions.iter().map(|f| function(env, f)).collect();
     let all = bodies.join("\n\n");
-    for (helper, code) in HELPERS {
-        if all.contains(helper) {
+    let table = crate::functions::BUILTINS.iter().filter_map(|b| b.numpy_helper);
+    for (helper, code) in HELPERS.iter().copied().chain(table) {
+        if all.contains(&format!("{}(", helper.trim_end_matches('('))) {
             out.push_str(code);
             out.push_str("\n\n");
         }
@@ -69,9 +70,8 @@ pub fn module(env: &Env, functions: &[Function]) -> String {
 }
 
 const HELPERS: &[(&str, &str)] = &[
-    ("_sigmoid(", "def _sigmoid(x):\n    return 0.5 * (1.0 + np.tanh(0.5 * x))\n"),
     (
-        "_commutation(",
+        "_commutation",
         "def _commutation(r, c, order):\n    \"\"\"K with K @ vec(A) = vec(A.T) for an r x c matrix A.\"\"\"\n    \
          k = np.zeros((r * c, r * c))\n    for i in range(r):\n        for j in range(c):\n            \
          src = i * c + j if order == 'C' else j * r + i\n            dst = j * r + i if order == 'C' else i * c + j\n            \
@@ -304,18 +304,7 @@ impl Gen {
             Op::Apply(f, x) => {
                 let a = self.expr(x);
                 match f {
-                    Func::Exp => format!("np.exp({a})"),
-                    Func::Log => format!("np.log({a})"),
-                    Func::Sin => format!("np.sin({a})"),
-                    Func::Cos => format!("np.cos({a})"),
-                    Func::Tanh => format!("np.tanh({a})"),
-                    Func::Sigmoid => format!("_sigmoid({a})"),
-                    Func::Sqrt => format!("np.sqrt({a})"),
-                    Func::Softplus => format!("np.logaddexp(0.0, {a})"),
-                    Func::Relu => format!("np.maximum({a}, 0.0)"),
-                    Func::Abs => format!("np.abs({a})"),
-                    Func::Step => format!("({a} > 0).astype(float)"),
-                    Func::Sign => format!("np.sign({a})"),
+                    Func::Builtin(b) => b.numpy.replace("{x}", &a),
                     Func::User(n, k) => format!("{}({a})", user_fn(n, *k)),
                 }
             }

@@ -1,0 +1,240 @@
+//! The built-in functions, one table row each.
+//!
+//! A row ([`Builtin`]) says everything the pipeline needs: the spellings
+//! (text, ASCII, LaTeX, NumPy), the value, the derivative or differential
+//! (written with the IR's own operations, so identification and reverse
+//! mode need no new rule), the shape rule and the cost. Adding a function
+//! is adding a row here, plus its tests; typing, differentials, printing,
+//! evaluation, code generation, the cost models and the REPL's completion
+//! all read this table.
+
+use crate::ir::{self, rat, Builtin, Expr, Func, Kind, Op};
+use crate::shape::Shape;
+use nalgebra::DMatrix;
+use num_rational::BigRational;
+use num_traits::One;
+
+/// Every built-in function, in the order the help lists them.
+pub static BUILTINS: &[&Builtin] =
+    &[&EXP, &LOG, &SIN, &COS, &TANH, &SIGMOID, &SQRT, &SOFTPLUS, &RELU, &ABS, &STEP, &SIGN, &MEAN];
+
+/// The built-in with this name (text or ASCII spelling).
+///
+/// ```
+/// let f = matdiff::functions::lookup("sigmoid").unwrap();
+/// assert_eq!(f.name(false), "σ");
+/// ```
+pub fn lookup(name: &str) -> Option<Func> {
+    BUILTINS.iter().find(|b| b.name == name || b.ascii == name).map(|b| Func::Builtin(b))
+}
+
+/// Every spelling of every built-in, for suggestions and completion.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    BUILTINS.iter().flat_map(|b| if b.name == b.ascii { vec![b.name] } else { vec![b.name, b.ascii] })
+}
+
+fn app(b: &'static Builtin, x: &Expr) -> Expr {
+    ir::apply(Func::Builtin(b), x.clone())
+}
+
+fn ones(x: &Expr) -> Expr {
+    ir::ones(x.shape.clone())
+}
+
+fn half() -> BigRational {
+    BigRational::new(1.into(), 2.into())
+}
+
+// One argument per column of the table: a row reads left to right.
+#[allow(clippy::too_many_arguments)]
+const fn elementwise(
+    name: &'static str,
+    ascii: &'static str,
+    latex: &'static str,
+    eval: fn(f64) -> f64,
+    derivative: fn(&Expr) -> Expr,
+    at_zero: Option<i64>,
+    numpy: &'static str,
+    cost: f64,
+) -> Builtin {
+    Builtin {
+        name,
+        ascii,
+        latex,
+        kind: Kind::Elementwise { eval, derivative, at_zero },
+        numpy,
+        numpy_helper: None,
+        cost,
+    }
+}
+
+/// `exp`
+pub static EXP: Builtin = elementwise("exp", "exp", r"\exp", f64::exp, |x| app(&EXP, x), Some(1), "np.exp({x})", 4.0);
+/// `log`, natural
+pub static LOG: Builtin =
+    elementwise("log", "log", r"\log", f64::ln, |x| ir::hadamard_div(ones(x), x.clone()), None, "np.log({x})", 4.0);
+/// `sin`
+pub static SIN: Builtin = elementwise("sin", "sin", r"\sin", f64::sin, |x| app(&COS, x), Some(0), "np.sin({x})", 4.0);
+/// `cos`
+pub static COS: Builtin =
+    elementwise("cos", "cos", r"\cos", f64::cos, |x| ir::neg(app(&SIN, x)), Some(1), "np.cos({x})", 4.0);
+/// `tanh`, with `tanh' = 1 - tanh²`
+pub static TANH: Builtin = elementwise(
+    "tanh",
+    "tanh",
+    r"\tanh",
+    f64::tanh,
+    |x| ir::sub(ones(x), ir::hadamard_pow(app(&TANH, x), rat(2))),
+    Some(0),
+    "np.tanh({x})",
+    4.0,
+);
+/// `σ`, the logistic sigmoid, with `σ' = σ ∘ (1 - σ)`
+pub static SIGMOID: Builtin = Builtin {
+    name: "σ",
+    ascii: "sigmoid",
+    latex: r"\sigma",
+    kind: Kind::Elementwise {
+        eval: |x| 1.0 / (1.0 + (-x).exp()),
+        derivative: |x| ir::hadamard(app(&SIGMOID, x), ir::sub(ones(x), app(&SIGMOID, x))),
+        at_zero: None,
+    },
+    numpy: "_sigmoid({x})",
+    numpy_helper: Some(("_sigmoid", "def _sigmoid(x):\n    return 0.5 * (1.0 + np.tanh(0.5 * x))\n")),
+    cost: 4.0,
+};
+/// `sqrt`
+pub static SQRT: Builtin = elementwise(
+    "sqrt",
+    "sqrt",
+    r"\operatorname{sqrt}",
+    f64::sqrt,
+    |x| ir::hadamard_div(ir::scale(half(), ones(x)), app(&SQRT, x)),
+    Some(0),
+    "np.sqrt({x})",
+    4.0,
+);
+/// `softplus(x) = log(1 + eˣ)`, with `softplus' = σ`
+pub static SOFTPLUS: Builtin = elementwise(
+    "softplus",
+    "softplus",
+    r"\operatorname{softplus}",
+    |x| x.max(0.0) + (-x.abs()).exp().ln_1p(),
+    |x| app(&SIGMOID, x),
+    None,
+    "np.logaddexp(0.0, {x})",
+    4.0,
+);
+/// `relu(x) = max(x, 0)`, with `relu' = step`
+pub static RELU: Builtin = elementwise(
+    "relu",
+    "relu",
+    r"\operatorname{relu}",
+    |x| x.max(0.0),
+    |x| app(&STEP, x),
+    Some(0),
+    "np.maximum({x}, 0.0)",
+    4.0,
+);
+/// `abs`, with `abs' = sign`
+pub static ABS: Builtin =
+    elementwise("abs", "abs", r"\operatorname{abs}", f64::abs, |x| app(&SIGN, x), Some(0), "np.abs({x})", 4.0);
+/// The Heaviside step, 0 at 0: the derivative of `relu`.
+pub static STEP: Builtin = elementwise(
+    "step",
+    "step",
+    r"\operatorname{step}",
+    |x| f64::from(u8::from(x > 0.0)),
+    |x| ir::zero(x.shape.clone()),
+    Some(0),
+    "({x} > 0).astype(float)",
+    4.0,
+);
+/// The sign function, 0 at 0: the derivative of `abs`.
+pub static SIGN: Builtin = elementwise(
+    "sign",
+    "sign",
+    r"\operatorname{sign}",
+    |x| {
+        if x > 0.0 {
+            1.0
+        } else if x < 0.0 {
+            -1.0
+        } else {
+            0.0
+        }
+    },
+    |x| ir::zero(x.shape.clone()),
+    Some(0),
+    "np.sign({x})",
+    4.0,
+);
+/// `mean(X)`, the mean of all entries (1×1): `d mean(X) = sum(dX) / (m n)`.
+pub static MEAN: Builtin = Builtin {
+    name: "mean",
+    ascii: "mean",
+    latex: r"\operatorname{mean}",
+    kind: Kind::Matrix {
+        shape: |_| Shape::scalar(),
+        eval: |x| DMatrix::from_element(1, 1, x.mean()),
+        differential: |x, dx| ir::div(ir::sum(dx), ir::size(x.shape.len())),
+    },
+    numpy: "np.mean({x}, keepdims=True)",
+    numpy_helper: None,
+    cost: 1.0,
+};
+
+/// `f⁽ᵏ⁾(x)` of an elementwise function, as an expression (`σ' = σ ∘ (1 - σ)`,
+/// `σ''` its derivative in turn); `None` for a function that is not
+/// elementwise. `relu' = step` and `abs' = sign`, taking the value 0 at the kink.
+///
+/// ```
+/// use matdiff::{functions, ir, shape::{Dim, Shape}};
+/// let z = ir::var("z", Shape::new(Dim::sym("n"), Dim::one()), false);
+/// let sigmoid = functions::lookup("σ").unwrap();
+/// let d = functions::derivative(&sigmoid, &z, 1).unwrap();
+/// assert_eq!(matdiff::print::text(&d), "σ(z) ∘ (1 - σ(z))");
+/// ```
+pub fn derivative(f: &Func, x: &Expr, order: u32) -> Option<Expr> {
+    if order == 0 {
+        return Some(ir::apply(f.clone(), x.clone()));
+    }
+    let derivative = match f {
+        Func::User(n, k) => return Some(ir::apply(Func::User(n.clone(), k + order), x.clone())),
+        Func::Builtin(Builtin { kind: Kind::Elementwise { derivative, .. }, .. }) => derivative,
+        Func::Builtin(_) => return None,
+    };
+    // Higher orders differentiate the first derivative's expression in a
+    // stand-in for `x`, then put `x` back.
+    let t = ir::var("\u{0}x", x.shape.clone(), false);
+    let mut g = derivative(&t);
+    for _ in 1..order {
+        g = along(&g, &t)?;
+    }
+    Some(ir::map_bottom_up(&g, &mut |n| if n == t { x.clone() } else { n }))
+}
+
+/// `∂e/∂t` entry by entry, for an `e` built from `t` by elementwise
+/// operations only (what first derivatives of elementwise functions are).
+fn along(e: &Expr, t: &Expr) -> Option<Expr> {
+    if e == t {
+        return Some(ones(t));
+    }
+    if !e.mentions("\u{0}x") {
+        return Some(ir::zero(e.shape.clone()));
+    }
+    Some(match &e.op {
+        Op::Add(ts) => ir::sum_of(ts.iter().map(|x| along(x, t)).collect::<Option<_>>()?),
+        Op::Scale(s, x) if !s.mentions("\u{0}x") => ir::scalar_mul(s.clone(), along(x, t)?),
+        Op::Hadamard(a, b) => ir::add(ir::hadamard(along(a, t)?, b.clone()), ir::hadamard(a.clone(), along(b, t)?)),
+        Op::HadamardDiv(a, b) => ir::sub(
+            ir::hadamard_div(along(a, t)?, b.clone()),
+            ir::hadamard_div(ir::hadamard(a.clone(), along(b, t)?), ir::hadamard_pow(b.clone(), rat(2))),
+        ),
+        Op::HadamardPow(a, k) => {
+            ir::hadamard(ir::scale(k.clone(), ir::hadamard_pow(a.clone(), k - BigRational::one())), along(a, t)?)
+        }
+        Op::Apply(g, a) => ir::hadamard(derivative(g, a, 1)?, along(a, t)?),
+        _ => return None,
+    })
+}
