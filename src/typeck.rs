@@ -134,13 +134,18 @@ impl Env {
 
     /// Types an expression, and records it as written.
     pub fn check_written(&self, e: &ast::Expr) -> Result<(Expr, Written)> {
-        let t = self.check(e)?;
-        let identities = std::collections::HashMap::new();
+        let mut identities = std::collections::HashMap::new();
+        let t = self.check_with(e, &mut identities)?;
         Ok((t, Written { expr: e.clone(), identities, order: self.order }))
     }
 
     /// Types an expression.
     pub fn check(&self, e: &ast::Expr) -> Result<Expr> {
+        self.check_with(e, &mut std::collections::HashMap::new())
+    }
+
+    /// Types an expression, noting the inferred size of each bare `I`.
+    fn check_with(&self, e: &ast::Expr, identities: &mut std::collections::HashMap<Span, Dim>) -> Result<Expr> {
         let mut cx = Checker { env: self, uni: Unifier::default(), idents: Vec::new() };
         let t = cx.expr(e)?;
         if cx.uni.is_empty() {
@@ -150,10 +155,12 @@ impl Env {
             return Err(Error::shape(e.span, "the sizes here cannot all agree", "inconsistent sizes"));
         }
         for (d, span) in &cx.idents {
-            if cx.uni.resolve(d).has_vars() {
+            let d = cx.uni.resolve(d);
+            if d.has_vars() {
                 return Err(Error::shape(*span, "cannot infer the size of this identity or zero", "size unknown")
                     .with_help("write the size, as in I_n or I_3"));
             }
+            identities.insert(*span, d);
         }
         Ok(cx.zonk(t))
     }
