@@ -844,6 +844,8 @@ mod reference_evaluator {
         assert!(at("unvec(v, 4, 2)", VecOrder::Row).is_err());
     }
 
+    type Scalar = fn(f64) -> f64;
+
     #[test]
     fn every_built_in_function_and_its_derivatives() {
         let s = declared("x: 5; f, g: R -> R");
@@ -861,7 +863,7 @@ mod reference_evaluator {
                 0.0
             }
         };
-        let cases: Vec<(&str, fn(f64) -> f64)> = vec![
+        let cases: [(&str, Scalar); 8] = [
             ("exp", f64::exp),
             ("sin", f64::sin),
             ("cos", f64::cos),
@@ -939,7 +941,7 @@ mod reference_evaluator {
         );
         let e = eval(&s, "tr(A ⊗ A)", &v).unwrap_err();
         assert!(e.0.contains("too large"), "{}", e.0);
-        let tower = vec!["B"; 10].join(" ⊗ ");
+        let tower = ["B"; 10].join(" ⊗ ");
         assert!(eval(&s, &format!("tr({tower})"), &v).unwrap_err().0.contains("too large"));
         assert!(eval(&s, "ones(100000, 100000)", &v).unwrap_err().0.contains("too large"));
         assert!(eval(&s, "tr(I_100000)", &v).unwrap_err().0.contains("too large"));
@@ -1043,7 +1045,7 @@ fn checks_refuse_values_too_large_to_evaluate() {
     let e = s.check(&a).expect_err("a 90000×90000 Kronecker product is refused");
     assert!(e.0.contains("too large"), "{}", e.0);
 
-    let tower = vec!["A"; 10].join(" ⊗ ");
+    let tower = ["A"; 10].join(" ⊗ ");
     let (s, a) = first_answer(&format!("A: 3 x 3; grad(tr({tower}), A)"), Conventions::default());
     let e = s.check(&a).expect_err("a deep Kronecker tower is refused");
     assert!(e.0.contains("too large"), "{}", e.0);

@@ -284,8 +284,8 @@ impl<'a> Evaluator<'a> {
             }
             Op::Kron(a, b) => {
                 let (a, b) = (self.eval(a)?, self.eval(b)?);
-                let rows = a.nrows().checked_mul(b.nrows()).unwrap_or(usize::MAX);
-                ensure_entries(rows, a.ncols().checked_mul(b.ncols()).unwrap_or(usize::MAX))?;
+                let rows = a.nrows().saturating_mul(b.nrows());
+                ensure_entries(rows, a.ncols().saturating_mul(b.ncols()))?;
                 a.kronecker(&b)
             }
             Op::Vec(x, o) => vec_of(&self.eval(x)?, *o),

@@ -117,8 +117,8 @@ fn product(a: &Mat, b: &Mat) -> Result<Mat, EvalError> {
 }
 
 fn kron(a: &Mat, b: &Mat) -> Result<Mat, EvalError> {
-    let r = a.nrows().checked_mul(b.nrows()).unwrap_or(usize::MAX);
-    let c = a.ncols().checked_mul(b.ncols()).unwrap_or(usize::MAX);
+    let r = a.nrows().saturating_mul(b.nrows());
+    let c = a.ncols().saturating_mul(b.ncols());
     ensure_entries(r, c)?;
     Ok(a.kronecker(b))
 }
