@@ -15,6 +15,11 @@
 //! rule (`d(F)` with matrices of sizes 2, 3 and 5), the seed answers of the worked
 //! example as text, and planted wrong answers that the checker must reject.
 //!
+//! Last, the reference evaluator that `--check` takes its differences from
+//! (the script as written, on arrays) against hand-computed values, answers
+//! planted wrong in ways the typed form would agree with, and the evaluation
+//! limits.
+//!
 //! Cases that once showed an engine bug stay here as regressions.
 
 #[path = "common/along.rs"]
