@@ -15,6 +15,11 @@
 //! rule (`d(F)` with matrices of sizes 2, 3 and 5), the seed answers of the worked
 //! example as text, and planted wrong answers that the checker must reject.
 //!
+//! Last, the reference evaluator that `--check` takes its differences from
+//! (the script as written, on arrays) against hand-computed values, answers
+//! planted wrong in ways the typed form would agree with, and the evaluation
+//! limits.
+//!
 //! Cases that once showed an engine bug stay here as regressions.
 
 #[path = "common/along.rs"]
@@ -629,4 +634,442 @@ fn planted_dropped_term_is_rejected() {
     let shape = |r, c| Shape::new(Dim::num(r), Dim::num(c));
     a.expr = ir::matmul(ir::diff("A", shape(2, 3)), ir::var("B", shape(3, 5), false));
     assert!(rejected(&s, &a), "d(A B) = dA B accepted");
+}
+
+// ---- the reference evaluator: the script as written, on arrays ---------------------------
+//
+// `--check` takes its finite differences from `matdiff::eval::reference`, which
+// evaluates the parsed script with NumPy broadcasting and shapes from the arrays,
+// not from the typed, simplified form under test. Scripts whose typing is still
+// being settled are evaluated here straight from their syntax tree.
+
+mod reference_evaluator {
+    use super::*;
+    use matdiff::ast::{Expr, ExprKind};
+    use matdiff::error::Span;
+    use matdiff::eval::{reference, user_function, EvalError, Mat, Values};
+    use matdiff::typeck::Written;
+
+    /// A session holding the declarations (and definitions) of `decls`.
+    fn declared(decls: &str) -> Session {
+        let mut s = Session::default();
+        s.run(decls).unwrap_or_else(|e| panic!("{}", e.render("<decls>", decls)));
+        s
+    }
+
+    /// Spans of the bare identities of an expression, in source order.
+    fn identity_spans(e: &Expr, out: &mut Vec<Span>) {
+        match &e.kind {
+            ExprKind::Identity(None) => out.push(e.span),
+            ExprKind::Num(_) | ExprKind::Name(_) | ExprKind::Identity(Some(_)) => {}
+            ExprKind::Neg(x) | ExprKind::Postfix(x, _) | ExprKind::Norm(x) | ExprKind::Paren(x) => {
+                identity_spans(x, out)
+            }
+            ExprKind::Binary(_, a, b) => {
+                identity_spans(a, out);
+                identity_spans(b, out);
+            }
+            ExprKind::Call { name, args, .. } => {
+                if name.name == "I" {
+                    out.push(name.span);
+                }
+                args.iter().for_each(|a| identity_spans(a, out));
+            }
+        }
+        out.sort_by_key(|s| s.start);
+    }
+
+    /// An expression as written, with the sizes of its bare `I`s given by hand.
+    fn written(text: &str, identities: &[u64], order: VecOrder) -> Written {
+        let expr = matdiff::syntax::parse_expr(text).unwrap_or_else(|e| panic!("{}", e.render("<expr>", text)));
+        let mut spans = Vec::new();
+        identity_spans(&expr, &mut spans);
+        assert_eq!(spans.len(), identities.len(), "sizes for every bare I of {text}");
+        let identities = spans.into_iter().zip(identities.iter().map(|n| Dim::num(*n))).collect();
+        Written { expr, identities, order }
+    }
+
+    fn values(mats: &[(&str, Mat)], sizes: &[(&str, usize)]) -> Values {
+        Values {
+            mats: mats.iter().map(|(n, m)| (n.to_string(), m.clone())).collect(),
+            sizes: sizes.iter().map(|(n, k)| (n.to_string(), *k)).collect(),
+            ..Values::default()
+        }
+    }
+
+    fn eval(s: &Session, text: &str, v: &Values) -> Result<Mat, EvalError> {
+        reference::evaluate(&s.env, &written(text, &[], s.options.conventions.order), v)
+    }
+
+    fn m(r: usize, c: usize, entries: &[f64]) -> Mat {
+        Mat::from_row_slice(r, c, entries)
+    }
+
+    fn close(a: &Mat, b: &Mat) -> bool {
+        a.shape() == b.shape() && (a - b).norm() <= 1e-12 * (1.0 + b.norm())
+    }
+
+    #[track_caller]
+    fn same(got: Result<Mat, EvalError>, want: Mat) {
+        let got = got.unwrap_or_else(|e| panic!("evaluation failed: {}", e.0));
+        assert!(close(&got, &want), "got {got} want {want}");
+    }
+
+    #[test]
+    fn a_scalar_broadcasts_in_elementwise_operations() {
+        let s = declared("s: scalar; A: 2 x 2; x: 3");
+        let a = m(2, 2, &[1.0, 2.0, 4.0, -5.0]);
+        let x = m(3, 1, &[1.0, 2.0, 4.0]);
+        let v = values(&[("s", m(1, 1, &[2.5])), ("A", a.clone()), ("x", x.clone())], &[]);
+        same(eval(&s, "ones(3, 2) ∘ s", &v), Mat::from_element(3, 2, 2.5));
+        same(eval(&s, "sum(ones(3, 2) ∘ s)", &v), m(1, 1, &[15.0]));
+        same(eval(&s, "s ./ A", &v), a.map(|e| 2.5 / e));
+        same(eval(&s, "sum(x) ./ x", &v), x.map(|e| 7.0 / e));
+        same(eval(&s, "A + 1", &v), a.add_scalar(1.0));
+        same(eval(&s, "2 - A", &v), a.map(|e| 2.0 - e));
+        same(eval(&s, "A / s", &v), &a / 2.5);
+        same(eval(&s, "s A", &v), &a * 2.5);
+        same(eval(&s, "A s", &v), &a * 2.5);
+    }
+
+    #[test]
+    fn rows_and_columns_broadcast_in_elementwise_operations() {
+        let s = declared("X: 4 x 3; W: 3 x 2; b: 1 x 2; c: 4 x 1");
+        let x = Mat::from_fn(4, 3, |i, j| (i * 3 + j) as f64 - 5.0);
+        let w = Mat::from_fn(3, 2, |i, j| 0.5 * i as f64 - j as f64);
+        let b = m(1, 2, &[10.0, -20.0]);
+        let c = m(4, 1, &[1.0, 2.0, 3.0, 4.0]);
+        let v = values(&[("X", x.clone()), ("W", w.clone()), ("b", b.clone()), ("c", c.clone())], &[]);
+        let xw = &x * &w;
+        same(eval(&s, "X W + b", &v), Mat::from_fn(4, 2, |i, j| xw[(i, j)] + b[(0, j)]));
+        same(eval(&s, "X W - c", &v), Mat::from_fn(4, 2, |i, j| xw[(i, j)] - c[(i, 0)]));
+        same(eval(&s, "c ∘ X", &v), Mat::from_fn(4, 3, |i, j| c[(i, 0)] * x[(i, j)]));
+        same(eval(&s, "X W ./ b", &v), Mat::from_fn(4, 2, |i, j| xw[(i, j)] / b[(0, j)]));
+        // An outer "sum" of a column and a row.
+        same(eval(&s, "c + b", &v), Mat::from_fn(4, 2, |i, j| c[(i, 0)] + b[(0, j)]));
+        // Shapes that do not broadcast are an error, not a guess.
+        assert!(eval(&s, "X + W", &v).is_err());
+        assert!(eval(&s, "X W", &values(&[("X", x), ("W", b)], &[])).is_err());
+    }
+
+    #[test]
+    fn a_size_used_as_a_value_is_that_size() {
+        let s = declared("X: N x d; x: n");
+        let x = Mat::from_fn(4, 3, |i, j| (i + 2 * j) as f64);
+        let v = values(&[("X", x.clone()), ("x", m(2, 1, &[1.0, 3.0]))], &[("N", 4), ("d", 3), ("n", 2)]);
+        same(eval(&s, "sum(X) / N", &v), m(1, 1, &[x.sum() / 4.0]));
+        same(eval(&s, "X / sqrt(d)", &v), &x / 3f64.sqrt());
+        same(eval(&s, "sum(x) / n", &v), m(1, 1, &[2.0]));
+        same(eval(&s, "ones(N, d) ∘ d", &v), Mat::from_element(4, 3, 3.0));
+        assert!(eval(&s, "X / q", &v).is_err(), "an unknown name is an error");
+    }
+
+    #[test]
+    fn bare_identities_take_their_recorded_size_also_through_kronecker_products() {
+        let s = declared("A: 2 x 3; B: 3 x 2; C: 2 x 2; x: 6; y: 4");
+        let a = Mat::from_fn(2, 3, |i, j| 1.0 + i as f64 - 2.0 * j as f64);
+        let b = Mat::from_fn(3, 2, |i, j| 0.5 + i as f64 * j as f64);
+        let c = m(2, 2, &[2.0, 1.0, -1.0, 3.0]);
+        let x = Mat::from_fn(6, 1, |i, _| i as f64 - 2.0);
+        let y = Mat::from_fn(4, 1, |i, _| 1.0 / (1.0 + i as f64));
+        let v =
+            values(&[("A", a.clone()), ("B", b.clone()), ("C", c.clone()), ("x", x.clone()), ("y", y.clone())], &[]);
+        let at = |text: &str, sizes: &[u64]| reference::evaluate(&s.env, &written(text, sizes, VecOrder::Row), &v);
+        let i = |n| Mat::identity(n, n);
+        same(at("(I ⊗ C) x", &[3]), i(3).kronecker(&c) * &x);
+        same(at("(C ⊗ I) x", &[3]), c.kronecker(&i(3)) * &x);
+        same(at("(I ⊗ A)(I ⊗ B) y", &[2, 2]), i(2).kronecker(&(&a * &b)) * &y);
+        same(at("C + I", &[2]), &c + i(2));
+        same(at("I (C)", &[2]), c.clone());
+        same(at("I_2 (C)", &[]), c.clone());
+        same(at("C I_2", &[]), c.clone());
+        // A recorded size that does not fit is an error, never a silent guess.
+        assert!(at("(I ⊗ C) x", &[2]).is_err());
+        // A bare I with no recorded size is an error.
+        assert!(reference::evaluate(&s.env, &written("(I ⊗ C) x", &[3], VecOrder::Row), &v).is_ok());
+        let unrecorded = Written { identities: Default::default(), ..written("(I ⊗ C) x", &[3], VecOrder::Row) };
+        assert!(reference::evaluate(&s.env, &unrecorded, &v).is_err());
+    }
+
+    #[test]
+    fn products_powers_inverses_and_the_matrix_functions() {
+        let s = declared("A, B: 3 x 3; S: 3 x 3 symmetric; x: 3; W: 2 x 3");
+        let a = Mat::from_fn(3, 3, |i, j| if i == j { 3.0 } else { 0.3 * (i as f64 - j as f64) + 0.1 });
+        let b = Mat::from_fn(3, 3, |i, j| (i * j) as f64 * 0.2 + if i == j { 2.0 } else { 0.0 });
+        let x = m(3, 1, &[1.0, -2.0, 0.5]);
+        let w = Mat::from_fn(2, 3, |i, j| (i + j) as f64);
+        let v =
+            values(&[("A", a.clone()), ("B", b.clone()), ("S", b.clone()), ("x", x.clone()), ("W", w.clone())], &[]);
+        let inv = |m: &Mat| m.clone().try_inverse().unwrap();
+        same(eval(&s, "A B", &v), &a * &b);
+        same(eval(&s, "A * B", &v), &a * &b);
+        same(eval(&s, "A (B)ᵀ", &v), &a * b.transpose());
+        same(eval(&s, "A'(x)", &v), a.transpose() * &x);
+        same(eval(&s, "S^-1 (x)", &v), inv(&b) * &x);
+        same(eval(&s, "(x)' S⁻¹ (x)", &v), x.transpose() * inv(&b) * &x);
+        same(eval(&s, "A^3", &v), &a * &a * &a);
+        same(eval(&s, "A^-2", &v), inv(&(&a * &a)));
+        same(eval(&s, "A²", &v), &a * &a);
+        same(eval(&s, "inv(A)", &v), inv(&a));
+        same(eval(&s, "A^T", &v), a.transpose());
+        same(eval(&s, "-A", &v), -&a);
+        same(eval(&s, "A ⊗ W", &v), a.kronecker(&w));
+        same(eval(&s, "kron(W, A)", &v), w.kronecker(&a));
+        same(eval(&s, "tr(A)", &v), m(1, 1, &[a.trace()]));
+        same(eval(&s, "det(A)", &v), m(1, 1, &[a.determinant()]));
+        same(eval(&s, "logdet(A)", &v), m(1, 1, &[a.determinant().ln()]));
+        same(eval(&s, "diag(x)", &v), Mat::from_diagonal(&x.column(0).into_owned()));
+        same(eval(&s, "diag(A)", &v), Mat::from_fn(3, 1, |i, _| a[(i, i)]));
+        same(eval(&s, "sum(W)", &v), m(1, 1, &[w.sum()]));
+        same(eval(&s, "norm(W)", &v), m(1, 1, &[w.norm()]));
+        same(eval(&s, "‖W‖²", &v), m(1, 1, &[w.norm_squared()]));
+        same(eval(&s, "||x||^2", &v), m(1, 1, &[x.norm_squared()]));
+        same(eval(&s, "W .^ 2", &v), w.map(|e| e * e));
+        same(eval(&s, "A .^ (1/2)", &values(&[("A", a.abs())], &[])), a.abs().map(f64::sqrt));
+        same(eval(&s, "0.5 x", &v), &x * 0.5);
+        same(eval(&s, "3/4", &v), m(1, 1, &[0.75]));
+        same(eval(&s, "x^T A x", &v), x.transpose() * &a * &x);
+        assert!(eval(&s, "W^2", &v).is_err(), "a power of a non-square matrix");
+        assert!(eval(&s, "tr(W)", &v).is_err());
+        assert!(eval(&s, "A / x", &v).is_err(), "/ divides by a scalar only");
+    }
+
+    #[test]
+    fn vec_and_unvec_in_both_orders() {
+        let s = declared("A: 2 x 3; v: 6");
+        let a = Mat::from_fn(2, 3, |i, j| (10 * i + j) as f64);
+        let v6 = Mat::from_fn(6, 1, |i, _| i as f64);
+        let v = values(&[("A", a.clone()), ("v", v6)], &[]);
+        let at = |text: &str, order| reference::evaluate(&s.env, &written(text, &[], order), &v);
+        same(at("vec(A)", VecOrder::Row), m(6, 1, &[0.0, 1.0, 2.0, 10.0, 11.0, 12.0]));
+        same(at("vec(A)", VecOrder::Col), m(6, 1, &[0.0, 10.0, 1.0, 11.0, 2.0, 12.0]));
+        same(at("unvec(v, 2, 3)", VecOrder::Row), m(2, 3, &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]));
+        same(at("vec^-1(v, 2, 3)", VecOrder::Col), m(2, 3, &[0.0, 2.0, 4.0, 1.0, 3.0, 5.0]));
+        for order in [VecOrder::Row, VecOrder::Col] {
+            same(at("unvec(vec(A), 2, 3)", order), a.clone());
+            same(at("vec(unvec(v, 3, 2))", order), v.mats["v"].clone());
+        }
+        assert!(at("unvec(v, 4, 2)", VecOrder::Row).is_err());
+    }
+
+    type Scalar = fn(f64) -> f64;
+
+    #[test]
+    fn every_built_in_function_and_its_derivatives() {
+        let s = declared("x: 5; f, g: R -> R");
+        let x = m(5, 1, &[-1.3, -0.4, 0.2, 0.7, 1.9]);
+        let pos = x.map(f64::abs);
+        let v = values(&[("x", x.clone())], &[]);
+        let vp = values(&[("x", pos.clone())], &[]);
+        let sig = |t: f64| 1.0 / (1.0 + (-t).exp());
+        let sign = |t: f64| {
+            if t > 0.0 {
+                1.0
+            } else if t < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        };
+        let cases: [(&str, Scalar); 8] = [
+            ("exp", f64::exp),
+            ("sin", f64::sin),
+            ("cos", f64::cos),
+            ("tanh", f64::tanh),
+            ("softplus", |t| (1.0 + t.exp()).ln()),
+            ("relu", |t| t.max(0.0)),
+            ("abs", f64::abs),
+            ("step", |t| if t > 0.0 { 1.0 } else { 0.0 }),
+        ];
+        for (name, f) in &cases {
+            same(eval(&s, &format!("{name}(x)"), &v), x.map(f));
+        }
+        same(eval(&s, "sigmoid(x)", &v), x.map(sig));
+        same(eval(&s, "σ(x)", &v), x.map(sig));
+        same(eval(&s, "sign(x)", &v), x.map(sign));
+        same(eval(&s, "log(x)", &vp), pos.map(f64::ln));
+        same(eval(&s, "sqrt(x)", &vp), pos.map(f64::sqrt));
+        // Closed forms of the first derivatives.
+        same(eval(&s, "exp'(x)", &v), x.map(f64::exp));
+        same(eval(&s, "sin'(x)", &v), x.map(f64::cos));
+        same(eval(&s, "cos'(x)", &v), x.map(|t| -t.sin()));
+        same(eval(&s, "tanh'(x)", &v), x.map(|t| 1.0 - t.tanh().powi(2)));
+        same(eval(&s, "σ'(x)", &v), x.map(|t| sig(t) * (1.0 - sig(t))));
+        same(eval(&s, "softplus'(x)", &v), x.map(sig));
+        same(eval(&s, "relu'(x)", &v), x.map(|t| if t > 0.0 { 1.0 } else { 0.0 }));
+        same(eval(&s, "abs'(x)", &v), x.map(sign));
+        same(eval(&s, "log'(x)", &vp), pos.map(|t| 1.0 / t));
+        same(eval(&s, "sqrt'(x)", &vp), pos.map(|t| 0.5 / t.sqrt()));
+        same(eval(&s, "step'(x)", &v), Mat::zeros(5, 1));
+        // Higher derivatives agree with differences of the one below.
+        for name in ["exp", "sin", "cos", "tanh", "σ", "sigmoid", "softplus", "log", "sqrt"] {
+            let vals = if matches!(name, "log" | "sqrt") { &vp } else { &v };
+            let x0 = &vals.mats["x"];
+            for k in 1..=4 {
+                let below = format!("{name}{}(x)", "'".repeat(k - 1));
+                let h = 1e-4;
+                let at = |t: f64| eval(&s, &below, &values(&[("x", x0.add_scalar(t))], &[])).unwrap();
+                let numeric = (at(h) - at(-h)) / (2.0 * h);
+                let exact = eval(&s, &format!("{name}{}(x)", "'".repeat(k)), vals).unwrap();
+                assert!((&exact - &numeric).norm() < 1e-5 * (1.0 + exact.norm()), "{name} derivative {k}");
+            }
+        }
+        // Declared functions mean what the test harness says.
+        for k in 0..3 {
+            let text = format!("f{}(x)", "'".repeat(k));
+            same(eval(&s, &text, &v), x.map(|t| user_function("f", k as u32, t)));
+        }
+        same(eval(&s, "g(f(x))", &v), x.map(|t| user_function("g", 0, user_function("f", 0, t))));
+        assert!(eval(&s, "h(x)", &v).is_err(), "an undeclared function");
+        assert!(eval(&s, "log(x)", &v).is_err(), "log of a negative entry is not finite");
+    }
+
+    #[test]
+    fn definitions_are_evaluated_from_their_text_unless_overridden() {
+        let s = declared("x: 2; A: 2 x 2; f: R -> R; z = A x; n = f(z); L = n^T n");
+        let a = m(2, 2, &[1.0, 2.0, 3.0, 4.0]);
+        let x = m(2, 1, &[0.5, -1.0]);
+        let z = &a * &x;
+        let n = z.map(|t| user_function("f", 0, t));
+        let mut v = values(&[("A", a), ("x", x)], &[]);
+        same(eval(&s, "z", &v), z.clone());
+        same(eval(&s, "L", &v), n.transpose() * &n);
+        // A value for a defined name replaces its definition.
+        v.mats.insert("n".into(), m(2, 1, &[3.0, 4.0]));
+        same(eval(&s, "L", &v), m(1, 1, &[25.0]));
+        same(eval(&s, "z", &v), z);
+    }
+
+    #[test]
+    fn size_limits_refuse_before_allocating() {
+        let s = declared("A: 300 x 300; B: 3 x 3; X: 3 x 3");
+        let v = values(
+            &[("A", Mat::identity(300, 300)), ("B", Mat::identity(3, 3) * 2.0), ("X", Mat::identity(3, 3) * 1.5)],
+            &[],
+        );
+        let e = eval(&s, "tr(A ⊗ A)", &v).unwrap_err();
+        assert!(e.0.contains("too large"), "{}", e.0);
+        let tower = ["B"; 10].join(" ⊗ ");
+        assert!(eval(&s, &format!("tr({tower})"), &v).unwrap_err().0.contains("too large"));
+        assert!(eval(&s, "ones(100000, 100000)", &v).unwrap_err().0.contains("too large"));
+        assert!(eval(&s, "tr(I_100000)", &v).unwrap_err().0.contains("too large"));
+        // Repeated squaring: a million-fold power is a few products, and here overflows.
+        assert!(eval(&s, "(X^1000)^1000", &v).is_err());
+        same(eval(&s, "((X/2)^1000)^1000", &v), Mat::zeros(3, 3));
+    }
+}
+
+// ---- --check is a second opinion: planted answers, resource limits ------------------------
+
+/// `--check` takes its differences from the script as written, so an answer
+/// that the typed form agrees with but the script does not is rejected.
+#[test]
+fn planted_answer_wrong_in_shape_logic_is_rejected() {
+    let src = "s: scalar; L = sum(ones(3, 2) ∘ s); ∂L/∂s";
+    for conv in ALL {
+        let (s, mut a) = first_answer(src, conv);
+        a.expr = ir::num(rat(1));
+        assert!(rejected(&s, &a), "∂L/∂s = 1 accepted for sum(ones(3, 2) ∘ s)");
+        a.expr = ir::num(rat(6));
+        assert!(!rejected(&s, &a), "∂L/∂s = 6 rejected for sum(ones(3, 2) ∘ s)");
+    }
+}
+
+#[test]
+fn planted_transposed_jacobian_of_a_definition_is_rejected() {
+    for conv in ALL {
+        let (s, mut a) = first_answer("A: n x n; x: n; z = A x + x; ∂z/∂x^T", conv);
+        assert!(!rejected(&s, &a), "right Jacobian rejected: {}", s.render(&a));
+        a.expr = ir::transpose(a.expr.clone());
+        assert!(rejected(&s, &a), "transposed Jacobian accepted");
+    }
+}
+
+/// A large variable is compared along random directions instead of entry by entry.
+#[test]
+fn gradients_over_large_variables_are_checked_along_directions() {
+    for conv in ALL {
+        let (s, mut a) = first_answer("A, X: 9 x 9; grad(tr(A X X), X)", conv);
+        assert!(!rejected(&s, &a), "right gradient rejected: {}", s.render(&a));
+        a.expr = ir::transpose(a.expr.clone());
+        assert!(rejected(&s, &a), "transposed gradient accepted");
+        let (s, mut a) = first_answer("A, X: 9 x 9; ∂(A X)/∂vec(X)^T", conv);
+        assert!(!rejected(&s, &a), "right Jacobian rejected: {}", s.render(&a));
+        a.expr = ir::transpose(a.expr.clone());
+        assert!(rejected(&s, &a), "transposed Jacobian accepted");
+    }
+}
+
+/// The terms of a sum, or the expression itself.
+fn terms(e: &ir::Expr) -> Vec<ir::Expr> {
+    match &e.op {
+        ir::Op::Add(ts) => ts.clone(),
+        _ => vec![e.clone()],
+    }
+}
+
+#[test]
+fn planted_hessians_with_a_dropped_term_are_rejected() {
+    let scripts = [
+        "x: n; A: n x n; hessian(x^T A x, x)",
+        "x: n; A: n x n; hessian(x^T A x + sum(exp(x)), x)",
+        "X: n x m; b: m; hessian(sum(exp(X b)), b, X)",
+        "X: n x m; C: n x n; hessian(tr(X^T C X) + sum(exp(X)), X)",
+    ];
+    for src in scripts {
+        for conv in ALL {
+            let (s, mut a) = first_answer(src, conv);
+            assert!(!rejected(&s, &a), "right Hessian rejected: {}", s.render(&a));
+            let ts = terms(&a.expr);
+            assert!(ts.len() > 1, "{src}: expected a sum, got {}", s.render(&a));
+            for dropped in 0..ts.len() {
+                let mut rest = ts.clone();
+                rest.remove(dropped);
+                a.expr = ir::sum_of(rest);
+                assert!(rejected(&s, &a), "Hessian without a term accepted: {}", s.render(&a));
+            }
+        }
+    }
+}
+
+#[test]
+fn planted_transposed_mixed_hessian_is_rejected() {
+    for conv in ALL {
+        let (s, mut a) = first_answer("x: n; A: n x n; y: n; hessian(x^T A y, x, A)", conv);
+        assert!(!rejected(&s, &a), "right Hessian rejected: {}", s.render(&a));
+        let (s2, mut sq) = first_answer("x: n; A: n x n; hessian(x^T A x, x, x)", conv);
+        assert!(!rejected(&s2, &sq), "right Hessian rejected: {}", s2.render(&sq));
+        sq.expr = ir::sum_of(vec![sq.expr.clone(), ir::var("A", Shape::new(Dim::sym("n"), Dim::sym("n")), false)]);
+        assert!(rejected(&s2, &sq), "Hessian with an extra term accepted");
+        a.expr = ir::transpose(a.expr.clone());
+        assert!(rejected(&s, &a), "transposed mixed Hessian accepted");
+    }
+}
+
+/// Evaluation refuses what it cannot hold: an error, never an abort or a panic.
+#[test]
+fn checks_refuse_values_too_large_to_evaluate() {
+    let (s, a) = first_answer("A: 300 x 300; grad(tr(A ⊗ A), A)", Conventions::default());
+    let e = s.check(&a).expect_err("a 90000×90000 Kronecker product is refused");
+    assert!(e.0.contains("too large"), "{}", e.0);
+
+    let tower = ["A"; 10].join(" ⊗ ");
+    let (s, a) = first_answer(&format!("A: 3 x 3; grad(tr({tower}), A)"), Conventions::default());
+    let e = s.check(&a).expect_err("a deep Kronecker tower is refused");
+    assert!(e.0.contains("too large"), "{}", e.0);
+
+    // The typed form refuses as well, and a million-fold power is a few products.
+    let mut s = session(Conventions::default());
+    s.run("X: 3 x 3; A: 300 x 300; P = (X^1000)^1000; T = tr(A ⊗ A)").unwrap();
+    let mut values = matdiff::eval::Values::default();
+    values.mats.insert("X".into(), matdiff::eval::Mat::identity(3, 3) * 1.5);
+    values.mats.insert("A".into(), matdiff::eval::Mat::identity(300, 300));
+    let p = s.env.definition("P").unwrap().clone();
+    assert!(matdiff::eval::Evaluator::new(&s.env, &values).eval(&p).is_err());
+    let t = s.env.definition("T").unwrap().clone();
+    let e = matdiff::eval::Evaluator::new(&s.env, &values).eval(&t).unwrap_err();
+    assert!(e.0.contains("too large"), "{}", e.0);
+    values.mats.insert("X".into(), matdiff::eval::Mat::identity(3, 3) * 0.5);
+    let zero = matdiff::eval::Evaluator::new(&s.env, &values).eval(&p).unwrap();
+    assert_eq!(zero, matdiff::eval::Mat::zeros(3, 3));
 }

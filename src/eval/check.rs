@@ -1,16 +1,35 @@
 //! Finite-difference checks of symbolic derivatives.
 //!
+//! A check is a second opinion: every finite difference is of the function
+//! as written, evaluated by [`super::reference`] straight from the parsed
+//! script on arrays, never of the typed, simplified form under test. Only
+//! the answer itself is evaluated from the IR ([`Evaluator`]), under the
+//! conventions it was derived under.
+//!
+//! - A gradient or Jacobian is compared with the Jacobian of `vec(F)` by
+//!   central differences, entry by entry when the variable is small, along
+//!   random directions otherwise.
+//! - A Hessian `∂²F/∂vec(X)∂vec(Y)ᵀ` is compared with mixed second
+//!   differences of `F` along random pairs of directions `u` (for `X`) and
+//!   `w` (for `Y`): `uᵀ H w`.
+//! - `d(F)` holds every name whose differential may appear at its value and
+//!   moves them all along random directions; `d²(F)` likewise with second
+//!   differences.
+//!
+//! A variable declared `symmetric` moves along symmetric directions only.
+//!
 //! Symbolic sizes get small distinct values (2, 3, 5, …) so that a missing
 //! transpose cannot hide; matrices get random values, square ones
 //! diagonally dominant so that inverses, determinants and `log det` exist.
 //! If an expression is undefined there (a `log` of a negative entry), the
 //! check draws again with positive entries.
 
-use super::{vec_of, EvalError, Evaluator, Mat, Values};
-use crate::ast::QueryKind;
+use super::{reference, vec_of, EvalError, Evaluator, Mat, Values};
+use crate::ast::{Expr as Ast, ExprKind, QueryKind};
 use crate::diff::chain::{Conventions, Layout};
+use crate::ir::VecOrder;
 use crate::session::Answer;
-use crate::typeck::{Binding, Env};
+use crate::typeck::{Binding, Env, Written};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// Central-difference step.
@@ -64,22 +83,104 @@ pub fn random_values(env: &Env, rng: &mut StdRng, positive: bool) -> Values {
     v
 }
 
-/// `∂vec(F)/∂vec(X)ᵀ` by central differences (numerator layout).
+/// Largest variable whose Jacobian is taken entry by entry; larger ones are
+/// compared along [`DIRECTIONS`] random directions.
+const FULL_JACOBIAN: usize = 64;
+/// Random directions (or pairs of directions, for a Hessian) per draw.
+const DIRECTIONS: usize = 8;
+
+/// `F` as written, with these values.
+fn f_at(env: &Env, f: &Written, values: &Values) -> Result<Mat, EvalError> {
+    reference::evaluate(env, f, values)
+}
+
+/// The value of a name from the reference evaluator: given, or its
+/// definition evaluated from the text.
+fn value_of(env: &Env, name: &str, values: &Values, order: VecOrder) -> Result<Mat, EvalError> {
+    let expr = Ast { kind: ExprKind::Name(name.to_string()), span: crate::error::Span::default() };
+    let w = Written { expr, identities: Default::default(), order };
+    reference::evaluate(env, &w, values)
+}
+
+/// The values with each of `names` held at its value (a defined name then
+/// no longer follows its definition), and those values.
+fn hold(env: &Env, values: &Values, names: &[String], order: VecOrder) -> Result<(Values, Vec<Mat>), EvalError> {
+    let mut held = values.clone();
+    let mut at = Vec::new();
+    for n in names {
+        let v = value_of(env, n, values, order)?;
+        held.mats.insert(n.clone(), v.clone());
+        at.push(v);
+    }
+    Ok((held, at))
+}
+
+/// `F` with each name `names[i]` moved to `at[i] + t · dirs[i]`.
+fn moved(
+    env: &Env,
+    f: &Written,
+    held: &Values,
+    names: &[String],
+    at: &[Mat],
+    dirs: &[Mat],
+    t: f64,
+) -> Result<Mat, EvalError> {
+    let mut vals = held.clone();
+    for ((n, x0), d) in names.iter().zip(at).zip(dirs) {
+        vals.mats.insert(n.clone(), x0 + d * t);
+    }
+    f_at(env, f, &vals)
+}
+
+/// The derivative of `F` along the directions, by central differences with
+/// Richardson extrapolation (error O(h⁴)).
+fn directional(
+    env: &Env,
+    f: &Written,
+    held: &Values,
+    names: &[String],
+    at: &[Mat],
+    dirs: &[Mat],
+) -> Result<Mat, EvalError> {
+    let h = 1e-3;
+    let central = |h: f64| -> Result<Mat, EvalError> {
+        let plus = moved(env, f, held, names, at, dirs, h)?;
+        let minus = moved(env, f, held, names, at, dirs, -h)?;
+        same_shape(&plus, &minus)?;
+        Ok((plus - minus) / (2.0 * h))
+    };
+    Ok((central(h / 2.0)? * 4.0 - central(h)?) / 3.0)
+}
+
+fn same_shape(a: &Mat, b: &Mat) -> Result<(), EvalError> {
+    if a.shape() != b.shape() {
+        return Err(EvalError(format!(
+            "the function's shape changes with its arguments: {}x{} and {}x{}",
+            a.nrows(),
+            a.ncols(),
+            b.nrows(),
+            b.ncols()
+        )));
+    }
+    Ok(())
+}
+
+/// `∂vec(F)/∂vec(X)ᵀ` by central differences (numerator layout), `F` as written.
 fn numeric_jacobian(
     env: &Env,
-    values: &Values,
-    f: &crate::ir::Expr,
+    f: &Written,
+    held: &Values,
     x: &str,
-    order: crate::ir::VecOrder,
+    x0: &Mat,
+    order: VecOrder,
 ) -> Result<Mat, EvalError> {
-    let x0 = Evaluator::new(env, values).name(x)?;
     let (r, c) = x0.shape();
-    let f_at = |xv: Mat| -> Result<Mat, EvalError> {
-        let mut vals = values.clone();
+    let at = |xv: Mat| -> Result<Mat, EvalError> {
+        let mut vals = held.clone();
         vals.mats.insert(x.to_string(), xv);
-        Ok(vec_of(&Evaluator::new(env, &vals).eval(f)?, order))
+        Ok(vec_of(&f_at(env, f, &vals)?, order))
     };
-    let n_out = f_at(x0.clone())?.nrows();
+    let n_out = at(x0.clone())?.nrows();
     let mut j = Mat::zeros(n_out, r * c);
     for i in 0..r {
         for k in 0..c {
@@ -87,7 +188,11 @@ fn numeric_jacobian(
             let (mut plus, mut minus) = (x0.clone(), x0.clone());
             plus[(i, k)] += h;
             minus[(i, k)] -= h;
-            let col = (f_at(plus)? - f_at(minus)?) / (2.0 * h);
+            let (plus, minus) = (at(plus)?, at(minus)?);
+            if plus.nrows() != n_out || minus.nrows() != n_out {
+                return Err(EvalError("the function's shape changes with its arguments".into()));
+            }
+            let col = (plus - minus) / (2.0 * h);
             j.set_column(super::vec_index(i, k, r, c, order), &col.column(0));
         }
     }
@@ -96,7 +201,7 @@ fn numeric_jacobian(
 
 /// For a symmetric variable, entries `(i, k)` and `(k, i)` move together:
 /// the columns of a Jacobian for the pairs `i ≤ k`, summed.
-fn collapse_symmetric(j: &Mat, n: usize, order: crate::ir::VecOrder) -> Mat {
+fn collapse_symmetric(j: &Mat, n: usize, order: VecOrder) -> Mat {
     let mut out = Mat::zeros(j.nrows(), n * (n + 1) / 2);
     let mut col = 0;
     for i in 0..n {
@@ -136,12 +241,26 @@ fn relative_error(a: &Mat, n: &Mat) -> f64 {
     }
 }
 
+/// An error unless the answer has the shape finite differences give.
+fn compare(got: &Mat, expected: &Mat) -> Result<f64, EvalError> {
+    if got.shape() != expected.shape() {
+        return Err(EvalError(format!(
+            "answer is {}x{}, finite differences give {}x{}",
+            got.nrows(),
+            got.ncols(),
+            expected.nrows(),
+            expected.ncols()
+        )));
+    }
+    Ok(relative_error(got, expected))
+}
+
 /// The largest relative error of the answer against finite differences over
 /// a few random draws, or `None` when the query is not a derivative.
+///
+/// `conv` is the conventions the answer was derived under
+/// ([`Answer::conventions`], which is what [`crate::Session::check`] passes).
 pub fn check(env: &Env, answer: &Answer, conv: Conventions, seed: u64) -> Result<Option<f64>, EvalError> {
-    let Some(f) = &answer.function else {
-        return Ok(None);
-    };
     let derivative = matches!(
         answer.kind,
         QueryKind::Gradient
@@ -153,6 +272,9 @@ pub fn check(env: &Env, answer: &Answer, conv: Conventions, seed: u64) -> Result
     if !derivative {
         return Ok(None);
     }
+    let Some(f) = &answer.written else {
+        return Err(EvalError("the answer does not carry its function as written".into()));
+    };
     let mut rng = StdRng::seed_from_u64(seed);
     let mut worst: f64 = 0.0;
     for trial in 0..3 {
@@ -172,94 +294,191 @@ pub fn check(env: &Env, answer: &Answer, conv: Conventions, seed: u64) -> Result
 fn check_once(
     env: &Env,
     answer: &Answer,
-    f: &crate::ir::Expr,
+    f: &Written,
+    conv: Conventions,
+    values: &Values,
+    rng: &mut StdRng,
+) -> Result<f64, EvalError> {
+    match answer.kind {
+        QueryKind::SecondDifferential => second_differential(env, answer, f, values, rng),
+        QueryKind::Differential => differential(env, answer, f, values, rng),
+        QueryKind::Hessian => hessian(env, answer, f, conv, values, rng),
+        _ => first_order(env, answer, f, conv, values, rng),
+    }
+}
+
+/// `d(F)`: every name whose differential may appear is held at its value
+/// and moves along its own random direction.
+fn differential(env: &Env, answer: &Answer, f: &Written, values: &Values, rng: &mut StdRng) -> Result<f64, EvalError> {
+    let mut names: Vec<crate::ir::Name> = answer.varying.iter().map(|n| n.as_str().into()).collect();
+    answer.expr.diff_names(&mut names);
+    let mut names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    names.sort();
+    names.dedup();
+    let (held, at) = hold(env, values, &names, f.order)?;
+    let dirs: Vec<Mat> = names.iter().zip(&at).map(|(n, x0)| direction(env, n, x0, rng)).collect();
+    let expected = directional(env, f, &held, &names, &at, &dirs)?;
+    let mut vals = values.clone();
+    vals.diffs = names.iter().cloned().zip(dirs).collect();
+    let got = Evaluator::new(env, &vals).eval(&answer.expr)?;
+    compare(&got, &expected)
+}
+
+/// `d²(F)` against second differences along all varying names at once,
+/// Richardson-extrapolated: error O(h⁴) + O(ε/h²).
+fn second_differential(
+    env: &Env,
+    answer: &Answer,
+    f: &Written,
+    values: &Values,
+    rng: &mut StdRng,
+) -> Result<f64, EvalError> {
+    let names = &answer.varying;
+    let (held, at) = hold(env, values, names, f.order)?;
+    let dirs: Vec<Mat> = names.iter().zip(&at).map(|(n, x0)| direction(env, n, x0, rng)).collect();
+    let centre = f_at(env, f, &held)?;
+    let second = |h: f64| -> Result<Mat, EvalError> {
+        let plus = moved(env, f, &held, names, &at, &dirs, h)?;
+        let minus = moved(env, f, &held, names, &at, &dirs, -h)?;
+        same_shape(&plus, &centre)?;
+        same_shape(&minus, &centre)?;
+        Ok((plus - &centre * 2.0 + minus) / (h * h))
+    };
+    let h = 2e-3;
+    let expected = (second(h / 2.0)? * 4.0 - second(h)?) / 3.0;
+    let mut vals = values.clone();
+    vals.diffs = names.iter().cloned().zip(dirs).collect();
+    let got = Evaluator::new(env, &vals).eval(&answer.expr)?;
+    compare(&got, &expected)
+}
+
+/// `hessian(F, X)` and `hessian(F, X, Y)`: rows index `vec(X)`, columns
+/// `vec(Y)`. Compared as `uᵀ H w` with mixed second differences of `F`
+/// along random pairs `u`, `w`.
+fn hessian(
+    env: &Env,
+    answer: &Answer,
+    f: &Written,
     conv: Conventions,
     values: &Values,
     rng: &mut StdRng,
 ) -> Result<f64, EvalError> {
     let order = conv.order;
-    match answer.kind {
-        QueryKind::SecondDifferential => {
-            // d²F against the second difference along all varying names at once.
-            let mut dirs = Values::default();
-            let mut ev = Evaluator::new(env, values);
-            for n in &answer.varying {
-                let x0 = ev.name(n)?;
-                dirs.mats.insert(n.clone(), direction(env, n, &x0, rng));
-            }
-            // Second differences, Richardson-extrapolated: error O(h⁴) + O(ε/h²).
-            let h = 2e-3;
-            let at = |t: f64| -> Result<Mat, EvalError> {
-                let mut vals = values.clone();
-                for (n, d) in &dirs.mats {
-                    let x0 = Evaluator::new(env, values).name(n)?;
-                    vals.mats.insert(n.clone(), x0 + d * t);
-                }
-                Evaluator::new(env, &vals).eval(f)
-            };
-            let centre = at(0.0)?;
-            let second = |h: f64| -> Result<Mat, EvalError> { Ok((at(h)? - &centre * 2.0 + at(-h)?) / (h * h)) };
-            let expected = (second(h / 2.0)? * 4.0 - second(h)?) / 3.0;
-            let mut vals = values.clone();
-            vals.diffs = dirs.mats;
-            let got = Evaluator::new(env, &vals).eval(&answer.expr)?;
-            Ok(relative_error(&got, &expected))
-        }
-        QueryKind::Differential => {
-            // Every name whose differential may appear moves, so that an
-            // answer missing a term fails.
-            let mut names: Vec<crate::ir::Name> = answer.varying.iter().map(|n| n.as_str().into()).collect();
-            answer.expr.diff_names(&mut names);
-            // The differentials of the names in dF are independent: hold
-            // every one of those names at its value while another moves.
-            let mut held = values.clone();
-            for n in &names {
-                let v = Evaluator::new(env, values).name(n)?;
-                held.mats.insert(n.to_string(), v);
-            }
-            let values = &held;
-            let mut vals = values.clone();
-            let mut ev = Evaluator::new(env, values);
-            let mut expected = Mat::zeros(vec_of(&ev.eval(f)?, order).nrows(), 1);
-            for n in &names {
-                let x0 = ev.name(n)?;
-                let dir = direction(env, n, &x0, rng);
-                let j = numeric_jacobian(env, values, f, n, order)?;
-                expected += j * vec_of(&dir, order);
-                vals.diffs.insert(n.to_string(), dir);
-            }
-            let got = vec_of(&Evaluator::new(env, &vals).eval(&answer.expr)?, order);
-            Ok(relative_error(&got, &expected))
-        }
-        _ => {
-            // A Hessian is checked as the Jacobian of the gradient, with respect to the last variable.
-            let x = answer.wrt2.as_deref().or(answer.wrt.as_deref()).ok_or_else(|| EvalError("no variable".into()))?;
-            let num = numeric_jacobian(env, values, f, x, order)?;
-            let got = Evaluator::new(env, values).eval(&answer.expr)?;
-            let got = if answer.kind == QueryKind::Gradient && f.shape.is_scalar() {
-                vec_of(&got, order).transpose()
-            } else if conv.layout == Layout::Denominator && answer.kind != QueryKind::Hessian {
-                got.transpose()
-            } else {
-                got
-            };
-            // A symmetric variable moves only symmetrically: compare on pairs of entries.
-            let (got, num) = if is_symmetric(env, x) && got.ncols() == num.ncols() {
-                let n = Evaluator::new(env, values).name(x)?.nrows();
-                (collapse_symmetric(&got, n, order), collapse_symmetric(&num, n, order))
-            } else {
-                (got, num)
-            };
-            if got.shape() != num.shape() {
-                return Err(EvalError(format!(
-                    "answer is {}x{}, finite differences give {}x{}",
-                    got.nrows(),
-                    got.ncols(),
-                    num.nrows(),
-                    num.ncols()
-                )));
-            }
-            Ok(relative_error(&got, &num))
-        }
+    let x = answer.wrt.as_deref().ok_or_else(|| EvalError("no variable".into()))?;
+    let y = answer.wrt2.as_deref().unwrap_or(x);
+    let names: Vec<String> = if x == y { vec![x.to_string()] } else { vec![x.to_string(), y.to_string()] };
+    let (held, at) = hold(env, values, &names, order)?;
+    let (x0, y0) = (&at[0], &at[at.len() - 1]);
+    let centre = f_at(env, f, &held)?;
+    if centre.shape() != (1, 1) {
+        return Err(EvalError(format!(
+            "a Hessian needs a scalar function, and this one is {}x{}",
+            centre.nrows(),
+            centre.ncols()
+        )));
     }
+    let h_ans = Evaluator::new(env, values).eval(&answer.expr)?;
+    if h_ans.shape() != (x0.len(), y0.len()) {
+        return Err(EvalError(format!(
+            "answer is {}x{}, the Hessian over {x} and {y} is {}x{}",
+            h_ans.nrows(),
+            h_ans.ncols(),
+            x0.len(),
+            y0.len()
+        )));
+    }
+    let mut got = Mat::zeros(DIRECTIONS, 1);
+    let mut expected = Mat::zeros(DIRECTIONS, 1);
+    for k in 0..DIRECTIONS {
+        let u = direction(env, x, x0, rng);
+        let w = direction(env, y, y0, rng);
+        got[(k, 0)] = (vec_of(&u, order).transpose() * &h_ans * vec_of(&w, order))[(0, 0)];
+        // F at X + s u, Y + t w (both on X when X is Y).
+        let at_st = |s: f64, t: f64| -> Result<f64, EvalError> {
+            let mut vals = held.clone();
+            if names.len() == 1 {
+                vals.mats.insert(x.to_string(), x0 + &u * s + &w * t);
+            } else {
+                vals.mats.insert(x.to_string(), x0 + &u * s);
+                vals.mats.insert(y.to_string(), y0 + &w * t);
+            }
+            let v = f_at(env, f, &vals)?;
+            same_shape(&v, &centre)?;
+            Ok(v[(0, 0)])
+        };
+        let mixed = |h: f64| -> Result<f64, EvalError> {
+            Ok((at_st(h, h)? - at_st(h, -h)? - at_st(-h, h)? + at_st(-h, -h)?) / (4.0 * h * h))
+        };
+        let h = 2e-3;
+        expected[(k, 0)] = (mixed(h / 2.0)? * 4.0 - mixed(h)?) / 3.0;
+    }
+    compare(&got, &expected)
+}
+
+/// Gradients and Jacobians: `∂F/∂X`, `∂F/∂Xᵀ`, `∂F/∂vec(X)ᵀ`.
+fn first_order(
+    env: &Env,
+    answer: &Answer,
+    f: &Written,
+    conv: Conventions,
+    values: &Values,
+    rng: &mut StdRng,
+) -> Result<f64, EvalError> {
+    let order = conv.order;
+    let x = answer.wrt.as_deref().ok_or_else(|| EvalError("no variable".into()))?;
+    let names = [x.to_string()];
+    let (held, at) = hold(env, values, &names, f.order)?;
+    let x0 = &at[0];
+    let scalar_f = f_at(env, f, &held)?.shape() == (1, 1);
+    // The answer in numerator layout: one row per entry of vec(F), one column per entry of vec(X).
+    let got = Evaluator::new(env, values).eval(&answer.expr)?;
+    if answer.kind == QueryKind::Gradient && scalar_f && got.shape() != x0.shape() {
+        return Err(EvalError(format!(
+            "the gradient is {}x{}, but {x} is {}x{}",
+            got.nrows(),
+            got.ncols(),
+            x0.nrows(),
+            x0.ncols()
+        )));
+    }
+    let got = if answer.kind == QueryKind::Gradient && scalar_f {
+        vec_of(&got, order).transpose()
+    } else if conv.layout == Layout::Denominator {
+        got.transpose()
+    } else {
+        got
+    };
+    if x0.len() <= FULL_JACOBIAN {
+        let num = numeric_jacobian(env, f, &held, x, x0, order)?;
+        // A symmetric variable moves only symmetrically: compare on pairs of entries.
+        if is_symmetric(env, x) && got.shape() == num.shape() {
+            let n = x0.nrows();
+            return compare(&collapse_symmetric(&got, n, order), &collapse_symmetric(&num, n, order));
+        }
+        return compare(&got, &num);
+    }
+    if got.ncols() != x0.len() {
+        return Err(EvalError(format!(
+            "answer is {}x{} in numerator layout, but {x} has {} entries",
+            got.nrows(),
+            got.ncols(),
+            x0.len()
+        )));
+    }
+    let mut got_along = Vec::new();
+    let mut expected_along = Vec::new();
+    for _ in 0..DIRECTIONS {
+        let u = direction(env, x, x0, rng);
+        got_along.push(&got * vec_of(&u, order));
+        let d = directional(env, f, &held, &names, &at, std::slice::from_ref(&u))?;
+        expected_along.push(vec_of(&d, order));
+    }
+    let stack = |cols: &[Mat]| -> Result<Mat, EvalError> {
+        let rows = cols[0].nrows();
+        if cols.iter().any(|c| c.nrows() != rows) {
+            return Err(EvalError("the function's shape changes with its arguments".into()));
+        }
+        Ok(Mat::from_fn(rows, cols.len(), |i, j| cols[j][(i, 0)]))
+    };
+    compare(&stack(&got_along)?, &stack(&expected_along)?)
 }

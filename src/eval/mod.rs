@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod flops;
+pub mod reference;
 
 use crate::ir::{Builtin, Expr, Func, Kind, Op, VecOrder};
 use crate::shape::Shape;
@@ -28,6 +29,67 @@ pub struct Values {
 /// Why an expression could not be evaluated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalError(pub String);
+
+/// The most entries any value met during an evaluation may have: 2²⁴
+/// (16,777,216 entries, 128 MiB of `f64`). Larger ones are refused before
+/// they are allocated.
+pub const MAX_ENTRIES: usize = 1 << 24;
+
+/// The most multiply-adds a single matrix product may take (2³²).
+pub const MAX_PRODUCT_WORK: u64 = 1 << 32;
+
+/// The largest exponent, in size, of a matrix power `X^k`.
+pub const MAX_EXPONENT: u64 = 1_000_000;
+
+/// Refuses an `r×c` value over [`MAX_ENTRIES`].
+pub fn ensure_entries(r: usize, c: usize) -> Result<(), EvalError> {
+    match r.checked_mul(c) {
+        Some(n) if n <= MAX_ENTRIES => Ok(()),
+        _ => Err(EvalError(format!("a {r}×{c} value is too large to evaluate (at most {MAX_ENTRIES} entries)"))),
+    }
+}
+
+/// Refuses an `r×k` by `k×c` product whose result or cost is over the limits.
+pub fn ensure_product(r: usize, k: usize, c: usize) -> Result<(), EvalError> {
+    ensure_entries(r, c)?;
+    let work = (r as u64).checked_mul(k as u64).and_then(|w| w.checked_mul(c as u64));
+    match work {
+        Some(w) if w <= MAX_PRODUCT_WORK => Ok(()),
+        _ => Err(EvalError(format!(
+            "a {r}×{k} by {k}×{c} product is too costly to evaluate (at most {MAX_PRODUCT_WORK} multiply-adds)"
+        ))),
+    }
+}
+
+/// `x^k` for a square `x`, by repeated squaring; a negative `k` is a power
+/// of the inverse.
+pub fn matrix_power(x: &Mat, k: i64) -> Result<Mat, EvalError> {
+    let n = x.nrows();
+    if x.ncols() != n {
+        return Err(EvalError(format!("a matrix power needs a square matrix, not {}×{}", n, x.ncols())));
+    }
+    if k.unsigned_abs() > MAX_EXPONENT {
+        return Err(EvalError(format!("the exponent {k} is too large (at most {MAX_EXPONENT} in size)")));
+    }
+    ensure_product(n, n, n)?;
+    let mut base =
+        if k < 0 { x.clone().try_inverse().ok_or_else(|| EvalError("singular matrix".into()))? } else { x.clone() };
+    let mut acc = Mat::identity(n, n);
+    let mut e = k.unsigned_abs();
+    while e > 0 {
+        if e & 1 == 1 {
+            acc = &acc * &base;
+        }
+        e >>= 1;
+        if e > 0 {
+            base = &base * &base;
+        }
+        if acc.iter().chain(base.iter()).any(|v| !v.is_finite()) {
+            return Err(EvalError(format!("a matrix power to the {k} is not finite at these values")));
+        }
+    }
+    Ok(acc)
+}
 
 /// The value of a declared function `f` differentiated `k` times at `x`:
 /// matdiff stands in `f(x) = sin(x + c) + x²/4` with `c` fixed by the name.
@@ -56,6 +118,30 @@ fn same_shape(a: Mat, b: Mat) -> Result<(Mat, Mat), EvalError> {
         return Err(EvalError(format!("internal shape disagreement: {:?} and {:?}", a.shape(), b.shape())));
     }
     Ok((a, b))
+}
+
+/// The matrix, if it is square (an internal error otherwise, never a panic).
+fn square(m: Mat) -> Result<Mat, EvalError> {
+    if !m.is_square() {
+        return Err(EvalError(format!(
+            "internal shape disagreement: {}x{} where a square matrix was expected",
+            m.nrows(),
+            m.ncols()
+        )));
+    }
+    Ok(m)
+}
+
+/// The entry of a 1×1 matrix.
+fn scalar_of(m: &Mat) -> Result<f64, EvalError> {
+    if m.shape() != (1, 1) {
+        return Err(EvalError(format!(
+            "internal shape disagreement: {}x{} where a scalar was expected",
+            m.nrows(),
+            m.ncols()
+        )));
+    }
+    Ok(m[(0, 0)])
 }
 
 /// Position of entry `(i, j)` of an `r×c` matrix in its `vec`.
@@ -99,7 +185,10 @@ impl<'a> Evaluator<'a> {
     /// Concrete rows and columns of a shape.
     pub fn dims(&self, s: &Shape) -> Result<(usize, usize), EvalError> {
         let d = |x: &crate::shape::Dim| {
-            x.eval(&self.values.sizes).ok_or_else(|| EvalError(format!("no value for size {x}")))
+            x.eval(&self.values.sizes).ok_or_else(|| match x.symbols().find(|s| !self.values.sizes.contains_key(*s)) {
+                Some(s) => EvalError(format!("no value for size {s}")),
+                None => EvalError(format!("the size {x} is too large to evaluate")),
+            })
         };
         Ok((d(&s.rows)?, d(&s.cols)?))
     }
@@ -121,6 +210,7 @@ impl<'a> Evaluator<'a> {
     /// Evaluates an expression.
     pub fn eval(&mut self, e: &Expr) -> Result<Mat, EvalError> {
         let (r, c) = self.dims(&e.shape)?;
+        ensure_entries(r, c)?;
         let v = match &e.op {
             Op::Var { name, .. } => self.name(name)?,
             Op::Diff(n) => self.values.diffs.get(&**n).cloned().unwrap_or_else(|| Mat::zeros(r, c)),
@@ -150,28 +240,21 @@ impl<'a> Evaluator<'a> {
                 }
                 acc
             }
-            Op::Scale(s, x) => self.eval(x)? * self.eval(s)?[(0, 0)],
+            Op::Scale(s, x) => self.eval(x)? * scalar_of(&self.eval(s)?)?,
             Op::MatMul(a, b) => {
                 let (a, b) = (self.eval(a)?, self.eval(b)?);
                 if a.ncols() != b.nrows() {
                     return Err(EvalError(format!("internal shape disagreement in {}", crate::print::text(e))));
                 }
+                ensure_product(a.nrows(), a.ncols(), b.ncols())?;
                 a * b
             }
-            Op::Div(a, s) => self.eval(a)? / self.eval(s)?[(0, 0)],
+            Op::Div(a, s) => self.eval(a)? / scalar_of(&self.eval(s)?)?,
             Op::Transpose(x) => self.eval(x)?.transpose(),
-            Op::Inverse(x) => self.eval(x)?.try_inverse().ok_or_else(|| EvalError("singular matrix".into()))?,
-            Op::Power(x, k) => {
-                let mut base = self.eval(x)?;
-                if *k < 0 {
-                    base = base.try_inverse().ok_or_else(|| EvalError("singular matrix".into()))?;
-                }
-                let mut acc = Mat::identity(r, c);
-                for _ in 0..k.unsigned_abs() {
-                    acc = &acc * &base;
-                }
-                acc
+            Op::Inverse(x) => {
+                square(self.eval(x)?)?.try_inverse().ok_or_else(|| EvalError("singular matrix".into()))?
             }
+            Op::Power(x, k) => matrix_power(&self.eval(x)?, *k)?,
             Op::Hadamard(a, b) => {
                 let (a, b) = same_shape(self.eval(a)?, self.eval(b)?)?;
                 a.component_mul(&b)
@@ -184,21 +267,36 @@ impl<'a> Evaluator<'a> {
                 let k = k.to_f64().unwrap_or(f64::NAN);
                 self.eval(a)?.map(|x| x.powf(k))
             }
-            Op::Kron(a, b) => self.eval(a)?.kronecker(&self.eval(b)?),
+            Op::Kron(a, b) => {
+                let (a, b) = (self.eval(a)?, self.eval(b)?);
+                let rows = a.nrows().saturating_mul(b.nrows());
+                ensure_entries(rows, a.ncols().saturating_mul(b.ncols()))?;
+                a.kronecker(&b)
+            }
             Op::Vec(x, o) => vec_of(&self.eval(x)?, *o),
-            Op::Unvec(x, o) => unvec_of(&self.eval(x)?, r, c, *o),
+            Op::Unvec(x, o) => {
+                let v = self.eval(x)?;
+                if v.len() != r * c {
+                    return Err(EvalError(format!("internal shape disagreement in {}", crate::print::text(e))));
+                }
+                unvec_of(&v, r, c, *o)
+            }
             Op::DiagMat(x) => {
                 let v = self.eval(x)?;
+                ensure_entries(v.len(), v.len())?;
                 let entries: Vec<f64> = v.iter().copied().collect();
                 Mat::from_diagonal(&nalgebra::DVector::from_vec(entries))
             }
             Op::DiagVec(x) => {
                 let m = self.eval(x)?;
+                if m.nrows() < r || m.ncols() < r {
+                    return Err(EvalError(format!("internal shape disagreement in {}", crate::print::text(e))));
+                }
                 Mat::from_fn(r, 1, |i, _| m[(i, i)])
             }
-            Op::Trace(x) => Mat::from_element(1, 1, self.eval(x)?.trace()),
-            Op::Det(x) => Mat::from_element(1, 1, self.eval(x)?.determinant()),
-            Op::Logdet(x) => Mat::from_element(1, 1, self.eval(x)?.determinant().ln()),
+            Op::Trace(x) => Mat::from_element(1, 1, square(self.eval(x)?)?.trace()),
+            Op::Det(x) => Mat::from_element(1, 1, square(self.eval(x)?)?.determinant()),
+            Op::Logdet(x) => Mat::from_element(1, 1, square(self.eval(x)?)?.determinant().ln()),
             Op::Sum(x) => Mat::from_element(1, 1, self.eval(x)?.sum()),
             Op::Norm(x) => Mat::from_element(1, 1, self.eval(x)?.norm()),
             Op::Apply(Func::Builtin(Builtin { kind: Kind::Matrix { eval, .. }, .. }), x) => eval(&self.eval(x)?),
