@@ -224,7 +224,8 @@ fn python_identifiers_for_every_name() {
 
 #[test]
 fn sizes_no_parameter_carries_are_keyword_arguments() {
-    let script = "x: n; y: m; E: n x n; grad(sum(x), x); grad(tr(E) + 1, E); grad(sum((ones(n, 1) yᵀ) ∘ (ones(n, 1) yᵀ)), y); \
+    let script =
+        "x: n; y: m; E: n x n; grad(sum(x), x); grad(tr(E) + 1, E); grad(sum((ones(n, 1) yᵀ) ∘ (ones(n, 1) yᵀ)), y); \
                   grad(sum(x) + sum(y), y); d(x xᵀ)";
     assert_eq!(agree(script, Options::default()), 5);
     let mut s = Session::default();
