@@ -665,7 +665,7 @@ fn step_lines(steps: &[Step], style: LineStyle) -> Vec<String> {
         let mut parts = if superseded { vec![] } else { vec![lhs(&s.lhs)] };
         if let Some(f) = &s.formula {
             let sep = if latex { r" \, " } else { " " };
-            let terms: Vec<String> = f.iter().map(|p| p.iter().map(|l| lhs(l)).collect::<Vec<_>>().join(sep)).collect();
+            let terms: Vec<String> = f.iter().map(|p| p.iter().map(&lhs).collect::<Vec<_>>().join(sep)).collect();
             parts.push(terms.join(" + "));
         }
         if s.reshape {
