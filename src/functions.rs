@@ -147,7 +147,7 @@ pub static STEP: Builtin = elementwise(
     |x| f64::from(u8::from(x > 0.0)),
     |x| ir::zero(x.shape.clone()),
     Some(0),
-    "({x} > 0).astype(float)",
+    "({x} > 0).astype(_dtype)",
     4.0,
 );
 /// The sign function, 0 at 0: the derivative of `abs`.

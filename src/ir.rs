@@ -49,7 +49,8 @@ pub struct Builtin {
     pub latex: &'static str,
     /// What it does to its argument.
     pub kind: Kind,
-    /// NumPy code, with `{x}` for the argument (a 2-D array).
+    /// NumPy code, with `{x}` for the argument (a 2-D array); `_dtype` is
+    /// the dtype of the generated function's inputs.
     pub numpy: &'static str,
     /// A helper the NumPy code calls, as (name, Python source), if any.
     pub numpy_helper: Option<(&'static str, &'static str)>,

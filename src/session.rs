@@ -133,23 +133,26 @@ impl Session {
     }
 
     /// A Python module with one NumPy function per answer, in order (see
-    /// [`crate::print::numpy`]).
+    /// [`crate::print::numpy`]), or an error when an answer's code would
+    /// build an array too large to allocate.
     ///
     /// ```
     /// let mut s = matdiff::Session::default();
     /// let answers = s.answers("x: n; A: n x n; grad(x^T A x, x)").unwrap();
-    /// let py = s.numpy(&answers);
+    /// let py = s.numpy(&answers).unwrap();
     /// assert!(py.contains("def grad_q1_x(A, x):"));
     /// ```
-    pub fn numpy(&self, answers: &[Answer]) -> String {
+    pub fn numpy(&self, answers: &[Answer]) -> Result<String> {
+        let ids = print::numpy::Identifiers::new(&self.env);
         let mut used = BTreeSet::new();
         let functions: Vec<print::numpy::Function> = answers
             .iter()
             .enumerate()
             .map(|(i, a)| {
+                // A name of the script stands for itself; an expression is `q1`, `q2`, … by position.
                 let ident = |s: &str| {
-                    if !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_') {
-                        print::numpy::py_name(s)
+                    if self.env.names.contains_key(s) {
+                        ids.name(s)
                     } else {
                         format!("q{}", i + 1)
                     }
@@ -176,7 +179,7 @@ impl Session {
                     QueryKind::Shape | QueryKind::Show | QueryKind::Simplify => print::text(&expr),
                     _ => format!("{} = {}", lhs_text(&a.lhs, Notation::Unicode), print::text(&a.expr)),
                 };
-                print::numpy::Function { name, expr, doc }
+                print::numpy::Function { name, expr, doc, span: a.span }
             })
             .collect();
         print::numpy::module(&self.env, &functions)
@@ -354,8 +357,9 @@ impl Session {
                             Error::unsupported(w.span, format!("`{}` is not a declared or defined matrix; derivatives are taken with respect to one", w.name))
                         })?;
                         let self_gradient = matches!(&f.op, crate::ir::Op::Var { name, .. } if **name == *w.name);
-                        if *kind == QueryKind::Gradient && f.shape.is_scalar() && !self.options.steps && !self_gradient
-                        {
+                        // The answer does not depend on `--steps`: the shared reverse sweep gives
+                        // it; the derivation shown with `--steps` is computed beside it.
+                        if *kind == QueryKind::Gradient && f.shape.is_scalar() && !self_gradient {
                             let key = (f.clone(), self.env.defs.len(), conv.order);
                             if !self.sweeps.contains_key(&key) {
                                 let sweep = chain::sweep(&self.env, &f, conv.order)
@@ -367,42 +371,32 @@ impl Session {
                                 .cloned()
                                 .unwrap_or_else(|| crate::ir::zero(xe.shape.clone()));
                             let lhs = Lhs::Gradient { f: label.clone(), x: w.name.clone() };
-                            let step = Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: answer.clone() };
-                            (lhs, Derivation { answer, steps: vec![step] })
-                        } else if *kind == QueryKind::Gradient && f.shape.is_scalar() {
-                            let g = chain::gradient(&self.env, &f, &label, &w.name, conv.order, w.span)?;
-                            let mut steps = Vec::new();
-                            let kronecker_steps = if self.options.steps && !xe.shape.is_vector() {
-                                chain::jacobian(
-                                    &self.env,
-                                    &f,
-                                    &label,
-                                    &w.name,
-                                    Conventions { layout: Layout::Denominator, ..conv },
-                                    w.span,
-                                )
-                                .ok()
-                            } else {
-                                None
-                            };
-                            if let Some(j) = kronecker_steps {
-                                {
-                                    steps = j.steps;
-                                    steps.push(Step {
-                                        lhs: Lhs::Gradient { f: label.clone(), x: w.name.clone() },
-                                        formula: None,
-                                        reshape: true,
-                                        rhs: g.answer.clone(),
-                                    });
+                            let mut steps =
+                                vec![Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: answer.clone() }];
+                            if self.options.steps {
+                                if let Ok(g) = chain::gradient(&self.env, &f, &label, &w.name, conv.order, w.span) {
+                                    steps = g.steps;
+                                    let kronecker = if xe.shape.is_vector() {
+                                        None
+                                    } else {
+                                        let denominator = Conventions { layout: Layout::Denominator, ..conv };
+                                        chain::jacobian(&self.env, &f, &label, &w.name, denominator, w.span).ok()
+                                    };
+                                    if let Some(j) = kronecker {
+                                        steps = j.steps;
+                                        steps.push(Step {
+                                            lhs: lhs.clone(),
+                                            formula: None,
+                                            reshape: true,
+                                            rhs: g.answer,
+                                        });
+                                    }
                                 }
                             }
-                            if steps.is_empty() {
-                                steps = g.steps.clone();
-                            }
-                            (
-                                Lhs::Gradient { f: label.clone(), x: w.name.clone() },
-                                Derivation { answer: g.answer, steps },
-                            )
+                            (lhs, Derivation { answer, steps })
+                        } else if *kind == QueryKind::Gradient && f.shape.is_scalar() {
+                            let g = chain::gradient(&self.env, &f, &label, &w.name, conv.order, w.span)?;
+                            (Lhs::Gradient { f: label.clone(), x: w.name.clone() }, g)
                         } else {
                             let d = chain::jacobian(&self.env, &f, &label, &w.name, conv, w.span)?;
                             let lhs = d.steps.last().expect("answer step").lhs.clone();
@@ -450,7 +444,9 @@ impl Session {
                 let symmetric_wrt = wrt.as_ref().and_then(|w| self.env.leaf(&w.name)).is_some_and(|x| {
                     matches!(x.op, crate::ir::Op::Var { symmetric: true, .. }) && !x.shape.is_scalar()
                 });
-                if *kind == QueryKind::Gradient && wrt2.is_none() && symmetric_wrt && expr.shape.is_square() {
+                let symmetrised =
+                    *kind == QueryKind::Gradient && wrt2.is_none() && symmetric_wrt && expr.shape.is_square();
+                if symmetrised {
                     let half = crate::ir::scale(
                         crate::ir::BigRational::new(1.into(), 2.into()),
                         crate::ir::sum_of(vec![expr.clone(), crate::ir::transpose(expr)]),
@@ -461,6 +457,16 @@ impl Session {
                 // forms and differentials keep their textbook shape.
                 if matches!(kind, QueryKind::Simplify | QueryKind::Show | QueryKind::Gradient | QueryKind::Hessian) {
                     expr = crate::egraph::simplify(&expr, conv.order, self.options.limits).expr;
+                }
+                // The derivation ends with the answer itself, as printed without `--steps`:
+                // the last step gets the simplified form, and a gradient made symmetric
+                // gets a line of its own after the unsymmetric one.
+                let mut steps = steps;
+                if !matches!(kind, QueryKind::Simplify | QueryKind::Show | QueryKind::Shape) {
+                    match steps.last_mut() {
+                        Some(last) if last.lhs == lhs && !symmetrised => last.rhs = expr.clone(),
+                        _ => steps.push(Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: expr.clone() }),
+                    }
                 }
                 Ok(Outcome::Answer(Answer {
                     kind: *kind,
@@ -498,7 +504,9 @@ impl Session {
         v
     }
 
-    /// Renders an outcome in the session's format (`None` for declarations).
+    /// Renders an outcome in the session's format (`None` for declarations,
+    /// and for everything in the NumPy format, whose module is printed once
+    /// for all answers by [`Session::numpy`]).
     pub fn render_outcome(&self, o: &Outcome) -> Option<String> {
         match o {
             Outcome::Declared => None,
@@ -520,6 +528,15 @@ impl Session {
 
     /// Renders an answer in the session's format.
     pub fn render(&self, a: &Answer) -> String {
+        self.render_checked(a, None)
+    }
+
+    /// Renders an answer in the session's format, with the result of its
+    /// numeric check. In JSON the check (and, with `--steps`, the
+    /// derivation) is part of the answer's object; other formats show the
+    /// answer alone. The NumPy format gives the answer's module, or the
+    /// reason it cannot be generated as a Python comment.
+    pub fn render_checked(&self, a: &Answer, check: Option<CheckResult>) -> String {
         let fmt = self.options.format;
         let notation = if fmt == Format::Ascii { Notation::Ascii } else { Notation::Unicode };
         let expr = |e: &Expr| match fmt {
@@ -528,23 +545,11 @@ impl Session {
         };
         let shape = |s: &Shape| s.display(fmt == Format::Ascii);
         match fmt {
-            Format::Numpy => self.numpy(std::slice::from_ref(a)),
-            Format::Json => {
-                let query = match a.kind {
-                    QueryKind::Shape | QueryKind::Show | QueryKind::Simplify => format!("{:?}", a.kind).to_lowercase(),
-                    _ => lhs_text(&a.lhs, Notation::Unicode),
-                };
-                serde_json::json!({
-                    "query": query,
-                    "text": print::text(&a.expr),
-                    "ascii": print::ascii(&a.expr),
-                    "latex": print::latex(&a.expr),
-                    "shape": shape_json(&a.expr.shape),
-                    "layout": a.conventions.layout.name(),
-                    "vec": a.conventions.order.name(),
-                })
-                .to_string()
-            }
+            Format::Numpy => match self.numpy(std::slice::from_ref(a)) {
+                Ok(module) => module,
+                Err(e) => format!("# {e}\n"),
+            },
+            Format::Json => self.json(a, check).to_string(),
             _ => match a.kind {
                 QueryKind::Shape => {
                     let f = a.function.as_ref().expect("function");
@@ -552,10 +557,59 @@ impl Session {
                 }
                 QueryKind::Show => format!("{} : {}", expr(&a.expr), shape(&a.expr.shape)),
                 QueryKind::Simplify => expr(&a.expr),
-                _ if self.options.steps => self.render_steps(&a.steps),
+                _ if self.options.steps && !a.steps.is_empty() => self.render_steps(&a.steps),
                 _ => format!("{} = {}", self.lhs(&a.lhs), expr(&a.expr)),
             },
         }
+    }
+
+    /// The JSON object of an answer: `query`, `text`, `ascii`, `latex`,
+    /// `shape`, the conventions it was derived under (`layout`, `vec`), then
+    /// `steps` with `--steps` and `check` when it was checked.
+    fn json(&self, a: &Answer, check: Option<CheckResult>) -> serde_json::Value {
+        let query = match a.kind {
+            QueryKind::Shape | QueryKind::Show | QueryKind::Simplify => format!("{:?}", a.kind).to_lowercase(),
+            _ => lhs_text(&a.lhs, Notation::Unicode),
+        };
+        let conv = a.conventions;
+        let mut obj = serde_json::json!({
+            "query": query,
+            "text": print::text(&a.expr),
+            "ascii": print::ascii(&a.expr),
+            "latex": print::latex(&a.expr),
+            "shape": shape_json(&a.expr.shape),
+            "layout": conv.layout.name(),
+            "vec": conv.order.name(),
+        });
+        let derivative = !matches!(a.kind, QueryKind::Shape | QueryKind::Show | QueryKind::Simplify);
+        if self.options.steps && derivative {
+            let lines = step_lines(&a.steps, LineStyle::Unicode);
+            let steps: Vec<serde_json::Value> = a
+                .steps
+                .iter()
+                .zip(lines)
+                .map(|(s, line)| {
+                    serde_json::json!({
+                        "lhs": lhs_text(&s.lhs, Notation::Unicode),
+                        "lhs_ascii": lhs_text(&s.lhs, Notation::Ascii),
+                        "lhs_latex": lhs_latex(&s.lhs),
+                        "text": print::text(&s.rhs),
+                        "ascii": print::ascii(&s.rhs),
+                        "latex": print::latex(&s.rhs),
+                        "line": line,
+                    })
+                })
+                .collect();
+            obj["steps"] = serde_json::Value::Array(steps);
+        }
+        if let Some(c) = check {
+            obj["check"] = serde_json::json!({
+                "relative_error": c.relative_error,
+                "tolerance": crate::eval::check::TOLERANCE,
+                "passed": c.passed,
+            });
+        }
+        obj
     }
 
     fn lhs(&self, l: &Lhs) -> String {
@@ -567,38 +621,13 @@ impl Session {
     }
 
     fn render_steps(&self, steps: &[Step]) -> String {
-        let latex = self.options.format == Format::Latex;
-        let notation = if self.options.format == Format::Ascii { Notation::Ascii } else { Notation::Unicode };
-        let mut lines = Vec::new();
-        let mut prev: Option<&Step> = None;
-        for s in steps {
-            let lhs = self.lhs(&s.lhs);
-            let rhs = if latex { print::latex(&s.rhs) } else { print::render(&s.rhs, notation) };
-            let mut parts = vec![lhs.clone()];
-            if let Some(f) = &s.formula {
-                let sep = if latex { r" \, " } else { " " };
-                let terms: Vec<String> =
-                    f.iter().map(|p| p.iter().map(|l| self.lhs(l)).collect::<Vec<_>>().join(sep)).collect();
-                parts.push(terms.join(" + "));
-            }
-            if s.reshape {
-                if let Some(p) = prev {
-                    let inner = self.lhs(&p.lhs);
-                    parts.push(if latex {
-                        format!(r"\operatorname{{vec}}^{{-1}}\left({inner}\right)")
-                    } else if notation == Notation::Ascii {
-                        format!("unvec({inner})")
-                    } else {
-                        format!("vec⁻¹({inner})")
-                    });
-                }
-            }
-            parts.push(rhs);
-            let line = parts.join(" = ");
-            lines.push(line);
-            prev = Some(s);
-        }
-        if latex {
+        let style = match self.options.format {
+            Format::Latex => LineStyle::Latex,
+            Format::Ascii => LineStyle::Ascii,
+            _ => LineStyle::Unicode,
+        };
+        let lines = step_lines(steps, style);
+        if style == LineStyle::Latex {
             format!(
                 "\\begin{{aligned}}\n{}\n\\end{{aligned}}",
                 lines.iter().map(|l| l.replacen(" = ", " &= ", 1)).collect::<Vec<_>>().join(" \\\\\n")
@@ -607,6 +636,70 @@ impl Session {
             lines.join("\n")
         }
     }
+}
+
+/// The result of comparing a derivative with finite differences.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckResult {
+    /// The largest relative error.
+    pub relative_error: f64,
+    /// Whether it is within [`crate::eval::check::TOLERANCE`].
+    pub passed: bool,
+}
+
+impl CheckResult {
+    /// The result for a relative error.
+    pub fn new(relative_error: f64) -> CheckResult {
+        CheckResult { relative_error, passed: relative_error <= crate::eval::check::TOLERANCE }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineStyle {
+    Unicode,
+    Ascii,
+    Latex,
+}
+
+/// One line per step: `lhs = [formula =] [vec⁻¹(previous) =] rhs`. A
+/// reshape followed by a step with the same left-hand side (a gradient made
+/// symmetric) is written `vec⁻¹(previous) = rhs`, so that the last line
+/// alone names the answer.
+fn step_lines(steps: &[Step], style: LineStyle) -> Vec<String> {
+    let lhs = |l: &Lhs| match style {
+        LineStyle::Latex => lhs_latex(l),
+        LineStyle::Ascii => lhs_text(l, Notation::Ascii),
+        LineStyle::Unicode => lhs_text(l, Notation::Unicode),
+    };
+    let latex = style == LineStyle::Latex;
+    let mut lines = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        let rhs = match style {
+            LineStyle::Latex => print::latex(&s.rhs),
+            LineStyle::Ascii => print::render(&s.rhs, Notation::Ascii),
+            LineStyle::Unicode => print::render(&s.rhs, Notation::Unicode),
+        };
+        let superseded = s.reshape && steps.get(i + 1).is_some_and(|n| n.lhs == s.lhs);
+        let mut parts = if superseded { vec![] } else { vec![lhs(&s.lhs)] };
+        if let Some(f) = &s.formula {
+            let sep = if latex { r" \, " } else { " " };
+            let terms: Vec<String> = f.iter().map(|p| p.iter().map(&lhs).collect::<Vec<_>>().join(sep)).collect();
+            parts.push(terms.join(" + "));
+        }
+        if s.reshape {
+            if let Some(p) = i.checked_sub(1).map(|j| &steps[j]) {
+                let inner = lhs(&p.lhs);
+                parts.push(match style {
+                    LineStyle::Latex => format!(r"\operatorname{{vec}}^{{-1}}\left({inner}\right)"),
+                    LineStyle::Ascii => format!("unvec({inner})"),
+                    LineStyle::Unicode => format!("vec⁻¹({inner})"),
+                });
+            }
+        }
+        parts.push(rhs);
+        lines.push(parts.join(" = "));
+    }
+    lines
 }
 
 fn shape_json(s: &Shape) -> serde_json::Value {

@@ -51,3 +51,27 @@ fn repl_recovers_from_errors_and_answers() -> Result<(), rexpect::error::Error> 
     let _ = std::fs::remove_dir_all(&home);
     Ok(())
 }
+
+#[test]
+fn repl_format_numpy_prints_each_answer_as_python() -> Result<(), rexpect::error::Error> {
+    let home = std::env::temp_dir().join(format!("matdiff-repl-numpy-{}", std::process::id()));
+    std::fs::create_dir_all(&home).expect("temp dir");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_matdiff"));
+    cmd.env("HOME", &home).env("XDG_DATA_HOME", &home).env("TERM", "dumb");
+    let mut p = spawn_command(cmd, Some(20_000))?;
+    p.exp_string("matdiff>")?;
+    p.send_line("x: n; A: n x n; f = x^T A x")?;
+    p.exp_string("matdiff>")?;
+    p.send_line(":format numpy")?;
+    p.exp_string("matdiff>")?;
+    p.send_line("grad(f, x)")?;
+    p.exp_string("import numpy as np")?;
+    p.exp_string("def grad_f_x(A, x):")?;
+    p.exp_string("_dtype = np.result_type(A, x, 1.0)")?;
+    p.exp_string("return np.asarray(")?;
+    p.exp_string("matdiff>")?;
+    p.send_line(":quit")?;
+    p.exp_eof()?;
+    let _ = std::fs::remove_dir_all(&home);
+    Ok(())
+}

@@ -2,61 +2,311 @@
 //!
 //! Each function takes the declared matrices its answer depends on (in
 //! alphabetical order, 2-D arrays of their declared shapes; scalars 1×1), then
-//! `f`, `f_prime`, `f_prime2` for each declared function it uses. It computes
-//! the intermediates it needs once, shares repeated subexpressions, and
-//! returns a 2-D array of the answer's shape. Products with a diagonal matrix
-//! are computed by broadcasting, so no `diag` matrix is built unless the
-//! answer is one.
+//! the differentials `d_X` a `d(F)` answer reads, then `f`, `f_prime`,
+//! `f_prime2` for each declared function it uses, and finally, keyword-only,
+//! every symbolic size that no array parameter carries (`def g(*, n)` for an
+//! answer `I_n`). It computes the intermediates it needs once, shares repeated
+//! subexpressions, and returns a 2-D array of the answer's shape.
+//!
+//! **Names.** Every Python name is an ASCII identifier that is not a keyword
+//! (see [`Identifiers`]): Greek letters are spelled out (`λ` is `lam`, `σ` is
+//! `sigma`, `Λ` is `Lambda`), and two user names that would meet on one
+//! identifier get suffixes `_2`, `_3`. Names the generator makes itself start
+//! with `_` (`_t1`, `_dtype`, `_sigmoid`), which user names never do.
+//!
+//! **Sizes.** A symbolic size is read from the arrays' shapes
+//! (`n = A.shape[0]`, `m = v.shape[0] // (2 * n)` for `v: 2·n·m`); a size no
+//! array parameter carries is a keyword-only parameter. Every size in the
+//! generated code goes through one function, [`size_expr`].
+//!
+//! **Dtype.** The result has the dtype of the array parameters
+//! (`np.result_type` of them and a Python float, so float32 in gives float32
+//! out, integers give float64); constants are built with `dtype=`.
+//!
+//! **Memory.** Products with `diag(v)`, `A ⊗ B`, commutation matrices and
+//! identities are applied by broadcasting and reshapes, so none of them is
+//! built unless the answer is one. Any array the generated code would
+//! materialise with more than [`MAX_ENTRIES`] entries (known sizes only) is
+//! refused at generation time with an error naming the array, instead of
+//! emitting code that allocates gigabytes.
 
+use crate::error::{Error, Span};
 use crate::ir::{Expr, Func, Op, VecOrder};
-use crate::shape::Dim;
+use crate::shape::{Dim, Shape};
 use crate::typeck::{Binding, Env};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write;
 
-/// A function to generate: its Python name, the expression, and the names
-/// whose differentials are inputs (for `d(F)` queries).
+/// The largest array (in entries) that generated code may build: 2²⁶
+/// entries, 512 MiB in float64. Larger arrays with known sizes are refused
+/// when the code is generated.
+pub const MAX_ENTRIES: u64 = 1 << 26;
+
+/// A function to generate: its Python name, the expression, and a docstring.
 #[derive(Debug, Clone)]
 pub struct Function {
-    /// The Python function name.
+    /// The Python function name (a valid identifier).
     pub name: String,
     /// What it returns.
     pub expr: Expr,
     /// A one-line docstring.
     pub doc: String,
+    /// The query it answers, for errors.
+    pub span: Span,
 }
 
 const KEYWORDS: &[&str] = &[
-    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del",
-    "elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal",
-    "not", "or", "pass", "raise", "return", "try", "while", "with", "yield", "np",
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "case", "class", "continue", "def",
+    "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "match",
+    "nonlocal", "not", "or", "pass", "raise", "return", "try", "type", "while", "with", "yield", "_",
 ];
 
-/// A Python identifier for a user's name.
-pub fn py_name(n: &str) -> String {
-    if KEYWORDS.contains(&n) || n.starts_with('_') {
-        format!("{n}_")
-    } else {
-        n.to_string()
+/// Names the generated code itself refers to.
+const RESERVED: &[&str] = &["np"];
+
+const GREEK: &[(char, &str)] = &[
+    ('α', "alpha"),
+    ('β', "beta"),
+    ('γ', "gamma"),
+    ('δ', "delta"),
+    ('ε', "epsilon"),
+    ('ζ', "zeta"),
+    ('η', "eta"),
+    ('θ', "theta"),
+    ('ι', "iota"),
+    ('κ', "kappa"),
+    ('λ', "lam"),
+    ('μ', "mu"),
+    ('ν', "nu"),
+    ('ξ', "xi"),
+    ('ο', "omicron"),
+    ('π', "pi"),
+    ('ρ', "rho"),
+    ('ς', "varsigma"),
+    ('σ', "sigma"),
+    ('τ', "tau"),
+    ('υ', "upsilon"),
+    ('φ', "phi"),
+    ('χ', "chi"),
+    ('ψ', "psi"),
+    ('ω', "omega"),
+    ('Α', "Alpha"),
+    ('Β', "Beta"),
+    ('Γ', "Gamma"),
+    ('Δ', "Delta"),
+    ('Ε', "Epsilon"),
+    ('Ζ', "Zeta"),
+    ('Η', "Eta"),
+    ('Θ', "Theta"),
+    ('Ι', "Iota"),
+    ('Κ', "Kappa"),
+    ('Λ', "Lambda"),
+    ('Μ', "Mu"),
+    ('Ν', "Nu"),
+    ('Ξ', "Xi"),
+    ('Ο', "Omicron"),
+    ('Π', "Pi"),
+    ('Ρ', "Rho"),
+    ('Σ', "Sigma"),
+    ('Τ', "Tau"),
+    ('Υ', "Upsilon"),
+    ('Φ', "Phi"),
+    ('Χ', "Chi"),
+    ('Ψ', "Psi"),
+    ('Ω', "Omega"),
+];
+
+/// An ASCII spelling of any text: letters, digits and `_` are kept, Greek
+/// letters spelled out, superscript and subscript digits made digits, and
+/// anything else becomes `_` (runs of `_` collapse, none at the ends).
+/// The result may still be empty, start with a digit or be a keyword.
+pub fn ascii(text: &str) -> String {
+    const SUP: &str = "⁰¹²³⁴⁵⁶⁷⁸⁹";
+    const SUB: &str = "₀₁₂₃₄₅₆₇₈₉";
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            out.push(c);
+        } else if let Some((_, g)) = GREEK.iter().find(|(g, _)| *g == c) {
+            out.push_str(g);
+        } else if let Some(i) = SUP.chars().position(|d| d == c).or_else(|| SUB.chars().position(|d| d == c)) {
+            out.push(char::from(b'0' + i as u8));
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    let mut s = String::new();
+    for c in out.chars() {
+        if !(c == '_' && s.ends_with('_')) {
+            s.push(c);
+        }
+    }
+    s.trim_matches('_').to_string()
+}
+
+/// A valid Python identifier from any text: [`ascii`], then `x` if it is
+/// empty or starts with a digit, and `_` after a keyword or `np`.
+pub fn identifier(text: &str) -> String {
+    let mut s = ascii(text);
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, 'x');
+    }
+    if KEYWORDS.contains(&s.as_str()) || RESERVED.contains(&s.as_str()) {
+        s.push('_');
+    }
+    s
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Kind {
+    /// A declared matrix, a defined name or a declared function.
+    Name,
+    /// `d_X`.
+    Diff,
+    /// `f_prime`, `f_prime2`, … (k ≥ 1).
+    Derivative(u32),
+    /// A symbolic size.
+    Size,
+}
+
+/// The Python identifier of every user name, differential, function
+/// derivative and size, all distinct.
+///
+/// Names that are already ASCII identifiers keep their spelling; then sizes
+/// that are; then `f_prime`-style and `d_X`-style names; then the rest
+/// (Greek names, keywords). A name whose spelling is taken gets the first
+/// free `name_2`, `name_3`, … in that order, so the assignment is the same
+/// for every function of a module.
+#[derive(Debug, Clone, Default)]
+pub struct Identifiers {
+    map: HashMap<(Kind, String), String>,
+    taken: HashSet<String>,
+}
+
+impl Identifiers {
+    /// The identifiers for the names and sizes of `env`.
+    pub fn new(env: &Env) -> Identifiers {
+        Identifiers::with_sizes(env, std::iter::empty())
+    }
+
+    /// The identifiers for `env` and some more sizes (found in answers).
+    pub fn with_sizes(env: &Env, extra: impl IntoIterator<Item = String>) -> Identifiers {
+        let mut wanted: Vec<(u8, Kind, String, String)> = Vec::new();
+        let plain = |name: &str, candidate: &str| name == candidate;
+        let mut sizes: BTreeSet<String> = extra.into_iter().collect();
+        for (name, (b, _)) in &env.names {
+            let base = identifier(name);
+            let first = if plain(name, &base) { 0 } else { 3 };
+            wanted.push((first, Kind::Name, name.clone(), base.clone()));
+            match b {
+                Binding::Matrix { shape, .. } => {
+                    wanted.push((2, Kind::Diff, name.clone(), format!("d_{base}")));
+                    sizes.extend(shape.rows.symbols().chain(shape.cols.symbols()).map(String::from));
+                }
+                Binding::Def { body, .. } => {
+                    sizes.extend(body.shape.rows.symbols().chain(body.shape.cols.symbols()).map(String::from));
+                }
+                Binding::Func => {
+                    for k in 1..=4 {
+                        let suffix = if k == 1 { String::new() } else { k.to_string() };
+                        wanted.push((2, Kind::Derivative(k), name.clone(), format!("{base}_prime{suffix}")));
+                    }
+                }
+            }
+        }
+        for s in sizes {
+            let base = identifier(&s);
+            let first = if plain(&s, &base) { 1 } else { 3 };
+            wanted.push((first, Kind::Size, s, base));
+        }
+        wanted.sort();
+        let mut ids = Identifiers::default();
+        for (_, kind, name, base) in wanted {
+            let id = ids.claim(&base);
+            ids.map.insert((kind, name), id);
+        }
+        ids
+    }
+
+    fn claim(&mut self, base: &str) -> String {
+        let mut id = base.to_string();
+        let mut k = 2;
+        while self.taken.contains(&id) {
+            id = format!("{base}_{k}");
+            k += 1;
+        }
+        self.taken.insert(id.clone());
+        id
+    }
+
+    fn get(&self, kind: Kind, name: &str, fallback: impl FnOnce() -> String) -> String {
+        self.map.get(&(kind, name.to_string())).cloned().unwrap_or_else(fallback)
+    }
+
+    /// A declared matrix, defined name or declared function.
+    pub fn name(&self, name: &str) -> String {
+        self.get(Kind::Name, name, || identifier(name))
+    }
+
+    /// The differential `dX` of a declared matrix, as a parameter.
+    pub fn diff(&self, name: &str) -> String {
+        self.get(Kind::Diff, name, || format!("d_{}", identifier(name)))
+    }
+
+    /// The `k`-th derivative of a declared function (`k = 0` is the function).
+    pub fn func(&self, name: &str, k: u32) -> String {
+        match k {
+            0 => self.name(name),
+            _ => self.get(Kind::Derivative(k), name, || {
+                let suffix = if k == 1 { String::new() } else { k.to_string() };
+                format!("{}_prime{suffix}", identifier(name))
+            }),
+        }
+    }
+
+    /// A symbolic size.
+    pub fn size(&self, sym: &str) -> String {
+        self.get(Kind::Size, sym, || identifier(sym))
     }
 }
 
-fn diff_name(n: &str) -> String {
-    format!("d_{}", py_name(n))
+/// A size as a Python expression: `3`, `n`, `2 * n * m`, given the Python
+/// name of each symbol. This is the one place sizes become code.
+pub fn size_expr(d: &Dim, name: &dyn Fn(&str) -> String) -> String {
+    let (coef, syms) = dim_parts(d);
+    let mut parts: Vec<String> = Vec::new();
+    if coef != 1 || syms.is_empty() {
+        parts.push(coef.to_string());
+    }
+    parts.extend(syms.iter().map(|s| name(s)));
+    parts.join(" * ")
 }
 
-fn user_fn(name: &str, k: u32) -> String {
-    match k {
-        0 => py_name(name),
-        1 => format!("{}_prime", py_name(name)),
-        k => format!("{}_prime{k}", py_name(name)),
-    }
+/// A size as its numeric coefficient and its symbols, with repetition
+/// (`2·n·n` is `(2, [n, n])`), read without going through its text.
+fn dim_parts(d: &Dim) -> (u64, Vec<String>) {
+    let syms: Vec<String> = d.symbols().map(String::from).collect();
+    let ones: HashMap<String, usize> = syms.iter().map(|s| (s.clone(), 1)).collect();
+    // Only an unsolved inference variable makes this fail; typing leaves none.
+    let coef = d.eval(&ones).unwrap_or(1) as u64;
+    (coef, syms)
+}
+
+/// The number of entries of a shape, when its sizes are known.
+fn entries(rows: &Dim, cols: &Dim) -> Option<u128> {
+    Some(u128::from(rows.as_num()?) * u128::from(cols.as_num()?))
 }
 
 /// The module: `import numpy as np`, helpers, then one function per entry.
-pub fn module(env: &Env, functions: &[Function]) -> String {
+/// Fails when a function would build an array larger than [`MAX_ENTRIES`].
+pub fn module(env: &Env, functions: &[Function]) -> Result<String, Error> {
+    let mut syms = BTreeSet::new();
+    for f in functions {
+        syms.extend(needs(env, &f.expr).syms);
+    }
+    let ids = Identifiers::with_sizes(env, syms);
     let mut out = String::from("import numpy as np\n\n\n");
-    let bodies: Vec<String> = functions.iter().map(|f| function(env, f)).collect();
+    let bodies: Vec<String> = functions.iter().map(|f| function(env, &ids, f)).collect::<Result<_, _>>()?;
     let all = bodies.join("\n\n");
     let table = crate::functions::BUILTINS.iter().filter_map(|b| b.numpy_helper);
     for (helper, code) in HELPERS.iter().copied().chain(table) {
@@ -66,35 +316,37 @@ pub fn module(env: &Env, functions: &[Function]) -> String {
         }
     }
     out.push_str(&all);
-    out
+    Ok(out)
 }
 
 const HELPERS: &[(&str, &str)] = &[
     (
-        "_commutation",
-        "def _commutation(r, c, order):\n    \"\"\"K with K @ vec(A) = vec(A.T) for an r x c matrix A.\"\"\"\n    \
-         k = np.zeros((r * c, r * c))\n    for i in range(r):\n        for j in range(c):\n            \
+        "_commutation(",
+        "def _commutation(r, c, order, dtype):\n    \"\"\"K with K @ vec(A) = vec(A.T) for an r x c matrix A.\"\"\"\n    \
+         k = np.zeros((r * c, r * c), dtype=dtype)\n    for i in range(r):\n        for j in range(c):\n            \
          src = i * c + j if order == 'C' else j * r + i\n            dst = j * r + i if order == 'C' else i * c + j\n            \
-         k[dst, src] = 1.0\n    return k\n",
+         k[dst, src] = 1\n    return k\n",
     ),
 ];
 
-struct Gen {
-    /// Temporaries for repeated subexpressions.
-    temps: HashMap<Expr, String>,
-    lines: Vec<String>,
-    counts: HashMap<Expr, usize>,
-    sizes: BTreeMap<String, String>,
-}
-
 /// Every defined name `e` needs, in definition order, and the declared
-/// matrices, functions and differentials it reads.
+/// matrices, functions, differentials and sizes it reads.
 struct Needs {
     defs: Vec<String>,
     mats: BTreeSet<String>,
     funcs: BTreeMap<String, BTreeSet<u32>>,
     diffs: BTreeSet<String>,
     syms: BTreeSet<String>,
+}
+
+/// The sizes an operation names besides its shape (a commutation matrix's
+/// factors; a size used as a value belongs here too).
+fn dims_of(op: &Op) -> Vec<&Dim> {
+    match op {
+        Op::Commutation(r, c, _) => vec![r, c],
+        Op::Size(d) => vec![d],
+        _ => vec![],
+    }
 }
 
 fn needs(env: &Env, e: &Expr) -> Needs {
@@ -106,9 +358,13 @@ fn needs(env: &Env, e: &Expr) -> Needs {
         syms: BTreeSet::new(),
     };
     let mut defs = BTreeSet::new();
+    let mut seen = HashSet::new();
     let mut stack = vec![e.clone()];
     while let Some(x) = stack.pop() {
-        for d in [&x.shape.rows, &x.shape.cols] {
+        if !seen.insert(x.clone()) {
+            continue;
+        }
+        for d in [&x.shape.rows, &x.shape.cols].into_iter().chain(dims_of(&x.op)) {
             n.syms.extend(d.symbols().map(String::from));
         }
         match &x.op {
@@ -128,48 +384,56 @@ fn needs(env: &Env, e: &Expr) -> Needs {
             Op::Apply(Func::User(f, k), _) => {
                 n.funcs.entry(f.to_string()).or_default().insert(*k);
             }
-            Op::Size(d) => {
-                n.syms.extend(d.symbols().map(String::from));
-            }
-            Op::Commutation(r, c, _) => {
-                n.syms.extend(r.symbols().chain(c.symbols()).map(String::from));
-            }
             _ => {}
         }
         stack.extend(x.op.children().into_iter().cloned());
     }
     n.defs = env.defs.iter().filter(|d| defs.contains(*d)).cloned().collect();
-    // A size the arguments do not show (the answer `I` of ∂tr(E)/∂E) is read
-    // off a declared matrix that has it, which becomes a parameter.
-    for sym in n.syms.clone() {
-        if size_source(env, &n, &sym).is_none() {
-            let holder = env.names.iter().find_map(|(name, (b, _))| match b {
-                Binding::Matrix { shape, .. } if shape.rows.to_string() == sym || shape.cols.to_string() == sym => {
-                    Some(name.clone())
-                }
-                _ => None,
-            });
-            n.mats.extend(holder);
-        }
-    }
     n
 }
 
-/// The Python expression giving a symbolic size from an argument's shape.
-fn size_source(env: &Env, n: &Needs, sym: &str) -> Option<String> {
-    env.names.iter().find_map(|(name, (b, _))| match b {
-        Binding::Matrix { shape, .. } if n.mats.contains(name) || n.diffs.contains(name) => {
-            let arg = if n.mats.contains(name) { py_name(name) } else { diff_name(name) };
-            if shape.rows.to_string() == sym {
-                Some(format!("{arg}.shape[0]"))
-            } else if shape.cols.to_string() == sym {
-                Some(format!("{arg}.shape[1]"))
-            } else {
-                None
+/// How each symbolic size is obtained: lines reading sizes from the array
+/// parameters' shapes (`n = A.shape[0]`), and the sizes left over, which
+/// become keyword-only parameters. A parameter of size `c·n·m` gives `n`
+/// once `m` is known (`n = v.shape[0] // (c * m)`).
+fn resolve_sizes(
+    arrays: &[(String, Shape)],
+    needed: &BTreeSet<String>,
+    ids: &Identifiers,
+) -> (Vec<String>, Vec<String>) {
+    let mut known: BTreeSet<String> = BTreeSet::new();
+    let mut lines = Vec::new();
+    loop {
+        let mut progress = false;
+        for (arg, shape) in arrays {
+            for (axis, d) in [&shape.rows, &shape.cols].into_iter().enumerate() {
+                let (coef, syms) = dim_parts(d);
+                let unknown: Vec<&String> = syms.iter().filter(|s| !known.contains(*s)).collect();
+                let [sym] = unknown[..] else { continue };
+                if syms.iter().filter(|s| *s == sym).count() != 1 {
+                    continue;
+                }
+                let rest = Dim::num(coef);
+                let rest = syms.iter().filter(|s| *s != sym).fold(rest, |acc, s| acc.mul(&Dim::sym(s)));
+                let read = format!("{arg}.shape[{axis}]");
+                let value = if rest.is_one() {
+                    read
+                } else if rest.as_num().is_some() {
+                    format!("{read} // {}", size_expr(&rest, &|s| ids.size(s)))
+                } else {
+                    format!("{read} // ({})", size_expr(&rest, &|s| ids.size(s)))
+                };
+                lines.push(format!("{} = {value}", ids.size(sym)));
+                known.insert(sym.clone());
+                progress = true;
             }
         }
-        _ => None,
-    })
+        if !progress {
+            break;
+        }
+    }
+    let keyword = needed.iter().filter(|s| !known.contains(*s)).map(|s| ids.size(s)).collect();
+    (lines, keyword)
 }
 
 fn count(e: &Expr, counts: &mut HashMap<Expr, usize>) {
@@ -192,24 +456,39 @@ fn number(r: &num_rational::BigRational) -> String {
     }
 }
 
-impl Gen {
+struct Gen<'a> {
+    ids: &'a Identifiers,
+    /// Temporaries for repeated subexpressions.
+    temps: HashMap<Expr, String>,
+    ntemps: usize,
+    lines: Vec<String>,
+    counts: HashMap<Expr, usize>,
+    /// The first array found too large to build.
+    too_big: Option<String>,
+}
+
+/// Whether a factor is applied to a matrix without being built.
+fn structured(f: &Expr) -> bool {
+    match &f.op {
+        Op::Kron(..) | Op::Commutation(..) | Op::DiagMat(_) | Op::Identity => true,
+        Op::Transpose(x) => matches!(x.op, Op::Commutation(..)),
+        Op::Scale(a, x) => a.as_num().is_some() && structured(x),
+        Op::MatMul(..) => f.factors().iter().any(structured),
+        _ => false,
+    }
+}
+
+impl Gen<'_> {
+    /// A size in Python: see [`size_expr`].
     fn dim(&self, d: &Dim) -> String {
-        if let Some(n) = d.as_num() {
-            return n.to_string();
+        size_expr(d, &|s| self.ids.size(s))
+    }
+
+    /// Notes an array the code builds, refusing it when it is too large.
+    fn guard(&mut self, rows: &Dim, cols: &Dim, what: impl FnOnce() -> String) {
+        if self.too_big.is_none() && entries(rows, cols).is_some_and(|n| n > u128::from(MAX_ENTRIES)) {
+            self.too_big = Some(format!("{} ({}×{})", what(), rows, cols));
         }
-        let s = d.to_string();
-        s.split('·')
-            .map(|part| {
-                let (coef, sym): (String, String) = part.chars().partition(|c| c.is_ascii_digit());
-                let v = self.sizes.get(&sym).cloned().unwrap_or(sym);
-                if coef.is_empty() {
-                    v
-                } else {
-                    format!("{coef} * {v}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" * ")
     }
 
     /// Python text of `e`, introducing temporaries for repeated subexpressions.
@@ -220,28 +499,45 @@ impl Gen {
         let code = self.code(e);
         let leaf = e.op.children().is_empty();
         if !leaf && self.counts.get(e).copied().unwrap_or(0) > 1 {
-            let t = format!("_t{}", self.temps.len() + 1);
-            self.lines.push(format!("{t} = {code}"));
+            let t = self.temp(code);
             self.temps.insert(e.clone(), t.clone());
             return t;
         }
         code
     }
 
+    /// A new temporary holding `code`.
+    fn temp(&mut self, code: String) -> String {
+        self.ntemps += 1;
+        let t = format!("_t{}", self.ntemps);
+        self.lines.push(format!("{t} = {code}"));
+        t
+    }
+
     fn code(&mut self, e: &Expr) -> String {
         let s = &e.shape;
-        let scalar = |x: String| format!("np.array([[{x}]])");
+        if !matches!(e.op, Op::Var { .. } | Op::Diff(_)) {
+            self.guard(&s.rows, &s.cols, || {
+                let text = crate::print::text(e);
+                if text.chars().count() <= 80 {
+                    format!("`{text}`")
+                } else {
+                    "an intermediate matrix".to_string()
+                }
+            });
+        }
+        let scalar = |x: String| format!("np.full((1, 1), {x}, dtype=_dtype)");
         match &e.op {
-            Op::Var { name, .. } => py_name(name),
-            Op::Diff(name) => diff_name(name),
+            Op::Var { name, .. } => self.ids.name(name),
+            Op::Diff(name) => self.ids.diff(name),
             Op::Num(r) => scalar(number(r)),
-            Op::Identity => format!("np.eye({})", self.dim(&s.rows)),
-            Op::Zero => format!("np.zeros(({}, {}))", self.dim(&s.rows), self.dim(&s.cols)),
-            Op::Ones => format!("np.ones(({}, {}))", self.dim(&s.rows), self.dim(&s.cols)),
+            Op::Identity => format!("np.eye({}, dtype=_dtype)", self.dim(&s.rows)),
+            Op::Zero => format!("np.zeros(({}, {}), dtype=_dtype)", self.dim(&s.rows), self.dim(&s.cols)),
+            Op::Ones => format!("np.ones(({}, {}), dtype=_dtype)", self.dim(&s.rows), self.dim(&s.cols)),
             Op::Size(d) => scalar(self.dim(d)),
             Op::Commutation(r, c, o) => {
                 format!(
-                    "_commutation({}, {}, '{}')",
+                    "_commutation({}, {}, '{}', _dtype)",
                     self.dim(r),
                     self.dim(c),
                     if *o == VecOrder::Row { "C" } else { "F" }
@@ -305,14 +601,12 @@ impl Gen {
                 let a = self.expr(x);
                 match f {
                     Func::Builtin(b) => b.numpy.replace("{x}", &a),
-                    Func::User(n, k) => format!("{}({a})", user_fn(n, *k)),
+                    Func::User(n, k) => format!("{}({a})", self.ids.func(n, *k)),
                 }
             }
         }
     }
-}
 
-impl Gen {
     /// A term of a sum: a multiple of the all-ones matrix is just the number,
     /// which NumPy broadcasts.
     fn operand(&mut self, e: &Expr) -> String {
@@ -324,86 +618,168 @@ impl Gen {
         }
     }
 
-    /// A product chain. A chain ending in a column (or starting with a row)
-    /// is evaluated from that end, so each step multiplies a matrix by a
-    /// vector; diagonal and Kronecker factors then act without being built.
+    /// A product chain. It starts from one factor that is built (an end,
+    /// preferring the one that makes each step a matrix-vector product) and
+    /// applies the others to it, so diagonal, Kronecker, commutation and
+    /// identity factors act without being built.
     fn chain(&mut self, e: &Expr) -> String {
-        let mut factors = e.factors();
-        if e.shape.cols.is_one() && !e.shape.rows.is_one() {
-            let last = factors.pop().expect("factor");
-            let mut acc = (self.expr(&last), last.shape.clone());
-            while let Some(f) = factors.pop() {
-                let code = self.left_times(&f, &acc.0, &acc.1);
-                acc = (code, crate::shape::Shape::new(f.shape.rows.clone(), acc.1.cols.clone()));
-            }
-            acc.0
+        let factors = e.factors();
+        let last = factors.len() - 1;
+        let column = e.shape.cols.is_one() && !e.shape.rows.is_one();
+        let plain = |i: usize| !structured(&factors[i]);
+        let area = |f: &Expr| f.shape.rows.estimate(1e3) * f.shape.cols.estimate(1e3);
+        let pivot = if column && plain(last) {
+            last
+        } else if plain(0) {
+            0
+        } else if plain(last) {
+            last
         } else {
-            let first = factors.remove(0);
-            let mut acc = (self.expr(&first), first.shape.clone());
-            for f in factors {
-                let code = self.times_right(&acc.0, &acc.1, &f);
-                acc = (code, crate::shape::Shape::new(acc.1.rows.clone(), f.shape.cols.clone()));
+            (0..=last).find(|&i| plain(i)).unwrap_or_else(|| {
+                (0..=last).min_by(|&i, &j| area(&factors[i]).total_cmp(&area(&factors[j]))).unwrap_or(0)
+            })
+        };
+        let mut code = self.expr(&factors[pivot]);
+        let mut shape = factors[pivot].shape.clone();
+        let order: Vec<(bool, usize)> =
+            (0..pivot).rev().map(|i| (false, i)).chain((pivot + 1..=last).map(|i| (true, i))).collect();
+        for (right, i) in order {
+            let f = &factors[i];
+            if right {
+                code = self.times_right(&code, &shape, f);
+                shape = Shape::new(shape.rows.clone(), f.shape.cols.clone());
+            } else {
+                code = self.apply(f, &code, &shape);
+                shape = Shape::new(f.shape.rows.clone(), shape.cols.clone());
             }
-            acc.0
+            self.guard(&shape.rows, &shape.cols, || "a partial product".to_string());
         }
+        code
     }
 
-    /// `f @ x` for a factor `f` and computed `x`.
-    fn left_times(&mut self, f: &Expr, x: &str, xs: &crate::shape::Shape) -> String {
+    /// `f @ x` for a factor `f` and computed `x` of shape `xs`, without
+    /// building `f` when it is structured.
+    fn apply(&mut self, f: &Expr, x: &str, xs: &Shape) -> String {
+        let c = &xs.cols;
         match &f.op {
+            Op::Identity => x.to_string(),
             Op::DiagMat(v) => format!("({}.reshape(-1, 1) * {x})", self.expr(v)),
-            // (A ⊗ B) x = vec(A X Bᵀ): no Kronecker product is built.
-            Op::Kron(ka, kb) if xs.cols.is_one() => {
-                let x = format!("{x}.reshape({}, {})", self.dim(&ka.shape.cols), self.dim(&kb.shape.cols));
-                let left = if ka.is_identity() { x } else { format!("{} @ {x}", self.expr(ka)) };
-                let full = if kb.is_identity() { left } else { format!("{left} @ {}.T", self.expr(kb)) };
-                format!("({full}).reshape(-1, 1)")
+            Op::Scale(a, g) if a.as_num().is_some() && structured(g) => {
+                let inner = self.apply(g, x, xs);
+                format!("({} * {inner})", number(a.as_num().expect("number")))
+            }
+            Op::MatMul(..) if structured(f) => {
+                let mut code = x.to_string();
+                let mut shape = xs.clone();
+                for g in f.factors().iter().rev() {
+                    code = self.apply(g, &code, &shape);
+                    shape = Shape::new(g.shape.rows.clone(), shape.cols.clone());
+                    self.guard(&shape.rows, &shape.cols, || "a partial product".to_string());
+                }
+                code
+            }
+            Op::Commutation(r, k, o) => self.commute(r, k, *o, x, c),
+            Op::Transpose(g) if matches!(g.op, Op::Commutation(..)) => {
+                let Op::Commutation(r, k, o) = &g.op else { unreachable!() };
+                self.commute(k, r, *o, x, c)
+            }
+            // (A ⊗ B) X for A p×q, B r×s and X (q·s)×c: each column of X is
+            // vec of a q×s block; A and B act on its two axes in turn, in the
+            // order that keeps the intermediate smaller.
+            Op::Kron(a, b) => {
+                let (p, q) = (&a.shape.rows, &a.shape.cols);
+                let (r, s) = (&b.shape.rows, &b.shape.cols);
+                let big = |d: &Dim| d.estimate(1e3);
+                let (dp, dq, dr, ds, dc) = (self.dim(p), self.dim(q), self.dim(r), self.dim(s), self.dim(c));
+                if big(p) * big(s) <= big(r) * big(q) {
+                    self.guard(&p.mul(s), c, || "a Kronecker product's partial result".to_string());
+                    let t = format!("{x}.reshape({dq}, {ds} * {dc})");
+                    let t = self.apply(a, &t, &Shape::new(q.clone(), s.mul(c)));
+                    let t = format!("{t}.reshape({dp}, {ds}, {dc}).transpose(1, 0, 2).reshape({ds}, {dp} * {dc})");
+                    let t = self.apply(b, &t, &Shape::new(s.clone(), p.mul(c)));
+                    format!("{t}.reshape({dr}, {dp}, {dc}).transpose(1, 0, 2).reshape({dp} * {dr}, {dc})")
+                } else {
+                    self.guard(&r.mul(q), c, || "a Kronecker product's partial result".to_string());
+                    let t = format!("{x}.reshape({dq}, {ds}, {dc}).transpose(1, 0, 2).reshape({ds}, {dq} * {dc})");
+                    let t = self.apply(b, &t, &Shape::new(s.clone(), q.mul(c)));
+                    let t = format!("{t}.reshape({dr}, {dq}, {dc}).transpose(1, 0, 2).reshape({dq}, {dr} * {dc})");
+                    let t = self.apply(a, &t, &Shape::new(q.clone(), r.mul(c)));
+                    format!("{t}.reshape({dp} * {dr}, {dc})")
+                }
             }
             _ => format!("({} @ {x})", self.expr(f)),
         }
     }
 
-    /// `x @ f` for computed `x` and a factor `f`.
-    fn times_right(&mut self, x: &str, xs: &crate::shape::Shape, f: &Expr) -> String {
+    /// `K_(r,k) X`: each column of `X`, read as vec of an r×k matrix, becomes
+    /// vec of its transpose.
+    fn commute(&mut self, r: &Dim, k: &Dim, o: VecOrder, x: &str, c: &Dim) -> String {
+        let (dr, dk, dc) = (self.dim(r), self.dim(k), self.dim(c));
+        let (a, b) = if o == VecOrder::Row { (&dr, &dk) } else { (&dk, &dr) };
+        format!("{x}.reshape({a}, {b}, {dc}).transpose(1, 0, 2).reshape({dr} * {dk}, {dc})")
+    }
+
+    /// `x @ f` for computed `x` of shape `xs` and a factor `f`: `(fᵀ xᵀ)ᵀ`
+    /// when `f` is structured.
+    fn times_right(&mut self, x: &str, xs: &Shape, f: &Expr) -> String {
         match &f.op {
             Op::DiagMat(v) => format!("({x} * {}.reshape(1, -1))", self.expr(v)),
-            // x (A ⊗ B) = vec(Aᵀ X B)ᵀ.
-            Op::Kron(ka, kb) if xs.rows.is_one() => {
-                let x = format!("{x}.reshape({}, {})", self.dim(&ka.shape.rows), self.dim(&kb.shape.rows));
-                let left = if ka.is_identity() { x } else { format!("{}.T @ {x}", self.expr(ka)) };
-                let full = if kb.is_identity() { left } else { format!("{left} @ {}", self.expr(kb)) };
-                format!("({full}).reshape(1, -1)")
+            Op::Identity => x.to_string(),
+            _ if structured(f) => {
+                let ft = crate::ir::transpose(f.clone());
+                let inner = self.apply(&ft, &format!("{x}.T"), &xs.transposed());
+                format!("{inner}.T")
             }
             _ => format!("({x} @ {})", self.expr(f)),
         }
     }
 }
 
-/// The parameters of the function computing `e`, in order.
+/// The parameters of the function computing `e`, in order (keyword-only
+/// sizes last, after `*`).
 pub fn parameters(env: &Env, e: &Expr) -> Vec<String> {
     let n = needs(env, e);
-    let mut params: Vec<String> = n.mats.iter().map(|m| py_name(m)).collect();
-    params.extend(n.diffs.iter().map(|d| diff_name(d)));
-    for (f, orders) in &n.funcs {
-        let top = orders.iter().max().copied().unwrap_or(0).max(1);
-        params.extend((0..=top).map(|k| user_fn(f, k)));
-    }
-    params
+    let ids = Identifiers::with_sizes(env, n.syms.iter().cloned());
+    signature(env, &ids, &n).0
 }
 
-fn function(env: &Env, f: &Function) -> String {
-    let n = needs(env, &f.expr);
-    let params = parameters(env, &f.expr);
-    let mut g = Gen { temps: HashMap::new(), lines: vec![], counts: HashMap::new(), sizes: BTreeMap::new() };
-    // Symbolic sizes are read off the arguments' shapes.
-    for sym in &n.syms {
-        let found = size_source(env, &n, sym);
-        if let Some(v) = found {
-            let var = format!("_{sym}");
-            g.lines.push(format!("{var} = {v}"));
-            g.sizes.insert(sym.clone(), var);
-        }
+/// The parameters, the array parameters with their shapes, and the lines
+/// reading sizes from them.
+fn signature(env: &Env, ids: &Identifiers, n: &Needs) -> (Vec<String>, Vec<(String, Shape)>, Vec<String>) {
+    let shape_of = |name: &str| env.leaf(name).map(|l| l.shape.clone());
+    let mut arrays: Vec<(String, Shape)> = Vec::new();
+    for m in &n.mats {
+        arrays.extend(shape_of(m).map(|s| (ids.name(m), s)));
     }
+    for d in &n.diffs {
+        arrays.extend(shape_of(d).map(|s| (ids.diff(d), s)));
+    }
+    let mut params: Vec<String> = n.mats.iter().map(|m| ids.name(m)).collect();
+    params.extend(n.diffs.iter().map(|d| ids.diff(d)));
+    for (f, orders) in &n.funcs {
+        let top = orders.iter().max().copied().unwrap_or(0).max(1);
+        params.extend((0..=top).map(|k| ids.func(f, k)));
+    }
+    let (lines, keyword) = resolve_sizes(&arrays, &n.syms, ids);
+    if !keyword.is_empty() {
+        params.push("*".to_string());
+        params.extend(keyword);
+    }
+    (params, arrays, lines)
+}
+
+fn function(env: &Env, ids: &Identifiers, f: &Function) -> Result<String, Error> {
+    let n = needs(env, &f.expr);
+    let (params, arrays, size_lines) = signature(env, ids, &n);
+    let mut g = Gen { ids, temps: HashMap::new(), ntemps: 0, lines: vec![], counts: HashMap::new(), too_big: None };
+    let dtype = if arrays.is_empty() {
+        "np.float64".to_string()
+    } else {
+        let args: Vec<&str> = arrays.iter().map(|(a, _)| a.as_str()).collect();
+        format!("np.result_type({}, 1.0)", args.join(", "))
+    };
+    g.lines.push(format!("_dtype = {dtype}"));
+    g.lines.extend(size_lines);
     for d in &n.defs {
         let body = env.definition(d).expect("definition").clone();
         count(&body, &mut g.counts);
@@ -412,9 +788,18 @@ fn function(env: &Env, f: &Function) -> String {
     for d in &n.defs {
         let body = env.definition(d).expect("definition").clone();
         let code = g.expr(&body);
-        g.lines.push(format!("{} = {code}", py_name(d)));
+        g.lines.push(format!("{} = {code}", ids.name(d)));
     }
     let result = g.expr(&f.expr);
+    if let Some(what) = g.too_big {
+        return Err(Error::Limit {
+            message: format!(
+                "the NumPy code for this query would build {what}, more than {MAX_ENTRIES} entries; \
+                 ask for a gradient ∂L/∂X or a product with a vector instead of the whole matrix"
+            ),
+            span: f.span,
+        });
+    }
     let (r, c) = (g.dim(&f.expr.shape.rows), g.dim(&f.expr.shape.cols));
     let mut out = String::new();
     let _ = writeln!(out, "def {}({}):", f.name, params.join(", "));
@@ -423,9 +808,9 @@ fn function(env: &Env, f: &Function) -> String {
         let _ = writeln!(out, "    {l}");
     }
     if matches!(f.expr.op, Op::Num(_) | Op::Scale(..)) && f.expr.split_coef().1.as_num().is_some() {
-        let _ = writeln!(out, "    return np.full(({r}, {c}), {result}[0, 0])");
+        let _ = writeln!(out, "    return np.full(({r}, {c}), {result}[0, 0], dtype=_dtype)");
     } else {
-        let _ = writeln!(out, "    return np.asarray({result}, dtype=float)");
+        let _ = writeln!(out, "    return np.asarray({result}, dtype=_dtype)");
     }
-    out
+    Ok(out)
 }

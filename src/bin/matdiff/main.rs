@@ -4,7 +4,7 @@ use clap::{Parser, ValueEnum};
 use matdiff::diff::chain::{Conventions, Layout};
 use matdiff::eval::check::TOLERANCE;
 use matdiff::ir::VecOrder;
-use matdiff::session::{Answer, Format, Options, Outcome, Session};
+use matdiff::session::{Answer, CheckResult, Format, Options, Outcome, Session};
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
@@ -97,11 +97,19 @@ fn options(cli: &Cli) -> Options {
 }
 
 /// Runs one script; returns false after printing its first error.
+///
+/// Answers go to `out` in the session's format. With `check`, each
+/// derivative is compared with finite differences: in JSON the result is a
+/// field of the answer's object; in the NumPy format it is reported on
+/// stderr, so that stdout stays a Python module; otherwise a line follows
+/// the answer. NumPy code is printed per answer when `numpy_each` is set
+/// (the REPL); otherwise the caller prints one module at the end.
 pub(crate) fn run_script(
     session: &mut Session,
     name: &str,
     src: &str,
     check: bool,
+    numpy_each: bool,
     answers: &mut Vec<Answer>,
     out: &mut impl Write,
 ) -> bool {
@@ -113,41 +121,68 @@ pub(crate) fn run_script(
         }
     };
     for s in &stmts {
-        match session.exec(s, src) {
-            Ok(o) => {
-                if let Some(text) = session.render_outcome(&o) {
-                    let _ = writeln!(out, "{text}");
-                }
-                if let Outcome::Answer(a) = &o {
-                    answers.push(a.clone());
-                }
-                if let (true, Outcome::Answer(a)) = (check, &o) {
-                    match session.check(a) {
-                        Ok(None) => {}
-                        Ok(Some(err)) if err <= TOLERANCE => {
-                            let _ = writeln!(out, "  checked: largest relative error {err:.1e}");
-                        }
-                        Ok(Some(err)) => {
-                            let _ = writeln!(out, "  CHECK FAILED: largest relative error {err:.1e}");
-                            let _ = out.flush();
-                            let (line, col) = a.span.line_col(src);
-                            eprintln!("error at {name}:{line}:{col}: the answer disagrees with finite differences (relative error {err:.1e} > {TOLERANCE:.0e})");
-                            return false;
-                        }
-                        Err(e) => {
-                            let _ = out.flush();
-                            let (line, col) = a.span.line_col(src);
-                            eprintln!("error at {name}:{line}:{col}: cannot check this answer numerically: {}", e.0);
-                            return false;
-                        }
-                    }
-                }
-            }
+        let o = match session.exec(s, src) {
+            Ok(o) => o,
             Err(e) => {
                 let _ = out.flush();
                 eprint!("{}", e.render(name, src));
                 return false;
             }
+        };
+        let Outcome::Answer(a) = &o else {
+            if let Some(text) = session.render_outcome(&o) {
+                let _ = writeln!(out, "{text}");
+            }
+            continue;
+        };
+        let (line, col) = a.span.line_col(src);
+        let checked = if check {
+            match session.check(a) {
+                Ok(c) => c.map(CheckResult::new),
+                Err(e) => {
+                    let _ = out.flush();
+                    eprintln!("error at {name}:{line}:{col}: cannot check this answer numerically: {}", e.0);
+                    return false;
+                }
+            }
+        } else {
+            None
+        };
+        match session.options.format {
+            Format::Numpy => match session.numpy(std::slice::from_ref(a)) {
+                Ok(module) => {
+                    if numpy_each {
+                        let _ = writeln!(out, "{module}");
+                    }
+                    if let Some(c) = checked.filter(|c| c.passed) {
+                        eprintln!("{name}:{line}:{col}: checked, largest relative error {:.1e}", c.relative_error);
+                    }
+                }
+                Err(e) => {
+                    let _ = out.flush();
+                    eprint!("{}", e.render(name, src));
+                    return false;
+                }
+            },
+            Format::Json => {
+                let _ = writeln!(out, "{}", session.render_checked(a, checked));
+            }
+            _ => {
+                let _ = writeln!(out, "{}", session.render(a));
+                if let Some(c) = checked {
+                    let what = if c.passed { "checked" } else { "CHECK FAILED" };
+                    let _ = writeln!(out, "  {what}: largest relative error {:.1e}", c.relative_error);
+                }
+            }
+        }
+        answers.push(a.clone());
+        if let Some(c) = checked.filter(|c| !c.passed) {
+            let _ = out.flush();
+            eprintln!(
+                "error at {name}:{line}:{col}: the answer disagrees with finite differences (relative error {:.1e} > {TOLERANCE:.0e})",
+                c.relative_error
+            );
+            return false;
         }
     }
     true
@@ -195,12 +230,20 @@ fn run(cli: Cli) -> u8 {
     }
     let mut answers = Vec::new();
     for (name, src) in &scripts {
-        if !run_script(&mut session, name, src, cli.check, &mut answers, &mut out) {
+        if !run_script(&mut session, name, src, cli.check, false, &mut answers, &mut out) {
             return 1;
         }
     }
     if session.options.format == Format::Numpy {
-        let _ = write!(out, "{}", session.numpy(&answers));
+        match session.numpy(&answers) {
+            Ok(module) => {
+                let _ = write!(out, "{module}");
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
     }
     0
 }

@@ -142,7 +142,7 @@ fn open_brackets(s: &str) -> i64 {
 pub fn run_text(session: &mut Session, check: bool, name: &str, src: &str) -> bool {
     let mut out = std::io::stdout();
     let mut answers = Vec::new();
-    super::run_script(session, name, src, check, &mut answers, &mut out)
+    super::run_script(session, name, src, check, true, &mut answers, &mut out)
 }
 
 fn command(session: &mut Session, check: &mut bool, cmd: &str) -> bool {
