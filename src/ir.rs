@@ -957,9 +957,7 @@ pub fn trace(x: Expr) -> Expr {
         Op::Zero => int(0),
         Op::Identity => size(x.shape.rows.clone()),
         // tr(A ⊗ B) = tr(A) tr(B) when both are square.
-        Op::Kron(a, b) if a.shape.is_square() && b.shape.is_square() => {
-            matmul(trace(a.clone()), trace(b.clone()))
-        }
+        Op::Kron(a, b) if a.shape.is_square() && b.shape.is_square() => matmul(trace(a.clone()), trace(b.clone())),
         Op::Scale(s, y) => scalar_mul(s.clone(), trace(y.clone())),
         Op::Transpose(y) => trace(y.clone()),
         Op::Add(ts) => sum_of(ts.iter().cloned().map(trace).collect()),

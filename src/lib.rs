@@ -51,6 +51,7 @@
 
 pub mod ast;
 pub mod conventions;
+pub mod derive;
 pub mod diff;
 pub mod egraph;
 pub mod error;
@@ -58,6 +59,7 @@ pub mod eval;
 pub mod functions;
 pub mod ir;
 pub mod print;
+pub mod render;
 pub mod session;
 pub mod shape;
 pub mod simplify;

@@ -862,7 +862,7 @@ mod tests {
         let mut s = Session::default();
         let out = s.run(src).unwrap_or_else(|e| panic!("{}", e.render("<test>", src)));
         match out.last() {
-            Some(Outcome::Answer(a)) => a.function.clone().expect("typed"),
+            Some(Outcome::Answer(a)) => a.function.clone(),
             _ => panic!("no answer"),
         }
     }

@@ -115,8 +115,8 @@ fn agree_in(script: &str, options: Options, dtype: &str) -> usize {
     assert!(out.status.success(), "python failed:\n{}\n{module}", String::from_utf8_lossy(&out.stderr));
     let results: Vec<Vec<Vec<f64>>> = serde_json::from_slice(&out.stdout).unwrap();
     for (a, got) in answers.iter().zip(&results) {
-        let expr = match a.kind {
-            matdiff::ast::QueryKind::Shape => a.function.clone().unwrap(),
+        let expr = match a.kind() {
+            matdiff::ast::QueryKind::Shape => a.function.clone(),
             _ => a.expr.clone(),
         };
         let want = Evaluator::new(&s.env, &values).eval(&expr).unwrap();

@@ -606,7 +606,7 @@ fn failures(case: &Case, strict: bool) -> (Vec<String>, Vec<String>) {
             }
         };
         let q = s.render(&a);
-        if !matches!(a.kind, QueryKind::Gradient | QueryKind::Jacobian | QueryKind::Differential) {
+        if !matches!(a.kind(), QueryKind::Gradient | QueryKind::Jacobian | QueryKind::Differential) {
             report(format!("not a derivative: {q}"));
             continue;
         }

@@ -477,7 +477,7 @@ mod tests {
             )
             .unwrap();
         for a in answers {
-            let e = a.function.unwrap();
+            let e = a.function;
             let mut analysis = Shapes { order: VecOrder::Row, ..Shapes::default() };
             let rec = {
                 let mut t = ToEgg { rec: RecExpr::default(), memo: HashMap::new(), analysis: &mut analysis };

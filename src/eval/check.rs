@@ -26,9 +26,9 @@
 
 use super::{reference, vec_of, EvalError, Evaluator, Mat, Values};
 use crate::ast::{Expr as Ast, ExprKind, QueryKind};
+use crate::derive::Answer;
 use crate::diff::chain::{Conventions, Layout};
 use crate::ir::VecOrder;
-use crate::session::Answer;
 use crate::typeck::{Binding, Env, Written};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -261,20 +261,10 @@ fn compare(got: &Mat, expected: &Mat) -> Result<f64, EvalError> {
 /// `conv` is the conventions the answer was derived under
 /// ([`Answer::conventions`], which is what [`crate::Session::check`] passes).
 pub fn check(env: &Env, answer: &Answer, conv: Conventions, seed: u64) -> Result<Option<f64>, EvalError> {
-    let derivative = matches!(
-        answer.kind,
-        QueryKind::Gradient
-            | QueryKind::Jacobian
-            | QueryKind::Differential
-            | QueryKind::Hessian
-            | QueryKind::SecondDifferential
-    );
-    if !derivative {
+    if !answer.query.is_derivative() {
         return Ok(None);
     }
-    let Some(f) = &answer.written else {
-        return Err(EvalError("the answer does not carry its function as written".into()));
-    };
+    let f = &answer.written;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut worst: f64 = 0.0;
     for trial in 0..3 {
@@ -299,7 +289,7 @@ fn check_once(
     values: &Values,
     rng: &mut StdRng,
 ) -> Result<f64, EvalError> {
-    match answer.kind {
+    match answer.kind() {
         QueryKind::SecondDifferential => second_differential(env, answer, f, values, rng),
         QueryKind::Differential => differential(env, answer, f, values, rng),
         QueryKind::Hessian => hessian(env, answer, f, conv, values, rng),
@@ -364,8 +354,8 @@ fn hessian(
     rng: &mut StdRng,
 ) -> Result<f64, EvalError> {
     let order = conv.order;
-    let x = answer.wrt.as_deref().ok_or_else(|| EvalError("no variable".into()))?;
-    let y = answer.wrt2.as_deref().unwrap_or(x);
+    let x = answer.wrt().ok_or_else(|| EvalError("no variable".into()))?;
+    let y = answer.wrt2().unwrap_or(x);
     let names: Vec<String> = if x == y { vec![x.to_string()] } else { vec![x.to_string(), y.to_string()] };
     let (held, at) = hold(env, values, &names, order)?;
     let (x0, y0) = (&at[0], &at[at.len() - 1]);
@@ -425,14 +415,14 @@ fn first_order(
     rng: &mut StdRng,
 ) -> Result<f64, EvalError> {
     let order = conv.order;
-    let x = answer.wrt.as_deref().ok_or_else(|| EvalError("no variable".into()))?;
+    let x = answer.wrt().ok_or_else(|| EvalError("no variable".into()))?;
     let names = [x.to_string()];
     let (held, at) = hold(env, values, &names, f.order)?;
     let x0 = &at[0];
     let scalar_f = f_at(env, f, &held)?.shape() == (1, 1);
     // The answer in numerator layout: one row per entry of vec(F), one column per entry of vec(X).
     let got = Evaluator::new(env, values).eval(&answer.expr)?;
-    if answer.kind == QueryKind::Gradient && scalar_f && got.shape() != x0.shape() {
+    if answer.kind() == QueryKind::Gradient && scalar_f && got.shape() != x0.shape() {
         return Err(EvalError(format!(
             "the gradient is {}x{}, but {x} is {}x{}",
             got.nrows(),
@@ -441,7 +431,7 @@ fn first_order(
             x0.ncols()
         )));
     }
-    let got = if answer.kind == QueryKind::Gradient && scalar_f {
+    let got = if answer.kind() == QueryKind::Gradient && scalar_f {
         vec_of(&got, order).transpose()
     } else if conv.layout == Layout::Denominator {
         got.transpose()

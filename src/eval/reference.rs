@@ -37,7 +37,7 @@ use std::collections::HashMap;
 /// let a = s.answers("A: 2 x 2; F = 3 A; ∂F/∂vec(A)^T").unwrap().remove(0);
 /// let mut values = Values::default();
 /// values.mats.insert("A".into(), Mat::identity(2, 2));
-/// let f = reference::evaluate(&s.env, a.written.as_ref().unwrap(), &values).unwrap();
+/// let f = reference::evaluate(&s.env, &a.written, &values).unwrap();
 /// assert_eq!(f, Mat::identity(2, 2) * 3.0);
 /// ```
 pub fn evaluate(env: &Env, written: &Written, values: &Values) -> Result<Mat, EvalError> {

@@ -40,8 +40,8 @@ pub fn relative(got: &Mat, want: &Mat) -> Result<f64, String> {
 /// a dropped term.)
 pub fn along_error(s: &Session, a: &Answer, targets: &BTreeSet<String>, seed: u64) -> Result<f64, String> {
     let env = &s.env;
-    let f = a.function.as_ref().ok_or("no function")?;
-    let (body, names) = if a.kind == QueryKind::Differential {
+    let f = &a.function;
+    let (body, names) = if a.kind() == QueryKind::Differential {
         let body = match &f.op {
             Op::Var { name, .. } => env.definition(name).cloned().unwrap_or_else(|| f.clone()),
             _ => f.clone(),
@@ -60,7 +60,7 @@ pub fn along_error(s: &Session, a: &Answer, targets: &BTreeSet<String>, seed: u6
             .collect();
         (body, names)
     } else {
-        (f.clone(), vec![a.wrt.clone().ok_or("no variable")?])
+        (f.clone(), vec![a.wrt().map(String::from).ok_or("no variable")?])
     };
     let mut rng = StdRng::seed_from_u64(seed);
     let mut last = String::new();
@@ -103,7 +103,7 @@ fn along_once(
         Evaluator::new(env, &v).eval(body).map_err(|e| e.0)
     };
     let want = derivative_at_zero(&moved, 1e-3)?;
-    let got = if a.kind == QueryKind::Differential {
+    let got = if a.kind() == QueryKind::Differential {
         let mut v = values.clone();
         for (n, _, dir) in &dirs {
             v.diffs.insert(n.clone(), dir.clone());
@@ -112,7 +112,7 @@ fn along_once(
     } else {
         let d = Evaluator::new(env, values).eval(&a.expr).map_err(|e| e.0)?;
         let dir = &dirs[0].2;
-        if a.kind == QueryKind::Gradient && body.shape.is_scalar() {
+        if a.kind() == QueryKind::Gradient && body.shape.is_scalar() {
             if d.shape() != dir.shape() {
                 return Err(format!("the gradient is {:?}, the variable {:?}", d.shape(), dir.shape()));
             }

@@ -1,0 +1,394 @@
+//! Answers to queries: one entry point, [`answer`], for the session, the
+//! REPL, the library and anything else that asks for a derivative.
+//!
+//! It takes a typed query, the function as typed and as written, and the
+//! settings; it picks the route (the shared reverse sweep for gradients,
+//! Kronecker-form identification for Jacobians, Hessians through the
+//! gradient), folds the user's names back in, projects gradients with
+//! respect to symmetric matrices, and simplifies. The result is an
+//! [`Answer`] that carries everything needed to print, check or generate
+//! code for it later, including the conventions it was derived under.
+
+use crate::ast::{Ident, QueryKind};
+pub use crate::conventions::Conventions;
+use crate::diff::chain::{self, Derivation};
+pub use crate::diff::chain::{Lhs, Step};
+use crate::egraph::Limits;
+use crate::error::{Error, Result, Span};
+use crate::ir::{self, Expr, Name, Op, VecOrder};
+use crate::typeck::{Env, Written};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+/// What is asked, with the variables a derivative is taken with respect to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Query {
+    /// `d(F)`
+    Differential,
+    /// `d²(F)`
+    SecondDifferential,
+    /// `∂F/∂X` or `grad(F, X)`: shaped like `X` for a scalar `F`.
+    Gradient {
+        /// The variable.
+        x: Ident,
+    },
+    /// `∂F/∂Xᵀ`, `∂F/∂vec(X)ᵀ` or `jacobian(F, X)`.
+    Jacobian {
+        /// The variable.
+        x: Ident,
+    },
+    /// `hessian(F, X)`, or the mixed `hessian(F, X, Y)`.
+    Hessian {
+        /// The first variable (rows).
+        x: Ident,
+        /// The second variable (columns), when it is not `x`.
+        y: Option<Ident>,
+    },
+    /// `simplify(e)`
+    Simplify,
+    /// `shape(e)`
+    Shape,
+    /// A bare expression.
+    Show,
+}
+
+impl Query {
+    /// The query a parsed statement asks.
+    pub fn new(kind: QueryKind, wrt: Option<&Ident>, wrt2: Option<&Ident>) -> Query {
+        let var = || wrt.cloned().expect("the parser gives derivative queries their variable");
+        match kind {
+            QueryKind::Differential => Query::Differential,
+            QueryKind::SecondDifferential => Query::SecondDifferential,
+            QueryKind::Gradient => Query::Gradient { x: var() },
+            QueryKind::Jacobian => Query::Jacobian { x: var() },
+            QueryKind::Hessian => Query::Hessian { x: var(), y: wrt2.cloned() },
+            QueryKind::Simplify => Query::Simplify,
+            QueryKind::Shape => Query::Shape,
+            QueryKind::Show => Query::Show,
+        }
+    }
+
+    /// Its kind, without the variables.
+    pub fn kind(&self) -> QueryKind {
+        match self {
+            Query::Differential => QueryKind::Differential,
+            Query::SecondDifferential => QueryKind::SecondDifferential,
+            Query::Gradient { .. } => QueryKind::Gradient,
+            Query::Jacobian { .. } => QueryKind::Jacobian,
+            Query::Hessian { .. } => QueryKind::Hessian,
+            Query::Simplify => QueryKind::Simplify,
+            Query::Shape => QueryKind::Shape,
+            Query::Show => QueryKind::Show,
+        }
+    }
+
+    /// Whether it asks for a derivative (or a differential).
+    pub fn is_derivative(&self) -> bool {
+        !matches!(self, Query::Simplify | Query::Shape | Query::Show)
+    }
+
+    /// The variable of a derivative.
+    pub fn wrt(&self) -> Option<&Ident> {
+        match self {
+            Query::Gradient { x } | Query::Jacobian { x } | Query::Hessian { x, .. } => Some(x),
+            _ => None,
+        }
+    }
+
+    /// The second variable of a mixed second derivative.
+    pub fn wrt2(&self) -> Option<&Ident> {
+        match self {
+            Query::Hessian { y, .. } => y.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// The function a query is about.
+#[derive(Debug, Clone)]
+pub struct Function {
+    /// As typed.
+    pub expr: Expr,
+    /// As written, for the reference evaluator.
+    pub written: Written,
+    /// How answers name it: a plain name, or the text in brackets.
+    pub label: String,
+}
+
+/// How an answer is derived.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settings {
+    /// Layout and `vec` order.
+    pub conventions: Conventions,
+    /// Bounds on equality saturation.
+    pub limits: Limits,
+    /// Whether to keep the derivation's steps.
+    pub steps: bool,
+}
+
+/// Reverse sweeps of scalar functions, shared by their gradient queries.
+/// A sweep stays valid while no definition is added (the key counts them).
+#[derive(Debug, Clone, Default)]
+pub struct Sweeps(HashMap<(Expr, usize, VecOrder), BTreeMap<Name, Expr>>);
+
+/// The answer to a query.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// What was asked.
+    pub query: Query,
+    /// The left-hand side, for derivatives (`∂L/∂W1`).
+    pub lhs: Option<Lhs>,
+    /// The answer.
+    pub expr: Expr,
+    /// The derivation, ending with the answer (with steps kept).
+    pub steps: Vec<Step>,
+    /// The query's span in the source.
+    pub span: Span,
+    /// The function, typed.
+    pub function: Expr,
+    /// The function as written, for the reference evaluator.
+    pub written: Rc<Written>,
+    /// For `d(F)` and `d²(F)`: the names whose differentials may appear,
+    /// which a check perturbs together.
+    pub varying: Vec<String>,
+    /// The conventions the answer was derived under; checking, printing
+    /// and code generation use these, whatever the session's are later.
+    pub conventions: Conventions,
+}
+
+impl Answer {
+    /// What kind of query it answers.
+    pub fn kind(&self) -> QueryKind {
+        self.query.kind()
+    }
+
+    /// The variable of a derivative.
+    pub fn wrt(&self) -> Option<&str> {
+        self.query.wrt().map(|x| x.name.as_str())
+    }
+
+    /// The second variable of a mixed second derivative.
+    pub fn wrt2(&self) -> Option<&str> {
+        self.query.wrt2().map(|y| y.name.as_str())
+    }
+
+    /// The answer in Unicode text.
+    ///
+    /// ```
+    /// let mut s = matdiff::Session::default();
+    /// let a = s.answers("A: n x n; grad(tr(A A), A)").unwrap().remove(0);
+    /// assert_eq!(a.text(), "2 Aᵀ");
+    /// assert_eq!(a.latex(), r"2 \, \mathbf{A}^\top");
+    /// assert_eq!(a.expr.shape.to_string(), "n×n");
+    /// ```
+    pub fn text(&self) -> String {
+        crate::print::text(&self.expr)
+    }
+
+    /// The answer in ASCII text.
+    pub fn ascii(&self) -> String {
+        crate::print::ascii(&self.expr)
+    }
+
+    /// The answer in LaTeX.
+    pub fn latex(&self) -> String {
+        crate::print::latex(&self.expr)
+    }
+}
+
+/// What the derivation needs of its surroundings beyond the query.
+pub struct Context<'a> {
+    /// Names in force.
+    pub env: &'a Env,
+    /// How to derive.
+    pub settings: Settings,
+    /// Which names vary in `d(F)` (declared data such as targets do not).
+    pub varies: &'a dyn Fn(&str) -> bool,
+    /// Reverse sweeps to share between gradient queries.
+    pub sweeps: &'a mut Sweeps,
+}
+
+/// The variable of a derivative, as a leaf carrying its shape.
+fn variable(env: &Env, x: &Ident) -> Result<Expr> {
+    env.leaf(&x.name).ok_or_else(|| {
+        Error::unsupported(
+            x.span,
+            format!("`{}` is not a declared or defined matrix; derivatives are taken with respect to one", x.name),
+        )
+    })
+}
+
+/// Refuses a derivative whose matrix powers would expand past
+/// [`crate::diff::MAX_POWER_TERMS`] terms (`d(Xᵏ)` has `k`).
+fn bounded(env: &Env, f: &Expr, span: Span) -> Result<()> {
+    let mut used = vec![f.clone()];
+    for d in env.defs.iter().rev() {
+        if used.iter().any(|e| e.mentions(d)) {
+            used.extend(env.definition(d).cloned());
+        }
+    }
+    let terms = used.iter().map(crate::diff::power_terms).max().unwrap_or(1);
+    if terms > crate::diff::MAX_POWER_TERMS {
+        return Err(Error::limit(
+            span,
+            format!(
+                "the differential of this matrix power has {terms} terms (d(Xᵏ) has k); matdiff writes at most {}",
+                crate::diff::MAX_POWER_TERMS
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Answers a query about `f`; `span` is the query's place in the source.
+///
+/// ```
+/// use matdiff::derive::{self, Context, Query, Settings, Sweeps};
+/// let mut s = matdiff::Session::default();
+/// s.run("x: n; A: n x n").unwrap();
+/// let q = matdiff::syntax::parse("grad(x^T A x, x)").unwrap();
+/// let matdiff::ast::Stmt::Query { kind, expr, wrt, wrt2, span } = &q[0] else { panic!() };
+/// let (typed, written) = s.env.check_written(expr, Default::default()).unwrap();
+/// let f = derive::Function { expr: typed, written, label: "f".into() };
+/// let cx = Context { env: &s.env, settings: Settings::default(), varies: &|_| true, sweeps: &mut Sweeps::default() };
+/// let a = derive::answer(cx, &Query::new(*kind, wrt.as_ref(), wrt2.as_ref()), f, *span).unwrap();
+/// assert_eq!(a.text(), "(A + Aᵀ) x");
+/// ```
+pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result<Answer> {
+    let Context { env, settings, varies, sweeps } = cx;
+    let conv = settings.conventions;
+    let Function { expr: typed, written, label } = f;
+    if query.is_derivative() {
+        bounded(env, &typed, span)?;
+    }
+    let mut varying = Vec::new();
+    let (lhs, deriv) = match query {
+        Query::Differential => {
+            let d = chain::differential(env, &typed, &label, varies, conv.order);
+            let body = chain::definition_of(env, &typed);
+            varying = env.names.keys().filter(|n| varies(n) && body.mentions(n)).cloned().collect();
+            (Some(Lhs::Differential(label.clone())), d)
+        }
+        Query::SecondDifferential => {
+            let d = chain::second_differential(env, &typed, &label, varies);
+            let mut names = Vec::new();
+            d.steps[0].rhs.diff_names(&mut names);
+            varying = names.iter().map(|n| n.to_string()).collect();
+            (Some(Lhs::SecondDifferential(label.clone())), d)
+        }
+        Query::Gradient { x } if typed.shape.is_scalar() => {
+            let (lhs, d) = gradient(env, &typed, &label, x, settings, sweeps)?;
+            (Some(lhs), d)
+        }
+        Query::Gradient { x } | Query::Jacobian { x } => {
+            variable(env, x)?;
+            let d = chain::jacobian(env, &typed, &label, &x.name, conv, x.span)?;
+            let lhs = d.steps.last().expect("answer step").lhs.clone();
+            (Some(lhs), d)
+        }
+        Query::Hessian { x, y } => {
+            if !typed.shape.is_scalar() {
+                return Err(Error::unsupported(
+                    span,
+                    format!("`{label}` is {}, not a scalar: a Hessian needs a scalar function", typed.shape),
+                ));
+            }
+            if let Some(y) = y {
+                variable(env, y)?;
+            }
+            let y = y.as_ref().map(|y| y.name.as_str());
+            let (d, _) = chain::hessian(env, &typed, &label, &x.name, y, conv.order, x.span)?;
+            (Some(d.steps.last().expect("answer step").lhs.clone()), d)
+        }
+        Query::Simplify | Query::Show | Query::Shape => {
+            (None, Derivation { answer: crate::simplify::tidy(&typed), steps: vec![] })
+        }
+    };
+    let fold = |e: &Expr| if query.is_derivative() { chain::fold_names(env, e) } else { e.clone() };
+    let mut steps: Vec<Step> = if settings.steps {
+        deriv.steps.into_iter().map(|s| Step { rhs: fold(&s.rhs), ..s }).collect()
+    } else {
+        deriv.steps
+    };
+    let mut expr = fold(&deriv.answer);
+    // With respect to a symmetric matrix, the gradient is the one in the space of
+    // symmetric matrices: (G + Gᵀ)/2, whatever form of F was simplified with Sᵀ = S.
+    let symmetrised = match query {
+        Query::Gradient { x } => {
+            env.leaf(&x.name).is_some_and(|v| matches!(v.op, Op::Var { symmetric: true, .. }) && !v.shape.is_scalar())
+                && expr.shape.is_square()
+        }
+        _ => false,
+    };
+    if symmetrised {
+        let half = ir::BigRational::new(1.into(), 2.into());
+        expr = crate::simplify::tidy(&ir::scale(half, ir::sum_of(vec![expr.clone(), ir::transpose(expr)])));
+    }
+    // Cheapest equal form, for answers meant to be evaluated; Kronecker
+    // forms and differentials keep their textbook shape.
+    if matches!(query, Query::Simplify | Query::Show | Query::Gradient { .. } | Query::Hessian { .. }) {
+        expr = crate::egraph::simplify(&expr, conv.order, settings.limits).expr;
+    }
+    // The derivation ends with the answer itself, as printed without steps:
+    // the last step gets the simplified form, and a gradient made symmetric
+    // gets a line of its own after the unsymmetric one.
+    if let Some(lhs) = &lhs {
+        match steps.last_mut() {
+            Some(last) if last.lhs == *lhs && !symmetrised => last.rhs = expr.clone(),
+            _ => steps.push(Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: expr.clone() }),
+        }
+    }
+    Ok(Answer {
+        query: query.clone(),
+        lhs,
+        expr,
+        steps,
+        span,
+        function: typed,
+        written: Rc::new(written),
+        varying,
+        conventions: conv,
+    })
+}
+
+/// The gradient of a scalar: from the reverse sweep shared by every gradient
+/// query of `f`, so the answer never depends on whether steps are kept; with
+/// steps, the textbook derivation (Kronecker form, then `vec⁻¹`) beside it.
+fn gradient(
+    env: &Env,
+    f: &Expr,
+    label: &str,
+    x: &Ident,
+    settings: Settings,
+    sweeps: &mut Sweeps,
+) -> Result<(Lhs, Derivation)> {
+    let conv = settings.conventions;
+    let xe = variable(env, x)?;
+    let lhs = Lhs::Gradient { f: label.to_string(), x: x.name.clone() };
+    if matches!(&f.op, Op::Var { name, .. } if **name == *x.name) {
+        return Ok((lhs, chain::gradient(env, f, label, &x.name, conv.order, x.span)?));
+    }
+    let key = (f.clone(), env.defs.len(), conv.order);
+    if !sweeps.0.contains_key(&key) {
+        let sweep = chain::sweep(env, f, conv.order).map_err(|e| Error::unsupported(x.span, e.0))?;
+        sweeps.0.insert(key.clone(), sweep);
+    }
+    let answer = sweeps.0[&key].get(x.name.as_str()).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone()));
+    let mut steps = vec![Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: answer.clone() }];
+    if settings.steps {
+        if let Ok(g) = chain::gradient(env, f, label, &x.name, conv.order, x.span) {
+            steps = g.steps;
+            let kronecker = if xe.shape.is_vector() {
+                None
+            } else {
+                let denominator = Conventions { layout: crate::conventions::Layout::Denominator, ..conv };
+                chain::jacobian(env, f, label, &x.name, denominator, x.span).ok()
+            };
+            if let Some(j) = kronecker {
+                steps = j.steps;
+                steps.push(Step { lhs: lhs.clone(), formula: None, reshape: true, rhs: g.answer });
+            }
+        }
+    }
+    Ok((lhs, Derivation { answer, steps }))
+}

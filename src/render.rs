@@ -1,0 +1,283 @@
+//! Answers and definitions as the user sees them: text, ASCII, LaTeX and
+//! JSON lines, with the left-hand sides and derivation steps a textbook
+//! writes. (NumPy code is [`crate::codegen`]'s.)
+
+use crate::ast::QueryKind;
+use crate::derive::{Answer, Lhs, Step};
+use crate::ir::Expr;
+use crate::print::{self, Notation};
+use crate::shape::Shape;
+
+/// Output notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Unicode text (the default).
+    #[default]
+    Text,
+    /// ASCII text.
+    Ascii,
+    /// LaTeX.
+    Latex,
+    /// One JSON object per line.
+    Json,
+    /// A Python module with one NumPy function per query.
+    Numpy,
+}
+
+/// Renders in one format, with or without derivation steps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Renderer {
+    /// The notation.
+    pub format: Format,
+    /// Whether derivations are shown step by step.
+    pub steps: bool,
+}
+
+impl Renderer {
+    /// A definition's line: its name and shape (`None` in the NumPy format).
+    pub fn definition(&self, name: &str, shape: &Shape) -> Option<String> {
+        Some(match self.format {
+            Format::Numpy => return None,
+            Format::Json => serde_json::json!({ "definition": name, "shape": shape_json(shape) }).to_string(),
+            Format::Ascii => format!("{name}: {}", shape.display(true)),
+            Format::Latex => format!(
+                r"{} \in \mathbb{{R}}^{{{} \times {}}}",
+                print::latex::name(name, !shape.is_scalar()),
+                shape.rows,
+                shape.cols
+            ),
+            Format::Text => format!("{name}: {shape}"),
+        })
+    }
+
+    /// An answer, with the result of its numeric check. In JSON the check
+    /// (and, with steps, the derivation) is part of the answer's object;
+    /// other formats show the answer alone.
+    pub fn answer(&self, a: &Answer, check: Option<CheckResult>) -> String {
+        let fmt = self.format;
+        let notation = if fmt == Format::Ascii { Notation::Ascii } else { Notation::Unicode };
+        let expr = |e: &Expr| match fmt {
+            Format::Latex => print::latex(e),
+            _ => print::render(e, notation),
+        };
+        let shape = |s: &Shape| s.display(fmt == Format::Ascii);
+        match fmt {
+            Format::Numpy => unreachable!("the session renders NumPy code through codegen"),
+            Format::Json => self.json(a, check).to_string(),
+            _ => match a.kind() {
+                QueryKind::Shape => format!("{}: {}", expr(&a.function), shape(&a.function.shape)),
+                QueryKind::Show => format!("{} : {}", expr(&a.expr), shape(&a.expr.shape)),
+                QueryKind::Simplify => expr(&a.expr),
+                _ if self.steps && !a.steps.is_empty() => self.render_steps(&a.steps),
+                _ => match &a.lhs {
+                    Some(lhs) => format!("{} = {}", self.lhs(lhs), expr(&a.expr)),
+                    None => expr(&a.expr),
+                },
+            },
+        }
+    }
+
+    /// The JSON object of an answer: `query`, `text`, `ascii`, `latex`,
+    /// `shape`, the conventions it was derived under (`layout`, `vec`), then
+    /// `steps` with `--steps` and `check` when it was checked.
+    fn json(&self, a: &Answer, check: Option<CheckResult>) -> serde_json::Value {
+        let query = match a.kind() {
+            QueryKind::Shape | QueryKind::Show | QueryKind::Simplify => format!("{:?}", a.kind()).to_lowercase(),
+            _ => a.lhs.as_ref().map_or_else(String::new, |l| lhs_text(l, Notation::Unicode)),
+        };
+        let conv = a.conventions;
+        let mut obj = serde_json::json!({
+            "query": query,
+            "text": print::text(&a.expr),
+            "ascii": print::ascii(&a.expr),
+            "latex": print::latex(&a.expr),
+            "shape": shape_json(&a.expr.shape),
+            "layout": conv.layout.name(),
+            "vec": conv.order.name(),
+        });
+        let derivative = !matches!(a.kind(), QueryKind::Shape | QueryKind::Show | QueryKind::Simplify);
+        if self.steps && derivative {
+            let lines = step_lines(&a.steps, LineStyle::Unicode);
+            let steps: Vec<serde_json::Value> = a
+                .steps
+                .iter()
+                .zip(lines)
+                .map(|(s, line)| {
+                    serde_json::json!({
+                        "lhs": lhs_text(&s.lhs, Notation::Unicode),
+                        "lhs_ascii": lhs_text(&s.lhs, Notation::Ascii),
+                        "lhs_latex": lhs_latex(&s.lhs),
+                        "text": print::text(&s.rhs),
+                        "ascii": print::ascii(&s.rhs),
+                        "latex": print::latex(&s.rhs),
+                        "line": line,
+                    })
+                })
+                .collect();
+            obj["steps"] = serde_json::Value::Array(steps);
+        }
+        if let Some(c) = check {
+            obj["check"] = serde_json::json!({
+                "relative_error": c.relative_error,
+                "tolerance": crate::eval::check::TOLERANCE,
+                "passed": c.passed,
+            });
+        }
+        obj
+    }
+
+    fn lhs(&self, l: &Lhs) -> String {
+        match self.format {
+            Format::Latex => lhs_latex(l),
+            Format::Ascii => lhs_text(l, Notation::Ascii),
+            _ => lhs_text(l, Notation::Unicode),
+        }
+    }
+
+    fn render_steps(&self, steps: &[Step]) -> String {
+        let style = match self.format {
+            Format::Latex => LineStyle::Latex,
+            Format::Ascii => LineStyle::Ascii,
+            _ => LineStyle::Unicode,
+        };
+        let lines = step_lines(steps, style);
+        if style == LineStyle::Latex {
+            format!(
+                "\\begin{{aligned}}\n{}\n\\end{{aligned}}",
+                lines.iter().map(|l| l.replacen(" = ", " &= ", 1)).collect::<Vec<_>>().join(" \\\\\n")
+            )
+        } else {
+            lines.join("\n")
+        }
+    }
+}
+
+/// The result of comparing a derivative with finite differences.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckResult {
+    /// The largest relative error.
+    pub relative_error: f64,
+    /// Whether it is within [`crate::eval::check::TOLERANCE`].
+    pub passed: bool,
+}
+
+impl CheckResult {
+    /// The result for a relative error.
+    pub fn new(relative_error: f64) -> CheckResult {
+        CheckResult { relative_error, passed: relative_error <= crate::eval::check::TOLERANCE }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineStyle {
+    Unicode,
+    Ascii,
+    Latex,
+}
+
+/// One line per step: `lhs = [formula =] [vec⁻¹(previous) =] rhs`. A
+/// reshape followed by a step with the same left-hand side (a gradient made
+/// symmetric) is written `vec⁻¹(previous) = rhs`, so that the last line
+/// alone names the answer.
+fn step_lines(steps: &[Step], style: LineStyle) -> Vec<String> {
+    let lhs = |l: &Lhs| match style {
+        LineStyle::Latex => lhs_latex(l),
+        LineStyle::Ascii => lhs_text(l, Notation::Ascii),
+        LineStyle::Unicode => lhs_text(l, Notation::Unicode),
+    };
+    let latex = style == LineStyle::Latex;
+    let mut lines = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        let rhs = match style {
+            LineStyle::Latex => print::latex(&s.rhs),
+            LineStyle::Ascii => print::render(&s.rhs, Notation::Ascii),
+            LineStyle::Unicode => print::render(&s.rhs, Notation::Unicode),
+        };
+        let superseded = s.reshape && steps.get(i + 1).is_some_and(|n| n.lhs == s.lhs);
+        let mut parts = if superseded { vec![] } else { vec![lhs(&s.lhs)] };
+        if let Some(f) = &s.formula {
+            let sep = if latex { r" \, " } else { " " };
+            let terms: Vec<String> = f.iter().map(|p| p.iter().map(&lhs).collect::<Vec<_>>().join(sep)).collect();
+            parts.push(terms.join(" + "));
+        }
+        if s.reshape {
+            if let Some(p) = i.checked_sub(1).map(|j| &steps[j]) {
+                let inner = lhs(&p.lhs);
+                parts.push(match style {
+                    LineStyle::Latex => format!(r"\operatorname{{vec}}^{{-1}}\left({inner}\right)"),
+                    LineStyle::Ascii => format!("unvec({inner})"),
+                    LineStyle::Unicode => format!("vec⁻¹({inner})"),
+                });
+            }
+        }
+        parts.push(rhs);
+        lines.push(parts.join(" = "));
+    }
+    lines
+}
+
+fn shape_json(s: &Shape) -> serde_json::Value {
+    serde_json::json!([s.rows.to_string(), s.cols.to_string()])
+}
+
+/// A step's left-hand side in text.
+pub fn lhs_text(l: &Lhs, n: Notation) -> String {
+    let (d, t) = match n {
+        Notation::Unicode => ("∂", "ᵀ"),
+        Notation::Ascii => ("d", "^T"),
+    };
+    match l {
+        Lhs::Differential(f) => format!("d{f}"),
+        Lhs::SecondDifferential(f) => match n {
+            Notation::Unicode => format!("d²{f}"),
+            Notation::Ascii => format!("d^2{f}"),
+        },
+        Lhs::Jacobian { f, x, vec: true } => format!("{d}{f}/{d}vec({x}){t}"),
+        Lhs::Jacobian { f, x, vec: false } => format!("{d}{f}/{d}{x}{t}"),
+        Lhs::Gradient { f, x } => format!("{d}{f}/{d}{x}"),
+        Lhs::Hessian { f, x, vec, y } => {
+            let var = |n: &str, v: bool| if v { format!("{d}vec({n})") } else { format!("{d}{n}") };
+            let second = match y {
+                Some((y, yv)) => var(y, *yv),
+                None => var(x, *vec),
+            };
+            format!("{d}²{f}/{}{second}{t}", var(x, *vec))
+        }
+    }
+}
+
+fn lhs_latex(l: &Lhs) -> String {
+    use crate::print::latex::name;
+    let n = |s: &str| {
+        if s.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            name(s, false)
+        } else {
+            s.to_string()
+        }
+    };
+    match l {
+        Lhs::Differential(f) => format!(r"\mathrm{{d}}{}", n(f)),
+        Lhs::SecondDifferential(f) => format!(r"\mathrm{{d}}^2{}", n(f)),
+        Lhs::Jacobian { f, x, vec: true } => {
+            format!(r"\frac{{\partial {}}}{{\partial \operatorname{{vec}}({})^\top}}", n(f), n(x))
+        }
+        Lhs::Jacobian { f, x, vec: false } => {
+            format!(r"\frac{{\partial {}}}{{\partial {}^\top}}", n(f), n(x))
+        }
+        Lhs::Gradient { f, x } => format!(r"\frac{{\partial {}}}{{\partial {}}}", n(f), n(x)),
+        Lhs::Hessian { f, x, vec, y } => {
+            let var = |name: &str, v: bool| {
+                if v {
+                    format!(r"\operatorname{{vec}}({})", n(name))
+                } else {
+                    n(name)
+                }
+            };
+            let second = match y {
+                Some((y, yv)) => var(y, *yv),
+                None => var(x, *vec),
+            };
+            format!(r"\frac{{\partial^2 {}}}{{\partial {} \, \partial {second}^\top}}", n(f), var(x, *vec))
+        }
+    }
+}
