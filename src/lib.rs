@@ -44,12 +44,17 @@
 //!
 //! [`syntax`] (text to [`ast`]) → [`typeck`] (names and [`shape`]s, to the
 //! typed [`ir`]) → [`diff`] (differentials, identification, the chain rule)
-//! → [`simplify`](mod@simplify) → [`print`](mod@print) (Unicode, ASCII, LaTeX, NumPy). [`eval`]
-//! evaluates expressions numerically to check derivatives; [`session`] runs
-//! statements in order.
+//! → [`simplify`](mod@simplify) and [`egraph`] → [`print`](mod@print)
+//! (expressions in Unicode, ASCII, LaTeX) and [`codegen`] (NumPy).
+//! [`derive`] answers one query through those stages, under the
+//! [`conventions`] it is given; [`render`] shows answers in each output
+//! format; [`eval`] evaluates typed expressions, and the script as written
+//! ([`eval::reference`]), to check derivatives; [`functions`] is the table
+//! of built-in functions; [`session`] runs statements in order.
 #![deny(missing_docs)]
 
 pub mod ast;
+pub mod codegen;
 pub mod conventions;
 pub mod derive;
 pub mod diff;

@@ -66,7 +66,7 @@ impl Session {
     }
 
     /// A Python module with one NumPy function per answer, in order (see
-    /// [`crate::print::numpy`]), or an error when an answer's code would
+    /// [`crate::codegen::numpy`]), or an error when an answer's code would
     /// build an array too large to allocate.
     ///
     /// ```
@@ -76,9 +76,9 @@ impl Session {
     /// assert!(py.contains("def grad_q1_x(A, x):"));
     /// ```
     pub fn numpy(&self, answers: &[Answer]) -> Result<String> {
-        let ids = print::numpy::Identifiers::new(&self.env);
+        let ids = crate::codegen::numpy::Identifiers::new(&self.env);
         let mut used = BTreeSet::new();
-        let functions: Vec<print::numpy::Function> = answers
+        let functions: Vec<crate::codegen::numpy::Function> = answers
             .iter()
             .enumerate()
             .map(|(i, a)| {
@@ -112,10 +112,10 @@ impl Session {
                     None => print::text(&expr),
                     Some(lhs) => format!("{} = {}", lhs_text(lhs, Notation::Unicode), print::text(&a.expr)),
                 };
-                print::numpy::Function { name, expr, doc, span: a.span }
+                crate::codegen::numpy::Function { name, expr, doc, span: a.span }
             })
             .collect();
-        print::numpy::module(&self.env, &functions)
+        crate::codegen::numpy::module(&self.env, &functions)
     }
 
     /// Changes the `vec` order for the statements that follow.

@@ -1,9 +1,9 @@
 //! The generated NumPy code runs in Python and agrees with matdiff's own
 //! evaluator at the same random values. Needs `python3` with `numpy`.
 
+use matdiff::codegen::numpy::Identifiers;
 use matdiff::eval::check::random_values;
 use matdiff::eval::{Evaluator, Mat};
-use matdiff::print::numpy::Identifiers;
 use matdiff::session::{Options, Session};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::io::Write;

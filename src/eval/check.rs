@@ -26,8 +26,8 @@
 
 use super::{reference, vec_of, EvalError, Evaluator, Mat, Values};
 use crate::ast::{Expr as Ast, ExprKind, QueryKind};
+use crate::conventions::{Conventions, Layout};
 use crate::derive::Answer;
-use crate::diff::chain::{Conventions, Layout};
 use crate::ir::VecOrder;
 use crate::typeck::{Binding, Env, Written};
 use rand::{rngs::StdRng, Rng, SeedableRng};

@@ -9,7 +9,6 @@ use num_rational::BigRational;
 use num_traits::{One, Signed};
 
 pub mod latex;
-pub mod numpy;
 pub use latex::latex;
 
 /// Expressions debug-print as their text, which is what a failing test
