@@ -46,7 +46,7 @@
 //! typed [`ir`]) → [`diff`] (differentials, identification, the chain rule)
 //! → [`simplify`](mod@simplify) and [`egraph`] → [`print`](mod@print)
 //! (expressions in Unicode, ASCII, LaTeX) and [`codegen`] (NumPy).
-//! [`derive`] answers one query through those stages, under the
+//! [`derive`](mod@derive) answers one query through those stages, under the
 //! [`conventions`] it is given; [`render`] shows answers in each output
 //! format; [`eval`] evaluates typed expressions, and the script as written
 //! ([`eval::reference`]), to check derivatives; [`functions`] is the table
