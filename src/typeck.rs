@@ -187,7 +187,13 @@ struct Checker<'a> {
     pinned: Option<&'a HashMap<Span, Dim>>,
 }
 
-/// Built-in functions that are not elementwise.
+/// Every name the language gives a meaning to: operations, query words
+/// and the built-in functions of [`crate::functions`] (for completion).
+pub fn language_names() -> impl Iterator<Item = &'static str> {
+    CALLABLE.iter().chain(QUERIES).copied().chain(crate::functions::names())
+}
+
+/// Built-in operations written as calls (the table's functions aside).
 const CALLABLE: &[&str] = &["tr", "det", "logdet", "diag", "vec", "unvec", "sum", "norm", "inv", "kron", "ones"];
 /// Query keywords.
 const QUERIES: &[&str] = &["grad", "jacobian", "hessian", "simplify", "shape"];

@@ -42,10 +42,6 @@ fn history_path() -> Option<std::path::PathBuf> {
 
 const COMMANDS: &[&str] =
     &[":help", ":steps", ":format", ":layout", ":vec", ":check", ":env", ":load", ":reset", ":quit"];
-const BUILTINS: &[&str] = &[
-    "tr", "det", "logdet", "diag", "vec", "unvec", "sum", "norm", "inv", "kron", "exp", "log", "sin", "cos", "tanh",
-    "sigmoid", "sqrt", "softplus", "relu", "abs", "step", "sign", "grad", "jacobian", "hessian", "simplify", "shape",
-];
 
 /// Completes declared names, functions and `:` commands.
 struct Completion {
@@ -60,16 +56,16 @@ impl Completer for Completion {
         if word.is_empty() {
             return Ok((pos, vec![]));
         }
-        let names = self.names.borrow();
-        let pool: Vec<&str> = if word.starts_with(':') {
-            COMMANDS.to_vec()
+        let pool: Vec<String> = if word.starts_with(':') {
+            COMMANDS.iter().map(|c| c.to_string()).collect()
         } else {
-            names.iter().map(String::as_str).chain(BUILTINS.iter().copied()).collect()
+            let language = matdiff::typeck::language_names().map(String::from);
+            self.names.borrow().iter().cloned().chain(language).collect()
         };
         let mut found: Vec<Pair> = pool
             .into_iter()
             .filter(|c| c.starts_with(word))
-            .map(|c| Pair { display: c.to_string(), replacement: c.to_string() })
+            .map(|c| Pair { display: c.clone(), replacement: c })
             .collect();
         found.sort_by(|a, b| a.display.cmp(&b.display));
         found.dedup_by(|a, b| a.display == b.display);
