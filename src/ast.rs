@@ -4,6 +4,35 @@
 use crate::error::Span;
 use num_rational::BigRational;
 
+/// Operator precedence, lowest to highest. The parser's Pratt table is
+/// built in this order and the printers bracket by it, so text that is
+/// printed reads back the way it was meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Prec {
+    /// Anything: a whole expression, a function's argument.
+    Top,
+    /// `a + b`, `a - b`
+    Sum,
+    /// `-a`
+    Neg,
+    /// `a ∘ b`, `a ./ b`
+    Elementwise,
+    /// `a ⊗ b`
+    Kron,
+    /// `a b`, `a * b`, `a / s`
+    Product,
+    /// `aᵀ`, `a⁻¹`, `aᵏ`, `a .^ k`
+    Postfix,
+    /// Names, numbers, calls, brackets.
+    Atom,
+}
+
+impl Prec {
+    /// The operator levels, lowest first (what the parser's table lists).
+    pub const OPERATORS: [Prec; 6] =
+        [Prec::Sum, Prec::Neg, Prec::Elementwise, Prec::Kron, Prec::Product, Prec::Postfix];
+}
+
 /// A size as written in a declaration: a number or a symbol.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DimAst {

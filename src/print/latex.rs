@@ -1,5 +1,6 @@
 //! LaTeX for KaTeX and MathJax.
 
+use crate::ast::Prec;
 use crate::ir::{Expr, Func, Op};
 use num_traits::{One, Signed};
 
@@ -12,7 +13,7 @@ use num_traits::{One, Signed};
 /// ```
 pub fn latex(e: &Expr) -> String {
     let mut out = String::new();
-    go(e, 0, &mut out);
+    go(e, Prec::Top, &mut out);
     out
 }
 
@@ -34,21 +35,21 @@ pub fn name(n: &str, bold: bool) -> String {
     }
 }
 
-fn level(e: &Expr) -> u8 {
+fn level(e: &Expr) -> Prec {
     match &e.op {
-        Op::Add(_) => 1,
-        Op::Num(r) if r.is_negative() => 2,
-        Op::Scale(s, _) if s.as_num().is_some_and(|c| c.is_negative()) => 2,
-        Op::Hadamard(..) | Op::HadamardDiv(..) => 3,
-        Op::Kron(..) => 4,
-        Op::Scale(..) | Op::MatMul(..) | Op::Div(..) => 5,
-        Op::Size(d) if d.as_product_text().contains(' ') => 5,
-        Op::Transpose(_) | Op::Inverse(_) | Op::Power(..) | Op::HadamardPow(..) => 6,
-        _ => 7,
+        Op::Add(_) => Prec::Sum,
+        Op::Num(r) if r.is_negative() => Prec::Neg,
+        Op::Scale(s, _) if s.as_num().is_some_and(|c| c.is_negative()) => Prec::Neg,
+        Op::Hadamard(..) | Op::HadamardDiv(..) => Prec::Elementwise,
+        Op::Kron(..) => Prec::Kron,
+        Op::Scale(..) | Op::MatMul(..) | Op::Div(..) => Prec::Product,
+        Op::Size(d) if d.as_product_text().contains(' ') => Prec::Product,
+        Op::Transpose(_) | Op::Inverse(_) | Op::Power(..) | Op::HadamardPow(..) => Prec::Postfix,
+        _ => Prec::Atom,
     }
 }
 
-fn go(e: &Expr, min: u8, out: &mut String) {
+fn go(e: &Expr, min: Prec, out: &mut String) {
     if level(e) < min {
         out.push_str(r"\left(");
         body(e, out);
@@ -61,7 +62,7 @@ fn go(e: &Expr, min: u8, out: &mut String) {
 fn op(name: &str, x: &Expr, out: &mut String) {
     out.push_str(name);
     out.push_str(r"\left(");
-    go(x, 0, out);
+    go(x, Prec::Top, out);
     out.push_str(r"\right)");
 }
 
@@ -91,13 +92,13 @@ fn body(e: &Expr, out: &mut String) {
             for (i, t) in ts.iter().enumerate() {
                 let (c, _) = t.split_coef();
                 if i == 0 {
-                    go(t, 1, out);
+                    go(t, Prec::Sum, out);
                 } else if c.is_negative() {
                     out.push_str(" - ");
-                    go(&crate::ir::neg(t.clone()), 2, out);
+                    go(&crate::ir::neg(t.clone()), Prec::Neg, out);
                 } else {
                     out.push_str(" + ");
-                    go(t, 2, out);
+                    go(t, Prec::Neg, out);
                 }
             }
         }
@@ -105,58 +106,58 @@ fn body(e: &Expr, out: &mut String) {
             Some(c) if c.is_negative() => {
                 out.push('-');
                 if (-c).is_one() {
-                    go(x, 3, out);
+                    go(x, Prec::Elementwise, out);
                 } else {
                     body(&crate::ir::scale(-c, x.clone()), out);
                 }
             }
             _ => {
-                go(s, 6, out);
+                go(s, Prec::Postfix, out);
                 out.push_str(r" \, ");
-                go(x, 5, out);
+                go(x, Prec::Product, out);
             }
         },
         Op::MatMul(a, b) => {
-            go(a, 5, out);
+            go(a, Prec::Product, out);
             out.push(' ');
-            go(b, 5, out);
+            go(b, Prec::Product, out);
         }
         Op::Div(a, s) => {
             out.push_str(r"\frac{");
-            go(a, 0, out);
+            go(a, Prec::Top, out);
             out.push_str("}{");
-            go(s, 0, out);
+            go(s, Prec::Top, out);
             out.push('}');
         }
         Op::Hadamard(a, b) => {
-            go(a, 3, out);
+            go(a, Prec::Elementwise, out);
             out.push_str(r" \odot ");
-            go(b, 4, out);
+            go(b, Prec::Kron, out);
         }
         Op::HadamardDiv(a, b) => {
-            go(a, 3, out);
+            go(a, Prec::Elementwise, out);
             out.push_str(r" \oslash ");
-            go(b, 4, out);
+            go(b, Prec::Kron, out);
         }
         Op::Kron(a, b) => {
-            go(a, 4, out);
+            go(a, Prec::Kron, out);
             out.push_str(r" \otimes ");
-            go(b, 5, out);
+            go(b, Prec::Product, out);
         }
         Op::Transpose(x) => {
-            go(x, 7, out);
+            go(x, Prec::Atom, out);
             out.push_str(r"^\top");
         }
         Op::Inverse(x) => {
-            go(x, 7, out);
+            go(x, Prec::Atom, out);
             out.push_str("^{-1}");
         }
         Op::Power(x, k) => {
-            go(x, 7, out);
+            go(x, Prec::Atom, out);
             out.push_str(&format!("^{{{k}}}"));
         }
         Op::HadamardPow(x, k) => {
-            go(x, 7, out);
+            go(x, Prec::Atom, out);
             out.push_str(&format!(r"^{{\circ {k}}}"));
         }
         Op::Vec(x, _) => op(r"\operatorname{vec}", x, out),
@@ -168,7 +169,7 @@ fn body(e: &Expr, out: &mut String) {
         Op::Sum(x) => op(r"\operatorname{sum}", x, out),
         Op::Norm(x) => {
             out.push_str(r"\left\lVert ");
-            go(x, 0, out);
+            go(x, Prec::Top, out);
             out.push_str(r" \right\rVert");
         }
         Op::Apply(f, x) => {

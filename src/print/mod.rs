@@ -4,6 +4,7 @@
 //! text parses back to an equal expression with no redundant parentheses.
 //! Products are associative, so chains print flat: `(n1ᵀ ⊗ I) diag(f2'(d2)) 2(n2 - y)ᵀ`.
 
+use crate::ast::Prec;
 use crate::ir::{Expr, Op};
 use num_rational::BigRational;
 use num_traits::{One, Signed};
@@ -47,17 +48,17 @@ pub fn ascii(e: &Expr) -> String {
 /// Text in the given notation.
 pub fn render(e: &Expr, n: Notation) -> String {
     let mut out = String::new();
-    Printer { n }.go(e, 0, &mut out);
+    Printer { n }.go(e, Prec::Top, &mut out);
     out
 }
 
-const ADD: u8 = 1;
-const NEG: u8 = 2;
-const HAD: u8 = 3;
-const KRON: u8 = 4;
-const MUL: u8 = 5;
-const POST: u8 = 6;
-const ATOM: u8 = 7;
+const ADD: Prec = Prec::Sum;
+const NEG: Prec = Prec::Neg;
+const HAD: Prec = Prec::Elementwise;
+const KRON: Prec = Prec::Kron;
+const MUL: Prec = Prec::Product;
+const POST: Prec = Prec::Postfix;
+const ATOM: Prec = Prec::Atom;
 
 struct Printer {
     n: Notation,
@@ -89,7 +90,7 @@ impl Printer {
     }
 
     /// The precedence level of the node as printed.
-    fn level(&self, e: &Expr) -> u8 {
+    fn level(&self, e: &Expr) -> Prec {
         match &e.op {
             Op::Add(_) => ADD,
             Op::Num(r) if r.is_negative() => NEG,
@@ -104,7 +105,7 @@ impl Printer {
         }
     }
 
-    fn go(&self, e: &Expr, min: u8, out: &mut String) {
+    fn go(&self, e: &Expr, min: Prec, out: &mut String) {
         if self.level(e) < min {
             out.push('(');
             self.body(e, out);
@@ -121,7 +122,7 @@ impl Printer {
             if i > 0 {
                 out.push_str(", ");
             }
-            self.go(a, 0, out);
+            self.go(a, Prec::Top, out);
         }
         out.push(')');
     }
@@ -140,7 +141,7 @@ impl Printer {
     /// and `s` for `s ones(m, n)`: the language broadcasts a 1×1 operand
     /// there, so the text reads back as the same matrix. A caller makes sure
     /// another operand carries the shape.
-    fn operand(&self, e: &Expr, min: u8, out: &mut String) {
+    fn operand(&self, e: &Expr, min: Prec, out: &mut String) {
         if let Some(s) = Self::spread(e) {
             return self.go(&s, min.max(POST), out);
         }
@@ -180,7 +181,7 @@ impl Printer {
                 // another term carries the sum's shape.
                 let spread = |t: &Expr| matches!(t.split_coef().1.op, Op::Ones) || Self::spread(t).is_some();
                 let shaped = ts.iter().any(|t| !spread(t)) || e.shape.is_scalar();
-                let term = |t: &Expr, min: u8, out: &mut String| {
+                let term = |t: &Expr, min: Prec, out: &mut String| {
                     if shaped {
                         self.operand(t, min, out)
                     } else {
@@ -289,7 +290,7 @@ impl Printer {
             Op::Unvec(x, _) => {
                 let s = &e.shape;
                 out.push_str("unvec(");
-                self.go(x, 0, out);
+                self.go(x, Prec::Top, out);
                 out.push_str(&format!(", {}, {})", s.rows, s.cols));
             }
             Op::DiagMat(x) | Op::DiagVec(x) => self.call("diag", &[x], out),
@@ -300,7 +301,7 @@ impl Printer {
             Op::Norm(x) => {
                 let bar = if ascii { "||" } else { "‖" };
                 out.push_str(bar);
-                self.go(x, 0, out);
+                self.go(x, Prec::Top, out);
                 out.push_str(bar);
             }
             Op::Apply(f, x) => self.call(&f.name(ascii), &[x], out),

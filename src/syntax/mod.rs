@@ -29,18 +29,28 @@ pub const MAX_DEPTH: usize = 2_000;
 fn pratt() -> &'static PrattParser<Rule> {
     static PRATT: OnceLock<PrattParser<Rule>> = OnceLock::new();
     PRATT.get_or_init(|| {
-        PrattParser::new()
-            .op(Op::infix(Rule::add, Assoc::Left) | Op::infix(Rule::sub, Assoc::Left))
-            .op(Op::prefix(Rule::neg))
-            .op(Op::infix(Rule::hadamard, Assoc::Left) | Op::infix(Rule::hadamard_div, Assoc::Left))
-            .op(Op::infix(Rule::kron, Assoc::Left))
-            .op(Op::infix(Rule::mul, Assoc::Left)
-                | Op::infix(Rule::div, Assoc::Left)
-                | Op::infix(Rule::implicit, Assoc::Left))
-            .op(Op::postfix(Rule::transpose)
-                | Op::postfix(Rule::inverse)
-                | Op::postfix(Rule::power)
-                | Op::postfix(Rule::hadamard_pow))
+        // The levels come from `Prec`, which the printers share.
+        Prec::OPERATORS.into_iter().fold(PrattParser::new(), |p, level| {
+            p.op(match level {
+                Prec::Sum => Op::infix(Rule::add, Assoc::Left) | Op::infix(Rule::sub, Assoc::Left),
+                Prec::Neg => Op::prefix(Rule::neg),
+                Prec::Elementwise => {
+                    Op::infix(Rule::hadamard, Assoc::Left) | Op::infix(Rule::hadamard_div, Assoc::Left)
+                }
+                Prec::Kron => Op::infix(Rule::kron, Assoc::Left),
+                Prec::Product => {
+                    Op::infix(Rule::mul, Assoc::Left)
+                        | Op::infix(Rule::div, Assoc::Left)
+                        | Op::infix(Rule::implicit, Assoc::Left)
+                }
+                Prec::Postfix | Prec::Top | Prec::Atom => {
+                    Op::postfix(Rule::transpose)
+                        | Op::postfix(Rule::inverse)
+                        | Op::postfix(Rule::power)
+                        | Op::postfix(Rule::hadamard_pow)
+                }
+            })
+        })
     })
 }
 
