@@ -56,6 +56,7 @@
 pub mod ast;
 pub mod codegen;
 pub mod conventions;
+pub mod cost;
 pub mod derive;
 pub mod diff;
 pub mod egraph;

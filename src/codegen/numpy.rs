@@ -561,7 +561,7 @@ impl Gen<'_> {
             // A number scales the smallest factor of a product.
             Op::Scale(a, x) if a.as_num().is_some() && matches!(x.op, Op::MatMul(..)) => {
                 let mut factors = x.factors();
-                let area = |f: &Expr| f.shape.rows.estimate(1e3) * f.shape.cols.estimate(1e3);
+                let area = |f: &Expr| crate::cost::area(&f.shape);
                 let smallest =
                     (0..factors.len()).min_by(|&i, &j| area(&factors[i]).total_cmp(&area(&factors[j]))).unwrap_or(0);
                 factors[smallest] = crate::ir::scalar_mul(a.clone(), factors[smallest].clone());
@@ -627,7 +627,7 @@ impl Gen<'_> {
         let last = factors.len() - 1;
         let column = e.shape.cols.is_one() && !e.shape.rows.is_one();
         let plain = |i: usize| !structured(&factors[i]);
-        let area = |f: &Expr| f.shape.rows.estimate(1e3) * f.shape.cols.estimate(1e3);
+        let area = |f: &Expr| crate::cost::area(&f.shape);
         let pivot = if column && plain(last) {
             last
         } else if plain(0) {
@@ -689,7 +689,7 @@ impl Gen<'_> {
             Op::Kron(a, b) => {
                 let (p, q) = (&a.shape.rows, &a.shape.cols);
                 let (r, s) = (&b.shape.rows, &b.shape.cols);
-                let big = |d: &Dim| d.estimate(1e3);
+                let big = crate::cost::size;
                 let (dp, dq, dr, ds, dc) = (self.dim(p), self.dim(q), self.dim(r), self.dim(s), self.dim(c));
                 if big(p) * big(s) <= big(r) * big(q) {
                     self.guard(&p.mul(s), c, || "a Kronecker product's partial result".to_string());

@@ -201,8 +201,7 @@ pub struct Flops<'a> {
     egraph: &'a Graph,
 }
 
-/// How large a symbolic size counts in the cost model.
-pub const SYMBOLIC_SIZE: f64 = 1000.0;
+pub use crate::cost::SYMBOLIC_SIZE;
 
 impl<'a> Flops<'a> {
     /// A cost function over this e-graph.
@@ -219,24 +218,25 @@ impl<'a> Flops<'a> {
     }
 
     fn own(&self, enode: &Math) -> f64 {
+        use crate::cost::{operation, Operation as O};
         let s = |i: &Id| &self.egraph[*i].data.shape;
-        let d = |x: &Dim| x.estimate(SYMBOLIC_SIZE);
-        let area = |sh: &Shape| d(&sh.rows) * d(&sh.cols);
         match enode {
-            Math::Leaf(_) | Math::Num(_) => 1.0,
-            Math::Trans(_) | Math::Vec(_) => 1.0,
-            Math::Mul([a, b]) => d(&s(a).rows) * d(&s(a).cols) * d(&s(b).cols),
-            Math::Add([a, _]) | Math::Had([a, _]) | Math::HadDiv([a, _]) | Math::HadPow([a, _]) => area(s(a)),
-            Math::Scale([_, x]) | Math::Div([x, _]) | Math::Sum(x) | Math::Norm(x) => area(s(x)),
-            Math::App([f, x]) => self.func(f).map_or(4.0, Func::cost) * area(s(x)),
-            Math::Inv(a) | Math::Det(a) | Math::Logdet(a) => d(&s(a).rows).powi(3),
-            Math::Pow([a, _]) => 2.0 * d(&s(a).rows).powi(3),
-            Math::Kron([a, b]) => area(s(a)) * area(s(b)),
-            Math::Diag(a) => {
-                let n = d(&s(a).rows) * d(&s(a).cols);
-                n * n
+            Math::Leaf(_) | Math::Num(_) => operation(O::Leaf, &[]),
+            Math::Trans(_) | Math::Vec(_) => operation(O::View, &[]),
+            Math::Mul([a, b]) => operation(O::Product, &[s(a), s(b)]),
+            Math::Add([a, _]) | Math::Had([a, _]) | Math::HadDiv([a, _]) | Math::HadPow([a, _]) => {
+                operation(O::Elementwise, &[s(a)])
             }
-            Math::DiagV(a) | Math::Trace(a) => d(&s(a).rows),
+            Math::Scale([_, x]) | Math::Div([x, _]) | Math::Sum(x) | Math::Norm(x) => operation(O::Reduce, &[s(x)]),
+            Math::App([f, x]) => match self.func(f) {
+                Some(f) => operation(O::Apply(f), &[s(x)]),
+                None => operation(O::Apply(&Func::User("".into(), 0)), &[s(x)]),
+            },
+            Math::Inv(a) | Math::Det(a) | Math::Logdet(a) => operation(O::Factor, &[s(a)]),
+            Math::Pow([a, _]) => operation(O::Power, &[s(a)]),
+            Math::Kron([a, b]) => operation(O::Kron, &[s(a), s(b)]),
+            Math::Diag(a) => operation(O::DiagMat, &[s(a)]),
+            Math::DiagV(a) | Math::Trace(a) => operation(O::Diagonal, &[s(a)]),
         }
     }
 }
@@ -253,28 +253,30 @@ impl CostFunction<Math> for Flops<'_> {
 }
 
 /// The cost [`Flops`] gives `e` as it stands (counted on the IR, as the
-/// e-graph would count the same term).
+/// e-graph would count the same term: the same [`crate::cost::operation`]
+/// per node, with the leaves the e-graph adds for exponents and functions).
 pub fn cost(e: &Expr, order: VecOrder) -> f64 {
-    let d = |x: &Dim| x.estimate(SYMBOLIC_SIZE);
-    let area = |sh: &Shape| d(&sh.rows) * d(&sh.cols);
+    use crate::cost::{operation, Operation as O};
     let kids = |e: &Expr| e.op.children().iter().map(|c| cost(c, order)).sum::<f64>();
-    match &e.op {
-        Op::Add(ts) => kids(e) + area(&e.shape) * (ts.len() as f64 - 1.0),
-        Op::MatMul(a, b) => kids(e) + d(&a.shape.rows) * d(&a.shape.cols) * d(&b.shape.cols),
-        Op::Scale(_, x) | Op::Div(x, _) | Op::Sum(x) | Op::Norm(x) => kids(e) + area(&x.shape),
-        Op::Hadamard(a, _) | Op::HadamardDiv(a, _) => kids(e) + area(&a.shape),
-        Op::HadamardPow(a, _) => kids(e) + 1.0 + area(&a.shape),
-        Op::Apply(f, x) => kids(e) + 1.0 + f.cost() * area(&x.shape),
-        Op::Inverse(a) | Op::Det(a) | Op::Logdet(a) => kids(e) + d(&a.shape.rows).powi(3),
-        Op::Power(a, _) => kids(e) + 1.0 + 2.0 * d(&a.shape.rows).powi(3),
-        Op::Kron(a, b) => kids(e) + area(&a.shape) * area(&b.shape),
-        Op::DiagMat(a) => kids(e) + area(&a.shape) * area(&a.shape),
-        Op::DiagVec(a) | Op::Trace(a) => kids(e) + d(&a.shape.rows),
-        Op::Transpose(_) => kids(e) + 1.0,
-        Op::Vec(_, o) if *o == order => kids(e) + 1.0,
+    let leaf = operation(O::Leaf, &[]);
+    let own = match &e.op {
+        Op::Add(ts) => operation(O::Elementwise, &[&e.shape]) * (ts.len() as f64 - 1.0),
+        Op::MatMul(a, b) => operation(O::Product, &[&a.shape, &b.shape]),
+        Op::Scale(_, x) | Op::Div(x, _) | Op::Sum(x) | Op::Norm(x) => operation(O::Reduce, &[&x.shape]),
+        Op::Hadamard(a, _) | Op::HadamardDiv(a, _) => operation(O::Elementwise, &[&a.shape]),
+        Op::HadamardPow(a, _) => leaf + operation(O::Elementwise, &[&a.shape]),
+        Op::Apply(f, x) => leaf + operation(O::Apply(f), &[&x.shape]),
+        Op::Inverse(a) | Op::Det(a) | Op::Logdet(a) => operation(O::Factor, &[&a.shape]),
+        Op::Power(a, _) => leaf + operation(O::Power, &[&a.shape]),
+        Op::Kron(a, b) => operation(O::Kron, &[&a.shape, &b.shape]),
+        Op::DiagMat(a) => operation(O::DiagMat, &[&a.shape]),
+        Op::DiagVec(a) | Op::Trace(a) => operation(O::Diagonal, &[&a.shape]),
+        Op::Transpose(_) => operation(O::View, &[]),
+        Op::Vec(_, o) if *o == order => operation(O::View, &[]),
         // Leaves, and what the e-graph keeps opaque.
-        _ => 1.0,
-    }
+        _ => return leaf,
+    };
+    kids(e) + own
 }
 
 /// Limits on one saturation run.
