@@ -78,17 +78,30 @@ pub use session::{Answer, Session};
 
 /// The gradient `∂f/∂x` of a scalar expression, given declarations.
 ///
+/// An error points into the text it is about: `declarations` for a
+/// mistake there, `f` for one in the expression, `x` for an unknown
+/// variable, so `err.render("f", f)` underlines the caller's own text.
+///
 /// ```
 /// let g = matdiff::gradient("A: n x n; x: n", "x^T A x", "x").unwrap();
 /// assert_eq!(matdiff::print::text(&g), "(A + Aᵀ) x");
+/// let err = matdiff::gradient("A: n x n; x: n", "x^T B x", "x").unwrap_err();
+/// assert!(err.render("f", "x^T B x").contains("x^T B x"));
 /// ```
 pub fn gradient(declarations: &str, f: &str, x: &str) -> Result<ir::Expr> {
     let mut s = Session::default();
-    let answers = s.answers(&format!("{declarations}\ngrad({f}, {x})"))?;
-    Ok(answers.into_iter().last().expect("one answer").expr)
+    s.run(declarations)?;
+    let name = x.trim();
+    if s.env.leaf(name).is_none() {
+        let at = error::Span::new(x.len() - x.trim_start().len(), x.len() - x.trim_start().len() + name.len());
+        return Err(Error::unsupported(at, format!("`{name}` is not a declared or defined matrix")));
+    }
+    let wrt = ast::Ident { name: name.to_string(), span: error::Span::new(0, 0) };
+    one_query(&mut s, f, ast::QueryKind::Gradient, Some(wrt))
 }
 
-/// The simplified form of an expression, given declarations.
+/// The simplified form of an expression, given declarations; errors point
+/// into `declarations` or `e`, as for [`gradient()`].
 ///
 /// ```
 /// let e = matdiff::simplify("A: n x n", "(A^T)^T I + 0").unwrap();
@@ -96,8 +109,19 @@ pub fn gradient(declarations: &str, f: &str, x: &str) -> Result<ir::Expr> {
 /// ```
 pub fn simplify(declarations: &str, e: &str) -> Result<ir::Expr> {
     let mut s = Session::default();
-    let answers = s.answers(&format!("{declarations}\nsimplify({e})"))?;
-    Ok(answers.into_iter().last().expect("one answer").expr)
+    s.run(declarations)?;
+    one_query(&mut s, e, ast::QueryKind::Simplify, None)
+}
+
+/// Asks one query about the expression `src`, with spans into `src`.
+fn one_query(s: &mut Session, src: &str, kind: ast::QueryKind, wrt: Option<ast::Ident>) -> Result<ir::Expr> {
+    let expr = syntax::parse_expr(src)?;
+    let span = expr.span;
+    let stmt = ast::Stmt::Query { kind, expr, wrt, wrt2: None, span };
+    match s.exec(&stmt, src)? {
+        session::Outcome::Answer(a) => Ok(a.expr),
+        _ => unreachable!("a query answers"),
+    }
 }
 
 /// The README's Rust examples run as doctests.
