@@ -616,6 +616,10 @@ pub fn matmul(a: Expr, b: Expr) -> Expr {
     if b.as_num().is_some() {
         return scalar_mul(b, a);
     }
+    // ones(m, k) ones(k, n) = k ones(m, n): what broadcasts leave behind.
+    if let (Op::Ones, Op::Ones) = (&a.op, &b.op) {
+        return scalar_mul(size(a.shape.cols.clone()), ones(shape));
+    }
     if let (Op::DiagMat(x), Op::DiagMat(y)) = (&a.op, &b.op) {
         return diag_mat(hadamard(x.clone(), oriented_like(y, x)));
     }
