@@ -392,3 +392,24 @@ fn gradient(
     }
     Ok((lhs, Derivation { answer, steps }))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::conventions::{Conventions, Layout, VecOrder};
+    use crate::session::{Options, Session};
+
+    #[test]
+    fn an_answer_keeps_its_conventions_when_the_session_changes() {
+        let numerator = Conventions { layout: Layout::Numerator, order: VecOrder::Col };
+        let mut s = Session::new(Options { conventions: numerator, ..Options::default() });
+        let a = s.answers("X: 2 x 3; A: 3 x 3; F = X A; ∂F/∂vec(X)ᵀ").unwrap().remove(0);
+        s.options.conventions = Conventions::default();
+        s.set_vec_order(VecOrder::Row);
+        assert_eq!(a.conventions, numerator);
+        let err = s.check(&a).unwrap().unwrap();
+        assert!(err < 1e-6, "checked under the session's new conventions: {err}");
+        // The same Jacobian under the new conventions is another matrix.
+        let b = s.answers("G = X A; ∂G/∂vec(X)ᵀ").unwrap().remove(0);
+        assert_ne!(a.text(), b.text());
+    }
+}
