@@ -466,6 +466,21 @@ impl Expr {
             op => op.children().iter().any(|c| c.mentions(name)),
         }
     }
+    /// The names of matrices and definitions that occur, each once, in the
+    /// order met (shared subexpressions are visited once).
+    pub fn var_names(&self, out: &mut Vec<Name>) {
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![self.clone()];
+        while let Some(e) = stack.pop() {
+            if !seen.insert(e.clone()) {
+                continue;
+            }
+            match &e.op {
+                Op::Var { name, .. } if !out.contains(name) => out.push(name.clone()),
+                op => stack.extend(op.children().into_iter().cloned()),
+            }
+        }
+    }
     /// Number of nodes in the tree (shared nodes counted each time).
     pub fn size(&self) -> usize {
         1 + self.op.children().iter().map(|c| c.size()).sum::<usize>()

@@ -233,7 +233,8 @@ impl Session {
                 let (t, written) = self.env.check_written(body, self.options.conventions.order)?;
                 let shape = t.shape.clone();
                 let written = std::rc::Rc::new(written);
-                self.env.names.insert(name.name.clone(), (Binding::Def { body: t, written }, name.span));
+                let power_terms = self.env.power_terms(&t);
+                self.env.names.insert(name.name.clone(), (Binding::Def { body: t, written, power_terms }, name.span));
                 self.env.defs.push(name.name.clone());
                 Ok(Outcome::Defined { name: name.name.clone(), shape })
             }
@@ -242,7 +243,10 @@ impl Session {
                 let query = Query::new(*kind, wrt.as_ref(), wrt2.as_ref());
                 let (typed, written) = self.env.check_written(expr, self.options.conventions.order)?;
                 let label = label_of(&src[expr.span.start..expr.span.end]);
-                let varying = self.varying();
+                let varying = match kind {
+                    QueryKind::Differential | QueryKind::SecondDifferential => self.varying(),
+                    _ => BTreeSet::new(),
+                };
                 let all = self.targets.is_empty();
                 let settings = derive::Settings {
                     conventions: self.options.conventions,

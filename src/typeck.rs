@@ -27,6 +27,9 @@ pub enum Binding {
         body: Expr,
         /// The definition as written, for the reference evaluator.
         written: std::rc::Rc<Written>,
+        /// How many terms its differential expands a matrix power into,
+        /// through the definitions it uses ([`crate::diff::power_terms`]).
+        power_terms: u64,
     },
     /// A declared scalar function.
     Func,
@@ -128,6 +131,21 @@ impl Env {
             Binding::Def { written, .. } => Some(written),
             _ => None,
         }
+    }
+
+    /// How many terms the differential of `e` expands a matrix power into,
+    /// through definitions: the most of `e`'s own and of every defined name
+    /// it uses (each definition's count is kept when it is defined).
+    pub fn power_terms(&self, e: &Expr) -> u64 {
+        let mut names = Vec::new();
+        e.var_names(&mut names);
+        names
+            .iter()
+            .filter_map(|n| match self.names.get(&**n) {
+                Some((Binding::Def { power_terms, .. }, _)) => Some(*power_terms),
+                _ => None,
+            })
+            .fold(crate::diff::power_terms(e), u64::max)
     }
 
     /// Whether `name` is a size: a symbol in a declared matrix's shape that

@@ -221,13 +221,7 @@ fn variable(env: &Env, x: &Ident) -> Result<Expr> {
 /// Refuses a derivative whose matrix powers would expand past
 /// [`crate::diff::MAX_POWER_TERMS`] terms (`d(Xᵏ)` has `k`).
 fn bounded(env: &Env, f: &Expr, span: Span) -> Result<()> {
-    let mut used = vec![f.clone()];
-    for d in env.defs.iter().rev() {
-        if used.iter().any(|e| e.mentions(d)) {
-            used.extend(env.definition(d).cloned());
-        }
-    }
-    let terms = used.iter().map(crate::diff::power_terms).max().unwrap_or(1);
+    let terms = env.power_terms(f);
     if terms > crate::diff::MAX_POWER_TERMS {
         return Err(Error::limit(
             span,
