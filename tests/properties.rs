@@ -852,7 +852,7 @@ struct WeakCase {
 impl fmt::Debug for WeakCase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let case = Case { script: self.script.text.clone(), conv: self.conv };
-        write!(f, "{case:?}uses {:?}\n", self.script.used)
+        writeln!(f, "{case:?}uses {:?}", self.script.used)
     }
 }
 
@@ -1223,12 +1223,15 @@ fn numpy_missing() -> bool {
     false
 }
 
+/// A query, its Python function and the value the evaluator gives.
+type Expected = (String, String, Mat);
+
 /// Runs the NumPy functions of a batch of scripts in one Python process and
 /// compares them with the evaluator: the failures, by script.
 fn numpy_batch(cases: &[WeakCase]) -> (Vec<(usize, Fail)>, usize) {
     use std::io::Write;
     let mut input = Vec::new();
-    let mut expected: Vec<(usize, Vec<(String, String, Mat)>, String)> = Vec::new();
+    let mut expected: Vec<(usize, Vec<Expected>, String)> = Vec::new();
     let mut fails = Vec::new();
     for (k, case) in cases.iter().enumerate() {
         let (s, answers, _) = weak_run(case, false);
@@ -1453,4 +1456,53 @@ fn weak_spots_survey() {
         families.len()
     );
     assert!(families.is_empty(), "{} families of failures", families.len());
+}
+
+/// The weak-spot generator writes every construct, in scripts of 3 to 5
+/// definitions, and asks derivatives with respect to symmetric matrices.
+#[test]
+fn weak_generator_writes_every_construct() {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng >> 32) as u32
+    };
+    let mut used = BTreeSet::new();
+    let mut all = String::new();
+    for i in 0..400 {
+        let tape: Vec<u32> = (0..200).map(|_| next()).collect();
+        let case = weak_case(&tape, i % 4, weak::ALL);
+        used.extend(case.script.used.iter().copied());
+        assert!((5..=7).contains(&case.script.defs.len()), "{:?}", case);
+        all.push_str(&case.script.text);
+    }
+    for c in weak::ALL {
+        assert!(used.contains(c), "the generator never writes {c:?}");
+    }
+    for text in [
+        "ones(",
+        " ./ ",
+        "(I ⊗ ",
+        " ⊗ I)",
+        "I_n",
+        "I_3",
+        " + 0)",
+        "(0 - ",
+        " / n)",
+        ".^ 2",
+        "²",
+        "³",
+        "^-1",
+        "tr(",
+        "sum(",
+        "grad(L, S)",
+        "grad(L, Q)",
+        "hessian(L, P)",
+        "hessian(L, x)",
+        "jacobian(J, ",
+    ] {
+        assert!(all.contains(text), "the generator never writes `{text}`");
+    }
 }
