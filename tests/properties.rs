@@ -1213,6 +1213,11 @@ fn to_json(m: &Mat) -> serde_json::Value {
 /// Whether (c) may be skipped: only when `MATDIFF_SKIP_NUMPY` is set and
 /// `python3` with NumPy is missing.
 fn numpy_missing() -> bool {
+    static MISSING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MISSING.get_or_init(numpy_missing_now)
+}
+
+fn numpy_missing_now() -> bool {
     let ok =
         std::process::Command::new("python3").args(["-c", "import numpy"]).output().is_ok_and(|o| o.status.success());
     if !ok && std::env::var_os("MATDIFF_SKIP_NUMPY").is_some() {
