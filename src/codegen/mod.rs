@@ -811,3 +811,6 @@ impl Gen<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
