@@ -1,5 +1,816 @@
-//! Code that evaluates answers: one function per query, which computes the
-//! intermediates it needs once, applies `diag(v)` and `A ⊗ B` without
-//! building them, and keeps its inputs' dtype. NumPy is the backend today.
+//! Code that evaluates answers: one Python function per query, which
+//! computes the intermediates it needs once, applies `diag(v)` and `A ⊗ B`
+//! without building them, and keeps its inputs' dtype.
+//!
+//! **Why the split.** NumPy, JAX and PyTorch code for an answer differ only
+//! in how each operation is spelled (`np.trace(x)`, `jnp.trace(x)`,
+//! `torch.trace(x)`); what a function computes does not. So this module is
+//! the generator, which decides everything that is not spelling, and a
+//! [`Backend`] writes each operation it asks for. [`numpy`] is the NumPy
+//! backend; a new framework is another implementation of [`Backend`], and
+//! every backend gives a query the same function with the same parameters.
+//!
+//! **What the generator decides.** Each function takes the declared
+//! matrices its answer depends on (in alphabetical order, 2-D arrays of their
+//! declared shapes; scalars 1×1), then the differentials `d_X` a `d(F)`
+//! answer reads, then `f`, `f_prime`, `f_prime2` for each declared function
+//! it uses, and finally, keyword-only, every symbolic size that no array
+//! parameter carries ([`parameters`]). It reads the other sizes from the
+//! arrays' shapes, computes the definitions the answer needs in script order,
+//! names repeated subexpressions once as temporaries (`_t1`, `_t2`, …),
+//! orders each product chain by [`crate::cost`], and returns a 2-D array of
+//! the answer's shape.
+//!
+//! **Names.** Every Python name is an ASCII identifier that is not a keyword
+//! (see [`Identifiers`]): Greek letters are spelled out (`λ` is `lam`, `σ` is
+//! `sigma`, `Λ` is `Lambda`), and two user names that would meet on one
+//! identifier get suffixes `_2`, `_3`. Names the generator makes itself start
+//! with `_` (`_t1`, `_dtype`, `_sigmoid`), which user names never do.
+//!
+//! **Sizes.** A symbolic size is read from the arrays' shapes
+//! (`n = A.shape[0]`, `m = v.shape[0] // (2 * n)` for `v: 2·n·m`); a size no
+//! array parameter carries is a keyword-only parameter. Sizes are Python
+//! integers in every backend, and every size in the generated code goes
+//! through one function, [`size_expr`].
+//!
+//! **Dtype.** The result has the dtype of the array parameters; constants
+//! are built with it. How that dtype is found and named is the backend's
+//! ([`Backend::dtype_line`]).
+//!
+//! **Memory.** Products with `diag(v)`, `A ⊗ B`, commutation matrices and
+//! identities are applied by broadcasting and reshapes, so none of them is
+//! built unless the answer is one. Any array the generated code would
+//! materialise with more than [`MAX_ENTRIES`] entries (known sizes only) is
+//! refused at generation time with an error naming the array, instead of
+//! emitting code that allocates gigabytes.
 
+mod names;
 pub mod numpy;
+
+pub use names::{ascii, identifier, size_expr, Identifiers, RESERVED};
+
+use crate::error::{Error, Span};
+use crate::ir::{Builtin, Expr, Func, Op, VecOrder};
+use crate::shape::{Dim, Shape};
+use crate::typeck::Env;
+use names::dim_parts;
+use num_rational::BigRational;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Write;
+
+/// The largest array (in entries) that generated code may build: 2²⁶
+/// entries, 512 MiB in float64. Larger arrays with known sizes are refused
+/// when the code is generated.
+pub const MAX_ENTRIES: u64 = 1 << 26;
+
+/// A function to generate: its Python name, the expression, and a docstring.
+#[derive(Debug, Clone)]
+pub struct Function {
+    /// The Python function name (a valid identifier).
+    pub name: String,
+    /// What it returns.
+    pub expr: Expr,
+    /// A one-line docstring.
+    pub doc: String,
+    /// The query it answers, for errors.
+    pub span: Span,
+}
+
+/// Whether a term of a sum is added or subtracted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sign {
+    /// `+ t` (the first term of a sum is always `Plus`).
+    Plus,
+    /// `- t`.
+    Minus,
+}
+
+/// How one framework spells what the generator emits.
+///
+/// Every argument named `x`, `a`, `b` is the code of a 2-D array (or, where
+/// said, of a number), already spelled by this backend; sizes (`n`, `rows`,
+/// `dims`) are Python integer expressions from [`size_expr`]. Each method
+/// returns the code of one expression or one line, without indentation.
+/// Results that are arrays must be 2-D unless the method says otherwise;
+/// operations that yield a number ([`trace`](Backend::trace),
+/// [`sum`](Backend::sum), …) may yield any scalar the backend's
+/// [`full`](Backend::full) accepts as a value.
+pub trait Backend {
+    /// The framework's name, for errors (`NumPy`).
+    fn name(&self) -> &str;
+
+    /// The module aliases its code refers to (`np`); each must be in
+    /// [`RESERVED`], so that user names avoid them in every backend.
+    fn reserved(&self) -> &[&str];
+
+    /// The start of a module: its imports and the blank lines after them.
+    fn header(&self) -> &str;
+
+    /// The helper functions its code may call, as (name, Python source), in
+    /// the order they are written; a module defines the ones it calls, after
+    /// the header. Names start with `_`.
+    fn helpers(&self) -> Vec<(&str, &str)>;
+
+    /// The template for a built-in function of the table, with `{x}` for the
+    /// argument (a 2-D array), or `None` when this backend has no spelling
+    /// for it. A backend reads its own field of [`Builtin`].
+    fn builtin(&self, f: &Builtin) -> Option<&str>;
+
+    /// A call of a user function (or one of its derivatives), `f` being a
+    /// parameter, on an array: it acts entry by entry.
+    fn call(&self, f: &str, x: &str) -> String;
+
+    /// A number literal, usable as a scalar in entrywise operations.
+    fn number(&self, r: &BigRational) -> String;
+
+    /// The `def` line of a function: its positional parameters, then its
+    /// keyword-only parameters (sizes), if any.
+    fn signature(&self, name: &str, positional: &[String], keyword: &[String]) -> String;
+
+    /// The docstring line of a function, from one line of text.
+    fn docstring(&self, doc: &str) -> String;
+
+    /// The line computing the dtype that results and constants have, from
+    /// the array parameters (possibly none).
+    fn dtype_line(&self, arrays: &[String]) -> String;
+
+    /// A line binding a name: a size, a temporary or a definition.
+    fn assign(&self, name: &str, value: &str) -> String;
+
+    /// The size of an array parameter along an axis (0 rows, 1 columns), as
+    /// a Python integer.
+    fn shape(&self, x: &str, axis: usize) -> String;
+
+    /// The return line for an array of the answer's shape, in the dtype.
+    fn return_array(&self, x: &str) -> String;
+
+    /// The return line for a `rows × cols` array filled with the single
+    /// entry of `x`, a 1×1 array (an answer that is a number).
+    fn return_filled(&self, x: &str, rows: &str, cols: &str) -> String;
+
+    /// The `n × n` identity, in the dtype.
+    fn eye(&self, n: &str) -> String;
+
+    /// The `rows × cols` zero matrix, in the dtype.
+    fn zeros(&self, rows: &str, cols: &str) -> String;
+
+    /// The `rows × cols` all-ones matrix, in the dtype.
+    fn ones(&self, rows: &str, cols: &str) -> String;
+
+    /// A `rows × cols` array of one scalar `value`, in the dtype.
+    fn full(&self, rows: &str, cols: &str, value: &str) -> String;
+
+    /// The commutation matrix `K_(r,c)` built (`K vec(A) = vec(Aᵀ)` for an
+    /// `r × c` matrix `A`), in the dtype.
+    fn commutation(&self, r: &str, c: &str, order: VecOrder) -> String;
+
+    /// `a b`, the matrix product.
+    fn matmul(&self, a: &str, b: &str) -> String;
+
+    /// `xᵀ`.
+    fn transpose(&self, x: &str) -> String;
+
+    /// A sum of terms with signs, in order.
+    fn add(&self, terms: &[(Sign, String)]) -> String;
+
+    /// `a ∘ b`, entry by entry, broadcasting an operand that is a number or
+    /// a 1×1 array, or an `n × 1` or `1 × n` array against an `n × m` or
+    /// `m × n` one.
+    fn mul(&self, a: &str, b: &str) -> String;
+
+    /// `a ./ b`, entry by entry, broadcasting as [`mul`](Backend::mul).
+    fn div(&self, a: &str, b: &str) -> String;
+
+    /// `x .^ k`, entry by entry.
+    fn pow(&self, x: &str, k: &BigRational) -> String;
+
+    /// `xᵏ`, the matrix power.
+    fn matrix_power(&self, x: &str, k: i64) -> String;
+
+    /// `x⁻¹`.
+    fn inv(&self, x: &str) -> String;
+
+    /// `A ⊗ B`, built (only when an answer is a Kronecker product that is
+    /// not applied to something).
+    fn kron(&self, a: &str, b: &str) -> String;
+
+    /// `vec(x)`, stacking rows (`Row`) or columns (`Col`), as a column.
+    fn vec(&self, x: &str, order: VecOrder) -> String;
+
+    /// `vec⁻¹(x)`: the `rows × cols` matrix whose `vec` in that order is `x`.
+    fn unvec(&self, x: &str, rows: &str, cols: &str, order: VecOrder) -> String;
+
+    /// Any array's entries in row-major order, reshaped row-major to `dims`
+    /// (two or three sizes).
+    fn reshape(&self, x: &str, dims: &[String]) -> String;
+
+    /// A 3-D array with its first two axes swapped.
+    fn swap_axes(&self, x: &str) -> String;
+
+    /// A row or column vector's entries as a column (`n × 1`).
+    fn column(&self, x: &str) -> String;
+
+    /// A row or column vector's entries as a row (`1 × n`).
+    fn row(&self, x: &str) -> String;
+
+    /// `diag(v)` built, from a row or column vector.
+    fn diag_matrix(&self, v: &str) -> String;
+
+    /// The diagonal of a square matrix, as a column.
+    fn diagonal(&self, x: &str) -> String;
+
+    /// `tr(x)`, a number.
+    fn trace(&self, x: &str) -> String;
+
+    /// `det(x)`, a number.
+    fn det(&self, x: &str) -> String;
+
+    /// `log |det(x)|`, a number.
+    fn logdet(&self, x: &str) -> String;
+
+    /// The sum of the entries, a number.
+    fn sum(&self, x: &str) -> String;
+
+    /// The Frobenius norm, a number.
+    fn norm(&self, x: &str) -> String;
+}
+
+/// The module for a backend: its header, the helpers the functions call,
+/// then one function per entry. Fails when a function would build an array
+/// larger than [`MAX_ENTRIES`], or uses a built-in function the backend
+/// cannot spell.
+pub fn module(backend: &dyn Backend, env: &Env, functions: &[Function]) -> Result<String, Error> {
+    debug_assert!(backend.reserved().iter().all(|r| RESERVED.contains(r)), "{} aliases", backend.name());
+    let mut syms = BTreeSet::new();
+    for f in functions {
+        syms.extend(needs(env, &f.expr).syms);
+    }
+    let ids = Identifiers::with_sizes(env, syms);
+    let mut out = String::from(backend.header());
+    let bodies: Vec<String> = functions.iter().map(|f| function(backend, env, &ids, f)).collect::<Result<_, _>>()?;
+    let all = bodies.join("\n\n");
+    for (helper, code) in backend.helpers() {
+        if all.contains(&format!("{helper}(")) {
+            out.push_str(code);
+            out.push_str("\n\n");
+        }
+    }
+    out.push_str(&all);
+    Ok(out)
+}
+
+/// The parameters of the function computing `e`, in order, as a Python
+/// parameter list: keyword-only sizes last, after `*`. They are the same
+/// for every backend.
+pub fn parameters(env: &Env, e: &Expr) -> Vec<String> {
+    let n = needs(env, e);
+    let ids = Identifiers::with_sizes(env, n.syms.iter().cloned());
+    let Signature { mut positional, keyword, .. } = signature(env, &ids, &n);
+    if !keyword.is_empty() {
+        positional.push("*".to_string());
+        positional.extend(keyword);
+    }
+    positional
+}
+
+/// A Python float literal for a number (`2.0`, `0.5`), for backends whose
+/// numbers are Python floats.
+pub fn python_float(r: &BigRational) -> String {
+    use num_traits::ToPrimitive;
+    let v = r.to_f64().unwrap_or(f64::NAN);
+    if r.is_integer() {
+        format!("{v:.1}")
+    } else {
+        format!("{v:?}")
+    }
+}
+
+/// The number of entries of a shape, when its sizes are known.
+fn entries(rows: &Dim, cols: &Dim) -> Option<u128> {
+    Some(u128::from(rows.as_num()?) * u128::from(cols.as_num()?))
+}
+
+/// Every defined name `e` needs, in definition order, and the declared
+/// matrices, functions, differentials and sizes it reads.
+struct Needs {
+    defs: Vec<String>,
+    mats: BTreeSet<String>,
+    funcs: BTreeMap<String, BTreeSet<u32>>,
+    diffs: BTreeSet<String>,
+    syms: BTreeSet<String>,
+}
+
+/// The sizes an operation names besides its shape (a commutation matrix's
+/// factors; a size used as a value belongs here too).
+fn dims_of(op: &Op) -> Vec<&Dim> {
+    match op {
+        Op::Commutation(r, c, _) => vec![r, c],
+        Op::Size(d) => vec![d],
+        _ => vec![],
+    }
+}
+
+fn needs(env: &Env, e: &Expr) -> Needs {
+    let mut n = Needs {
+        defs: vec![],
+        mats: BTreeSet::new(),
+        funcs: BTreeMap::new(),
+        diffs: BTreeSet::new(),
+        syms: BTreeSet::new(),
+    };
+    let mut defs = BTreeSet::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![e.clone()];
+    while let Some(x) = stack.pop() {
+        if !seen.insert(x.clone()) {
+            continue;
+        }
+        for d in [&x.shape.rows, &x.shape.cols].into_iter().chain(dims_of(&x.op)) {
+            n.syms.extend(d.symbols().map(String::from));
+        }
+        match &x.op {
+            Op::Var { name, .. } => match env.definition(name) {
+                Some(body) => {
+                    if defs.insert(name.to_string()) {
+                        stack.push(body.clone());
+                    }
+                }
+                None => {
+                    n.mats.insert(name.to_string());
+                }
+            },
+            Op::Diff(name) => {
+                n.diffs.insert(name.to_string());
+            }
+            Op::Apply(Func::User(f, k), _) => {
+                n.funcs.entry(f.to_string()).or_default().insert(*k);
+            }
+            _ => {}
+        }
+        stack.extend(x.op.children().into_iter().cloned());
+    }
+    n.defs = env.defs.iter().filter(|d| defs.contains(*d)).cloned().collect();
+    n
+}
+
+/// A size read from an array parameter's shape: `size = array.shape[axis]`,
+/// divided by `divisor` (a size expression) when there is one.
+struct SizeRead {
+    size: String,
+    array: String,
+    axis: usize,
+    divisor: Option<String>,
+}
+
+/// How each symbolic size is obtained: the sizes read from the array
+/// parameters' shapes (`n = A.shape[0]`), in the order they can be read, and
+/// the sizes left over, which become keyword-only parameters. A parameter of
+/// size `c·n·m` gives `n` once `m` is known (`n = v.shape[0] // (c * m)`).
+fn resolve_sizes(
+    arrays: &[(String, Shape)],
+    needed: &BTreeSet<String>,
+    ids: &Identifiers,
+) -> (Vec<SizeRead>, Vec<String>) {
+    let mut known: BTreeSet<String> = BTreeSet::new();
+    let mut reads = Vec::new();
+    loop {
+        let mut progress = false;
+        for (arg, shape) in arrays {
+            for (axis, d) in [&shape.rows, &shape.cols].into_iter().enumerate() {
+                let (coef, syms) = dim_parts(d);
+                let unknown: Vec<&String> = syms.iter().filter(|s| !known.contains(*s)).collect();
+                let [sym] = unknown[..] else { continue };
+                if syms.iter().filter(|s| *s == sym).count() != 1 {
+                    continue;
+                }
+                let rest = Dim::num(coef);
+                let rest = syms.iter().filter(|s| *s != sym).fold(rest, |acc, s| acc.mul(&Dim::sym(s)));
+                let divisor = if rest.is_one() {
+                    None
+                } else if rest.as_num().is_some() {
+                    Some(size_expr(&rest, &|s| ids.size(s)))
+                } else {
+                    Some(format!("({})", size_expr(&rest, &|s| ids.size(s))))
+                };
+                reads.push(SizeRead { size: ids.size(sym), array: arg.clone(), axis, divisor });
+                known.insert(sym.clone());
+                progress = true;
+            }
+        }
+        if !progress {
+            break;
+        }
+    }
+    let keyword = needed.iter().filter(|s| !known.contains(*s)).map(|s| ids.size(s)).collect();
+    (reads, keyword)
+}
+
+/// What a function's `def` line and first lines need: its positional and
+/// keyword-only parameters, the array parameters with their shapes, and how
+/// sizes are read from those.
+struct Signature {
+    positional: Vec<String>,
+    keyword: Vec<String>,
+    arrays: Vec<(String, Shape)>,
+    reads: Vec<SizeRead>,
+}
+
+fn signature(env: &Env, ids: &Identifiers, n: &Needs) -> Signature {
+    let shape_of = |name: &str| env.leaf(name).map(|l| l.shape.clone());
+    let mut arrays: Vec<(String, Shape)> = Vec::new();
+    for m in &n.mats {
+        arrays.extend(shape_of(m).map(|s| (ids.name(m), s)));
+    }
+    for d in &n.diffs {
+        arrays.extend(shape_of(d).map(|s| (ids.diff(d), s)));
+    }
+    let mut positional: Vec<String> = n.mats.iter().map(|m| ids.name(m)).collect();
+    positional.extend(n.diffs.iter().map(|d| ids.diff(d)));
+    for (f, orders) in &n.funcs {
+        let top = orders.iter().max().copied().unwrap_or(0).max(1);
+        positional.extend((0..=top).map(|k| ids.func(f, k)));
+    }
+    let (reads, keyword) = resolve_sizes(&arrays, &n.syms, ids);
+    Signature { positional, keyword, arrays, reads }
+}
+
+fn function(backend: &dyn Backend, env: &Env, ids: &Identifiers, f: &Function) -> Result<String, Error> {
+    let n = needs(env, &f.expr);
+    let sig = signature(env, ids, &n);
+    let mut g = Gen {
+        backend,
+        ids,
+        temps: HashMap::new(),
+        ntemps: 0,
+        lines: vec![],
+        counts: HashMap::new(),
+        too_big: None,
+        unspelled: None,
+    };
+    let arrays: Vec<String> = sig.arrays.iter().map(|(a, _)| a.clone()).collect();
+    g.lines.push(backend.dtype_line(&arrays));
+    for r in &sig.reads {
+        let read = backend.shape(&r.array, r.axis);
+        let value = match &r.divisor {
+            None => read,
+            Some(d) => format!("{read} // {d}"),
+        };
+        g.lines.push(backend.assign(&r.size, &value));
+    }
+    for d in &n.defs {
+        let body = env.definition(d).expect("definition").clone();
+        count(&body, &mut g.counts);
+    }
+    count(&f.expr, &mut g.counts);
+    for d in &n.defs {
+        let body = env.definition(d).expect("definition").clone();
+        let code = g.expr(&body);
+        let line = backend.assign(&ids.name(d), &code);
+        g.lines.push(line);
+    }
+    let result = g.expr(&f.expr);
+    if let Some(what) = g.too_big {
+        return Err(Error::Limit {
+            message: format!(
+                "the {} code for this query would build {what}, more than {MAX_ENTRIES} entries; \
+                 ask for a gradient ∂L/∂X or a product with a vector instead of the whole matrix",
+                backend.name()
+            ),
+            span: f.span,
+        });
+    }
+    if let Some(b) = g.unspelled {
+        return Err(Error::Unsupported {
+            message: format!("the {} code has no spelling for the built-in function `{}`", backend.name(), b),
+            span: f.span,
+        });
+    }
+    let (r, c) = (g.dim(&f.expr.shape.rows), g.dim(&f.expr.shape.cols));
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", backend.signature(&f.name, &sig.positional, &sig.keyword));
+    let _ = writeln!(out, "    {}", backend.docstring(&f.doc));
+    for l in &g.lines {
+        let _ = writeln!(out, "    {l}");
+    }
+    if matches!(f.expr.op, Op::Num(_) | Op::Scale(..)) && f.expr.split_coef().1.as_num().is_some() {
+        let _ = writeln!(out, "    {}", backend.return_filled(&result, &r, &c));
+    } else {
+        let _ = writeln!(out, "    {}", backend.return_array(&result));
+    }
+    Ok(out)
+}
+
+fn count(e: &Expr, counts: &mut HashMap<Expr, usize>) {
+    let c = counts.entry(e.clone()).or_insert(0);
+    *c += 1;
+    if *c == 1 {
+        for k in e.op.children() {
+            count(k, counts);
+        }
+    }
+}
+
+/// The state of generating one function's body.
+struct Gen<'a> {
+    backend: &'a dyn Backend,
+    ids: &'a Identifiers,
+    /// Temporaries for repeated subexpressions.
+    temps: HashMap<Expr, String>,
+    ntemps: usize,
+    lines: Vec<String>,
+    counts: HashMap<Expr, usize>,
+    /// The first array found too large to build.
+    too_big: Option<String>,
+    /// The first built-in function the backend cannot spell.
+    unspelled: Option<&'static str>,
+}
+
+/// Whether a factor is applied to a matrix without being built.
+fn structured(f: &Expr) -> bool {
+    match &f.op {
+        Op::Kron(..) | Op::Commutation(..) | Op::DiagMat(_) | Op::Identity => true,
+        Op::Transpose(x) => matches!(x.op, Op::Commutation(..)),
+        Op::Scale(a, x) => a.as_num().is_some() && structured(x),
+        Op::MatMul(..) => f.factors().iter().any(structured),
+        _ => false,
+    }
+}
+
+impl Gen<'_> {
+    /// A size in Python: see [`size_expr`].
+    fn dim(&self, d: &Dim) -> String {
+        size_expr(d, &|s| self.ids.size(s))
+    }
+
+    /// Notes an array the code builds, refusing it when it is too large.
+    fn guard(&mut self, rows: &Dim, cols: &Dim, what: impl FnOnce() -> String) {
+        if self.too_big.is_none() && entries(rows, cols).is_some_and(|n| n > u128::from(MAX_ENTRIES)) {
+            self.too_big = Some(format!("{} ({}×{})", what(), rows, cols));
+        }
+    }
+
+    /// The code of `e`, introducing temporaries for repeated subexpressions.
+    fn expr(&mut self, e: &Expr) -> String {
+        if let Some(t) = self.temps.get(e) {
+            return t.clone();
+        }
+        let code = self.code(e);
+        let leaf = e.op.children().is_empty();
+        if !leaf && self.counts.get(e).copied().unwrap_or(0) > 1 {
+            let t = self.temp(code);
+            self.temps.insert(e.clone(), t.clone());
+            return t;
+        }
+        code
+    }
+
+    /// A new temporary holding `code`.
+    fn temp(&mut self, code: String) -> String {
+        self.ntemps += 1;
+        let t = format!("_t{}", self.ntemps);
+        self.lines.push(self.backend.assign(&t, &code));
+        t
+    }
+
+    fn code(&mut self, e: &Expr) -> String {
+        let b = self.backend;
+        let s = &e.shape;
+        if !matches!(e.op, Op::Var { .. } | Op::Diff(_)) {
+            self.guard(&s.rows, &s.cols, || {
+                let text = crate::print::text(e);
+                if text.chars().count() <= 80 {
+                    format!("`{text}`")
+                } else {
+                    "an intermediate matrix".to_string()
+                }
+            });
+        }
+        let scalar = |x: String| b.full("1", "1", &x);
+        match &e.op {
+            Op::Var { name, .. } => self.ids.name(name),
+            Op::Diff(name) => self.ids.diff(name),
+            Op::Num(r) => scalar(b.number(r)),
+            Op::Identity => b.eye(&self.dim(&s.rows)),
+            Op::Zero => b.zeros(&self.dim(&s.rows), &self.dim(&s.cols)),
+            Op::Ones => b.ones(&self.dim(&s.rows), &self.dim(&s.cols)),
+            Op::Size(d) => scalar(self.dim(d)),
+            Op::Commutation(r, c, o) => b.commutation(&self.dim(r), &self.dim(c), *o),
+            Op::Add(ts) => {
+                let mut terms = Vec::new();
+                for (i, t) in ts.iter().enumerate() {
+                    let (c, _) = t.split_coef();
+                    let negative = i > 0 && c < BigRational::from_integer(0.into());
+                    let term = if negative { crate::ir::neg(t.clone()) } else { t.clone() };
+                    let code = self.operand(&term);
+                    terms.push((if negative { Sign::Minus } else { Sign::Plus }, code));
+                }
+                b.add(&terms)
+            }
+            // A number scales the smallest factor of a product.
+            Op::Scale(a, x) if a.as_num().is_some() && matches!(x.op, Op::MatMul(..)) => {
+                let mut factors = x.factors();
+                let area = |f: &Expr| crate::cost::area(&f.shape);
+                let smallest =
+                    (0..factors.len()).min_by(|&i, &j| area(&factors[i]).total_cmp(&area(&factors[j]))).unwrap_or(0);
+                factors[smallest] = crate::ir::scalar_mul(a.clone(), factors[smallest].clone());
+                let rebuilt = factors.into_iter().reduce(crate::ir::node_matmul).expect("factors");
+                self.chain(&rebuilt)
+            }
+            Op::Scale(a, x) => match a.as_num() {
+                Some(r) => {
+                    let x = self.expr(x);
+                    b.mul(&b.number(r), &x)
+                }
+                None => {
+                    let a = self.expr(a);
+                    b.mul(&a, &self.expr(x))
+                }
+            },
+            Op::MatMul(..) => self.chain(e),
+            Op::Div(a, x) => {
+                let a = self.expr(a);
+                b.div(&a, &self.expr(x))
+            }
+            Op::Transpose(x) => b.transpose(&self.expr(x)),
+            Op::Inverse(x) => b.inv(&self.expr(x)),
+            Op::Power(x, k) => b.matrix_power(&self.expr(x), *k),
+            Op::Hadamard(x, y) => {
+                let x = self.expr(x);
+                b.mul(&x, &self.expr(y))
+            }
+            Op::HadamardDiv(x, y) => {
+                let x = self.operand(x);
+                b.div(&x, &self.expr(y))
+            }
+            Op::HadamardPow(x, k) => b.pow(&self.expr(x), k),
+            Op::Kron(x, y) => {
+                let x = self.expr(x);
+                b.kron(&x, &self.expr(y))
+            }
+            Op::Vec(x, o) => b.vec(&self.expr(x), *o),
+            Op::Unvec(x, o) => {
+                let x = self.expr(x);
+                b.unvec(&x, &self.dim(&s.rows), &self.dim(&s.cols), *o)
+            }
+            Op::DiagMat(x) => b.diag_matrix(&self.expr(x)),
+            Op::DiagVec(x) => b.diagonal(&self.expr(x)),
+            Op::Trace(x) => scalar(b.trace(&self.expr(x))),
+            Op::Det(x) => scalar(b.det(&self.expr(x))),
+            Op::Logdet(x) => scalar(b.logdet(&self.expr(x))),
+            Op::Sum(x) => scalar(b.sum(&self.expr(x))),
+            Op::Norm(x) => scalar(b.norm(&self.expr(x))),
+            Op::Apply(f, x) => {
+                let a = self.expr(x);
+                match f {
+                    Func::Builtin(f) => match b.builtin(f) {
+                        Some(template) => template.replace("{x}", &a),
+                        None => {
+                            self.unspelled.get_or_insert(f.name);
+                            b.call(f.ascii, &a)
+                        }
+                    },
+                    Func::User(n, k) => b.call(&self.ids.func(n, *k), &a),
+                }
+            }
+        }
+    }
+
+    /// A term of a sum: a multiple of the all-ones matrix is just the number,
+    /// which the backend broadcasts.
+    fn operand(&mut self, e: &Expr) -> String {
+        let (c, base) = e.split_coef();
+        if matches!(base.op, Op::Ones) {
+            self.backend.number(&c)
+        } else {
+            self.expr(e)
+        }
+    }
+
+    /// A product chain. It starts from one factor that is built (an end,
+    /// preferring the one that makes each step a matrix-vector product) and
+    /// applies the others to it, so diagonal, Kronecker, commutation and
+    /// identity factors act without being built.
+    fn chain(&mut self, e: &Expr) -> String {
+        let factors = e.factors();
+        let last = factors.len() - 1;
+        let column = e.shape.cols.is_one() && !e.shape.rows.is_one();
+        let plain = |i: usize| !structured(&factors[i]);
+        let area = |f: &Expr| crate::cost::area(&f.shape);
+        let pivot = if column && plain(last) {
+            last
+        } else if plain(0) {
+            0
+        } else if plain(last) {
+            last
+        } else {
+            (0..=last).find(|&i| plain(i)).unwrap_or_else(|| {
+                (0..=last).min_by(|&i, &j| area(&factors[i]).total_cmp(&area(&factors[j]))).unwrap_or(0)
+            })
+        };
+        let mut code = self.expr(&factors[pivot]);
+        let mut shape = factors[pivot].shape.clone();
+        let order: Vec<(bool, usize)> =
+            (0..pivot).rev().map(|i| (false, i)).chain((pivot + 1..=last).map(|i| (true, i))).collect();
+        for (right, i) in order {
+            let f = &factors[i];
+            if right {
+                code = self.times_right(&code, &shape, f);
+                shape = Shape::new(shape.rows.clone(), f.shape.cols.clone());
+            } else {
+                code = self.apply(f, &code, &shape);
+                shape = Shape::new(f.shape.rows.clone(), shape.cols.clone());
+            }
+            self.guard(&shape.rows, &shape.cols, || "a partial product".to_string());
+        }
+        code
+    }
+
+    /// `f @ x` for a factor `f` and computed `x` of shape `xs`, without
+    /// building `f` when it is structured.
+    fn apply(&mut self, f: &Expr, x: &str, xs: &Shape) -> String {
+        let b = self.backend;
+        let c = &xs.cols;
+        match &f.op {
+            Op::Identity => x.to_string(),
+            Op::DiagMat(v) => b.mul(&b.column(&self.expr(v)), x),
+            Op::Scale(a, g) if a.as_num().is_some() && structured(g) => {
+                let inner = self.apply(g, x, xs);
+                b.mul(&b.number(a.as_num().expect("number")), &inner)
+            }
+            Op::MatMul(..) if structured(f) => {
+                let mut code = x.to_string();
+                let mut shape = xs.clone();
+                for g in f.factors().iter().rev() {
+                    code = self.apply(g, &code, &shape);
+                    shape = Shape::new(g.shape.rows.clone(), shape.cols.clone());
+                    self.guard(&shape.rows, &shape.cols, || "a partial product".to_string());
+                }
+                code
+            }
+            Op::Commutation(r, k, o) => self.commute(r, k, *o, x, c),
+            Op::Transpose(g) if matches!(g.op, Op::Commutation(..)) => {
+                let Op::Commutation(r, k, o) = &g.op else { unreachable!() };
+                self.commute(k, r, *o, x, c)
+            }
+            // (A ⊗ B) X for A p×q, B r×s and X (q·s)×c: each column of X is
+            // vec of a q×s block; A and B act on its two axes in turn, in the
+            // order that keeps the intermediate smaller.
+            Op::Kron(a, bf) => {
+                let (p, q) = (&a.shape.rows, &a.shape.cols);
+                let (r, s) = (&bf.shape.rows, &bf.shape.cols);
+                let big = crate::cost::size;
+                let (dp, dq, dr, ds, dc) = (self.dim(p), self.dim(q), self.dim(r), self.dim(s), self.dim(c));
+                let times = |m: &str, n: &str| format!("{m} * {n}");
+                if big(p) * big(s) <= big(r) * big(q) {
+                    self.guard(&p.mul(s), c, || "a Kronecker product's partial result".to_string());
+                    let t = b.reshape(x, &[dq.clone(), times(&ds, &dc)]);
+                    let t = self.apply(a, &t, &Shape::new(q.clone(), s.mul(c)));
+                    let t = b.swap_axes(&b.reshape(&t, &[dp.clone(), ds.clone(), dc.clone()]));
+                    let t = b.reshape(&t, &[ds, times(&dp, &dc)]);
+                    let t = self.apply(bf, &t, &Shape::new(s.clone(), p.mul(c)));
+                    let t = b.swap_axes(&b.reshape(&t, &[dr.clone(), dp.clone(), dc.clone()]));
+                    b.reshape(&t, &[times(&dp, &dr), dc])
+                } else {
+                    self.guard(&r.mul(q), c, || "a Kronecker product's partial result".to_string());
+                    let t = b.swap_axes(&b.reshape(x, &[dq.clone(), ds.clone(), dc.clone()]));
+                    let t = b.reshape(&t, &[ds, times(&dq, &dc)]);
+                    let t = self.apply(bf, &t, &Shape::new(s.clone(), q.mul(c)));
+                    let t = b.swap_axes(&b.reshape(&t, &[dr.clone(), dq.clone(), dc.clone()]));
+                    let t = b.reshape(&t, &[dq, times(&dr, &dc)]);
+                    let t = self.apply(a, &t, &Shape::new(q.clone(), r.mul(c)));
+                    b.reshape(&t, &[times(&dp, &dr), dc])
+                }
+            }
+            _ => b.matmul(&self.expr(f), x),
+        }
+    }
+
+    /// `K_(r,k) X`: each column of `X`, read as vec of an r×k matrix, becomes
+    /// vec of its transpose.
+    fn commute(&mut self, r: &Dim, k: &Dim, o: VecOrder, x: &str, c: &Dim) -> String {
+        let b = self.backend;
+        let (dr, dk, dc) = (self.dim(r), self.dim(k), self.dim(c));
+        let (first, second) = if o == VecOrder::Row { (&dr, &dk) } else { (&dk, &dr) };
+        let t = b.swap_axes(&b.reshape(x, &[first.clone(), second.clone(), dc.clone()]));
+        b.reshape(&t, &[format!("{dr} * {dk}"), dc])
+    }
+
+    /// `x @ f` for computed `x` of shape `xs` and a factor `f`: `(fᵀ xᵀ)ᵀ`
+    /// when `f` is structured.
+    fn times_right(&mut self, x: &str, xs: &Shape, f: &Expr) -> String {
+        let b = self.backend;
+        match &f.op {
+            Op::DiagMat(v) => b.mul(x, &b.row(&self.expr(v))),
+            Op::Identity => x.to_string(),
+            _ if structured(f) => {
+                let ft = crate::ir::transpose(f.clone());
+                let inner = self.apply(&ft, &b.transpose(x), &xs.transposed());
+                b.transpose(&inner)
+            }
+            _ => b.matmul(x, &self.expr(f)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,202 @@
+//! The generator does not depend on NumPy: a second backend, defined here,
+//! spells every operation as a prefix call, and gets the same functions.
+
+use super::*;
+use crate::session::Session;
+
+/// A backend that writes every operation as a call (`matmul(a, b)`), with
+/// none of NumPy's spellings.
+struct Prefix;
+
+impl Backend for Prefix {
+    fn name(&self) -> &str {
+        "Prefix"
+    }
+    fn reserved(&self) -> &[&str] {
+        &[]
+    }
+    fn header(&self) -> &str {
+        "# prefix\n"
+    }
+    fn helpers(&self) -> Vec<(&str, &str)> {
+        vec![("_unused", "def _unused():\n    pass\n"), ("_K", "def _K(r, c, order):\n    pass\n")]
+    }
+    fn builtin(&self, f: &Builtin) -> Option<&str> {
+        (f.ascii == "exp").then_some("exp({x})")
+    }
+    fn call(&self, f: &str, x: &str) -> String {
+        format!("call({f}, {x})")
+    }
+    fn number(&self, r: &BigRational) -> String {
+        format!("num({r})")
+    }
+    fn signature(&self, name: &str, positional: &[String], keyword: &[String]) -> String {
+        format!("def {name}({}; {}):", positional.join(", "), keyword.join(", "))
+    }
+    fn docstring(&self, doc: &str) -> String {
+        format!("doc({doc:?})")
+    }
+    fn dtype_line(&self, arrays: &[String]) -> String {
+        format!("_dtype = dtype_of({})", arrays.join(", "))
+    }
+    fn assign(&self, name: &str, value: &str) -> String {
+        format!("let({name}, {value})")
+    }
+    fn shape(&self, x: &str, axis: usize) -> String {
+        format!("size({x}, {axis})")
+    }
+    fn return_array(&self, x: &str) -> String {
+        format!("return cast({x})")
+    }
+    fn return_filled(&self, x: &str, rows: &str, cols: &str) -> String {
+        format!("return fill({rows}, {cols}, {x})")
+    }
+    fn eye(&self, n: &str) -> String {
+        format!("eye({n})")
+    }
+    fn zeros(&self, rows: &str, cols: &str) -> String {
+        format!("zeros({rows}, {cols})")
+    }
+    fn ones(&self, rows: &str, cols: &str) -> String {
+        format!("ones({rows}, {cols})")
+    }
+    fn full(&self, rows: &str, cols: &str, value: &str) -> String {
+        format!("full({rows}, {cols}, {value})")
+    }
+    fn commutation(&self, r: &str, c: &str, order: VecOrder) -> String {
+        format!("_K({r}, {c}, {order:?})")
+    }
+    fn matmul(&self, a: &str, b: &str) -> String {
+        format!("matmul({a}, {b})")
+    }
+    fn transpose(&self, x: &str) -> String {
+        format!("t({x})")
+    }
+    fn add(&self, terms: &[(Sign, String)]) -> String {
+        let terms: Vec<String> =
+            terms.iter().map(|(s, t)| if *s == Sign::Minus { format!("neg({t})") } else { t.clone() }).collect();
+        format!("add({})", terms.join(", "))
+    }
+    fn mul(&self, a: &str, b: &str) -> String {
+        format!("mul({a}, {b})")
+    }
+    fn div(&self, a: &str, b: &str) -> String {
+        format!("div({a}, {b})")
+    }
+    fn pow(&self, x: &str, k: &BigRational) -> String {
+        format!("pow({x}, {k})")
+    }
+    fn matrix_power(&self, x: &str, k: i64) -> String {
+        format!("mpow({x}, {k})")
+    }
+    fn inv(&self, x: &str) -> String {
+        format!("inv({x})")
+    }
+    fn kron(&self, a: &str, b: &str) -> String {
+        format!("kron({a}, {b})")
+    }
+    fn vec(&self, x: &str, order: VecOrder) -> String {
+        format!("vec({x}, {order:?})")
+    }
+    fn unvec(&self, x: &str, rows: &str, cols: &str, order: VecOrder) -> String {
+        format!("unvec({x}, {rows}, {cols}, {order:?})")
+    }
+    fn reshape(&self, x: &str, dims: &[String]) -> String {
+        format!("reshape({x}, [{}])", dims.join(", "))
+    }
+    fn swap_axes(&self, x: &str) -> String {
+        format!("swap({x})")
+    }
+    fn column(&self, x: &str) -> String {
+        format!("col({x})")
+    }
+    fn row(&self, x: &str) -> String {
+        format!("row({x})")
+    }
+    fn diag_matrix(&self, v: &str) -> String {
+        format!("diagm({v})")
+    }
+    fn diagonal(&self, x: &str) -> String {
+        format!("diagv({x})")
+    }
+    fn trace(&self, x: &str) -> String {
+        format!("tr({x})")
+    }
+    fn det(&self, x: &str) -> String {
+        format!("det({x})")
+    }
+    fn logdet(&self, x: &str) -> String {
+        format!("logdet({x})")
+    }
+    fn sum(&self, x: &str) -> String {
+        format!("sum({x})")
+    }
+    fn norm(&self, x: &str) -> String {
+        format!("norm({x})")
+    }
+}
+
+/// The functions for a script's queries, named `q1`, `q2`, …
+fn functions(script: &str) -> (Session, Vec<Function>) {
+    let mut s = Session::default();
+    let answers = s.answers(script).expect("script runs");
+    let functions = answers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Function { name: format!("q{}", i + 1), expr: a.expr.clone(), doc: "d".into(), span: a.span })
+        .collect();
+    (s, functions)
+}
+
+#[test]
+fn a_second_backend_writes_the_same_functions_in_its_own_spelling() {
+    let (s, fs) = functions("x: n; A: n x n; grad(x^T A x, x); grad(tr(A) + 1, A)");
+    let code = module(&Prefix, &s.env, &fs).unwrap();
+    assert_eq!(
+        code,
+        "# prefix\n\
+         def q1(A, x; ):\n    doc(\"d\")\n    _dtype = dtype_of(A, x)\n    let(n, size(A, 0))\n    \
+         return cast(matmul(add(A, t(A)), x))\n\n\n\
+         def q2(; n):\n    doc(\"d\")\n    _dtype = dtype_of()\n    return cast(eye(n))\n"
+    );
+    // The parameters are the backend's neither in number nor in order.
+    let numpy = numpy::module(&s.env, &fs).unwrap();
+    assert!(numpy.contains("def q1(A, x):") && numpy.contains("def q2(*, n):"), "{numpy}");
+    assert_eq!(parameters(&s.env, &fs[1].expr), ["*", "n"]);
+}
+
+#[test]
+fn structured_factors_are_applied_through_the_backend() {
+    // diag(p) and A ⊗ I are applied by broadcasting and reshapes, never
+    // built; a definition is computed once; a commutation matrix that is the
+    // answer is built by the backend's helper, which the module then defines.
+    let script = "X: m x n; w: n; p = exp(X w); ∂p/∂wᵀ; A: n x n; Y: n x n; grad(sum(kron(A, Y)), Y); \
+                  ∂(Aᵀ)/∂vec(A)ᵀ";
+    let (s, fs) = functions(script);
+    let code = module(&Prefix, &s.env, &fs).unwrap();
+    let q1 = "def q1(X, w; ):\n    doc(\"d\")\n    _dtype = dtype_of(X, w)\n    let(m, size(X, 0))\n    \
+              let(n, size(X, 1))\n    let(p, exp(matmul(X, w)))\n    return cast(mul(t(X), row(p)))\n";
+    assert!(code.contains(q1), "{code}");
+    assert!(code.contains("swap(reshape(") && code.contains("vec(A, Row)"), "{code}");
+    assert!(!code.contains("diagm(") && !code.contains("kron("), "{code}");
+    assert!(code.contains("return cast(t(_K(n, n, Row)))") && code.starts_with("# prefix\ndef _K("), "{code}");
+    assert!(!code.contains("_unused") && !code.contains("np.") && !code.contains(" @ "), "{code}");
+    // Every backend's function has the generator's parameters, in order.
+    for f in &fs {
+        let params = parameters(&s.env, &f.expr);
+        let (positional, keyword) = match params.iter().position(|p| p == "*") {
+            Some(i) => (&params[..i], &params[i + 1..]),
+            None => (&params[..], &[][..]),
+        };
+        let def = format!("def {}({}; {}):", f.name, positional.join(", "), keyword.join(", "));
+        assert!(code.contains(&def), "{def}\n{code}");
+    }
+}
+
+#[test]
+fn a_built_in_function_the_backend_cannot_spell_is_an_error() {
+    let (s, fs) = functions("x: n; grad(sum(tanh(x)), x)");
+    let err = module(&Prefix, &s.env, &fs).unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("Prefix") && err.to_string().contains("tanh"), "{err}");
+}
