@@ -58,6 +58,7 @@ impl Renderer {
         let notation = if fmt == Format::Ascii { Notation::Ascii } else { Notation::Unicode };
         let expr = |e: &Expr| match fmt {
             Format::Latex => print::latex(e),
+            _ if a.sized_identities => print::render_sized(e, notation),
             _ => print::render(e, notation),
         };
         let shape = |s: &Shape| s.display(fmt == Format::Ascii);
@@ -88,8 +89,8 @@ impl Renderer {
         let conv = a.conventions;
         let mut obj = serde_json::json!({
             "query": query,
-            "text": print::text(&a.expr),
-            "ascii": print::ascii(&a.expr),
+            "text": a.text(),
+            "ascii": a.ascii(),
             "latex": print::latex(&a.expr),
             "shape": shape_json(&a.expr.shape),
             "layout": conv.layout.name(),

@@ -110,7 +110,7 @@ impl Session {
                 };
                 let doc = match &a.lhs {
                     None => print::text(&expr),
-                    Some(lhs) => format!("{} = {}", lhs_text(lhs, Notation::Unicode), print::text(&a.expr)),
+                    Some(lhs) => format!("{} = {}", lhs_text(lhs, Notation::Unicode), a.text()),
                 };
                 crate::codegen::numpy::Function { name, expr, doc, span: a.span }
             })

@@ -111,6 +111,21 @@ impl Dim {
         }
         out
     }
+    /// The `k`-th root, when this is a `k`-th power.
+    fn root(&self, k: u32) -> Option<Dim> {
+        if k == 1 {
+            return Some(self.clone());
+        }
+        let coef = (1..=self.coef).find(|r| r.checked_pow(k) == Some(self.coef))?;
+        let mut atoms = Vec::new();
+        for chunk in self.atoms.chunk_by(|x, y| x == y) {
+            if chunk.len() % k as usize != 0 {
+                return None;
+            }
+            atoms.extend(chunk.iter().take(chunk.len() / k as usize).cloned());
+        }
+        Some(Dim { coef, atoms })
+    }
     /// `self / other` when it divides exactly.
     fn div(&self, other: &Dim) -> Option<Dim> {
         if other.coef == 0 || !self.coef.is_multiple_of(other.coef) {
@@ -267,7 +282,9 @@ impl Unifier {
             }
         }
     }
-    /// Solves `a = b` when `a` has exactly one variable, once, and `b / rest` exists.
+    /// Solves `a = b` when `a` has one variable, `k` times (`?ᵏ · rest`),
+    /// and `b / rest` is a `k`-th power (the size of a bare `I` from
+    /// `vec(I)`, which has `?²` entries, is a square root).
     fn solve(&mut self, a: &Dim, b: &Dim) -> bool {
         let vars: Vec<u32> = a
             .atoms
@@ -277,13 +294,13 @@ impl Unifier {
                 _ => None,
             })
             .collect();
-        if vars.len() != 1 || b.has_vars() {
+        if vars.is_empty() || vars.iter().any(|v| *v != vars[0]) || b.has_vars() {
             return false;
         }
         let rest = Dim { coef: a.coef, atoms: a.atoms.iter().filter(|x| **x != Atom::Var(vars[0])).cloned().collect() };
-        match b.div(&rest) {
-            Some(q) => {
-                self.subst.insert(vars[0], q);
+        match b.div(&rest).and_then(|q| q.root(vars.len() as u32)) {
+            Some(r) => {
+                self.subst.insert(vars[0], r);
                 true
             }
             None => false,

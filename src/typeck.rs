@@ -78,6 +78,7 @@ pub const RESERVED: &[&str] = &[
     "simplify",
     "shape",
     "ones",
+    "K_",
     "scalar",
     "symmetric",
 ];
@@ -720,7 +721,7 @@ impl<'a> Checker<'a> {
             let v = self.expr(&args[0])?;
             let (r, c) = (self.size_arg(&args[1])?, self.size_arg(&args[2])?);
             let shape = Shape::new(r, c);
-            if v.shape.len() != shape.len() || !v.shape.cols.is_one() {
+            if !(self.uni.unify(&v.shape.rows, &shape.len()) && self.uni.unify(&v.shape.cols, &Dim::one())) {
                 return Err(Error::shape(
                     args[0].span,
                     format!(
@@ -731,7 +732,13 @@ impl<'a> Checker<'a> {
                     format!("{}, not {}", v.shape, Shape::new(shape.len(), Dim::one())),
                 ));
             }
-            return Ok(ir::unvec(v, shape, self.order));
+            return Ok(ir::unvec(self.settle(v), shape, self.order));
+        }
+        if n == "K_" {
+            // The commutation matrix, as answers print it: K vec(A) = vec(Aᵀ) for an m×n A.
+            arity(2)?;
+            let (r, c) = (self.size_arg(&args[0])?, self.size_arg(&args[1])?);
+            return Ok(ir::commutation(r, c, self.order));
         }
         if n == "ones" {
             arity(2)?;

@@ -62,18 +62,14 @@
 //!   same random values as the evaluator). It needs `python3` with NumPy; it
 //!   is skipped, saying so, only when `MATDIFF_SKIP_NUMPY` is set.
 //!
-//! The constructs the type checker does not type correctly yet are left out
-//! of the CI properties: [`CI_CONSTRUCTS`] is `weak::TYPING_TODAY`, and
-//! becomes `weak::ALL` when it does. Known printing failures are tolerated
-//! in CI by family ([`WEAK_KNOWN`]). By hand:
+//! The CI properties generate every construct ([`CI_CONSTRUCTS`]). Known
+//! printing failures are tolerated in CI by family ([`WEAK_KNOWN`]). By hand:
 //!
 //! ```text
 //! # the long run: new seeds, every failure counts
 //! cargo test --test properties weak_spots_long -- --ignored
 //! # a survey of every construct: each distinct family of failures, with its shortest script
 //! WEAK_SURVEY=3000 cargo test --test properties weak_spots_survey -- --ignored --nocapture
-//! # the same, over the constructs of the CI properties only
-//! WEAK_SURVEY_TODAY=1 cargo test --test properties weak_spots_survey -- --ignored --nocapture
 //! ```
 
 #[path = "common/along.rs"]
@@ -836,10 +832,10 @@ use weak::Construct;
 const CI_CONSTRUCTS: &[Construct] = weak::ALL;
 
 /// Scripts of the CI property on derivatives and read-back answers.
-const WEAK_CASES: u32 = 5000;
+const WEAK_CASES: u32 = 16_000;
 /// Batches of the CI property on generated NumPy code, and scripts per batch
 /// (one Python process each).
-const NUMPY_BATCHES: u32 = 20;
+const NUMPY_BATCHES: u32 = 40;
 const NUMPY_BATCH: usize = 200;
 
 /// A generated script under one of the four conventions.
@@ -1069,14 +1065,18 @@ fn weak_run(case: &WeakCase, checks: bool) -> (Session, Vec<(String, matdiff::An
             // A bare `I` in a Kronecker form (`n1ᵀ ⊗ I`, as in the spec's own
             // example) may need the answer's shape from context: read it back
             // between identities of the answer's size, when those can be written.
-            let (rows, cols) = (a.expr.shape.rows.to_string(), a.expr.shape.cols.to_string());
-            let simple =
-                |d: &str| d.chars().all(|c| c.is_ascii_digit()) || d.chars().all(|c| c.is_alphabetic()) && d.len() == 1;
-            let in_context = format!("{name} = I_{rows} ({printed}) I_{cols}");
-            let read = || match back.run(&src) {
-                Err(e) if e.to_string().contains("cannot infer the size") && simple(&rows) && simple(&cols) => {
-                    back.run(&in_context)
+            // An identity of a product size is a Kronecker product of identities.
+            let identity = |d: &matdiff::shape::Dim| {
+                let mut parts: Vec<String> = d.symbols().map(|s| format!("I_{s}")).collect();
+                if d.coef() != 1 || parts.is_empty() {
+                    parts.push(format!("I_{}", d.coef()));
                 }
+                format!("({})", parts.join(" ⊗ "))
+            };
+            let in_context =
+                format!("{name} = {} ({printed}) {}", identity(&a.expr.shape.rows), identity(&a.expr.shape.cols));
+            let read = || match back.run(&src) {
+                Err(e) if e.to_string().contains("cannot infer the size") => back.run(&in_context),
                 r => r,
             };
             match catch(read) {
@@ -1122,19 +1122,10 @@ fn weak_run(case: &WeakCase, checks: bool) -> (Session, Vec<(String, matdiff::An
     (s, answers, fails)
 }
 
-/// Engine failures the CI properties tolerate, by a signature of their
-/// family, while they are being fixed; the ignored runs do not. All are in
-/// printing: the answers are right (they pass the checks and NumPy agrees),
-/// but their text does not read back as the same value.
-const WEAK_KNOWN: &[(&str, &str)] = &[
-    ("does not read back: unknown function", "the commutation matrix prints as `K_(2,2)`, not in the language"),
-    ("does not read back: syntax error: expected a size", "a product of sizes prints as `m·n` (`ones(1, m·m)`)"),
-    ("does not read back: cannot infer the size", "a bare `I` whose size is a product of sizes (`s I`, mn×mn)"),
-    ("does not read back: cannot", "reading `(I ⊗ uᵀ) (z ⊗ I) + z uᵀ` back infers a wrong size for `I`"),
-    ("does not read back: the sizes here cannot all agree", "the same, for `(I ⊗ v zᵀ) (I ⊗ z) u`"),
-    ("does not read back: brackets nest", "an answer nests brackets deeper than the parser reads"),
-    ("reads back as a different value", "`(I ⊗ P) (I ⊗ R) K` prints as `(I ⊗ R) (I ⊗ P) K`"),
-];
+/// Engine failures the CI properties would tolerate, by a signature of
+/// their family, while one is being fixed (the ignored runs tolerate none).
+/// None today.
+const WEAK_KNOWN: &[(&str, &str)] = &[];
 
 /// Whether a failure is one of [`WEAK_KNOWN`].
 fn weak_known(f: &Fail) -> bool {

@@ -154,6 +154,9 @@ pub struct Answer {
     /// The conventions the answer was derived under; checking, printing
     /// and code generation use these, whatever the session's are later.
     pub conventions: Conventions,
+    /// Whether its text writes every identity's size: set when a bare `I`
+    /// (as in the textbook's `n1ᵀ ⊗ I`) would not read back on its own.
+    pub sized_identities: bool,
 }
 
 impl Answer {
@@ -172,6 +175,15 @@ impl Answer {
         self.query.wrt2().map(|y| y.name.as_str())
     }
 
+    /// The answer in a text notation, identities sized when they must be.
+    pub fn render(&self, n: crate::print::Notation) -> String {
+        if self.sized_identities {
+            crate::print::render_sized(&self.expr, n)
+        } else {
+            crate::print::render(&self.expr, n)
+        }
+    }
+
     /// The answer in Unicode text.
     ///
     /// ```
@@ -182,12 +194,12 @@ impl Answer {
     /// assert_eq!(a.expr.shape.to_string(), "n×n");
     /// ```
     pub fn text(&self) -> String {
-        crate::print::text(&self.expr)
+        self.render(crate::print::Notation::Unicode)
     }
 
     /// The answer in ASCII text.
     pub fn ascii(&self) -> String {
-        crate::print::ascii(&self.expr)
+        self.render(crate::print::Notation::Ascii)
     }
 
     /// The answer in LaTeX.
@@ -332,7 +344,9 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
             _ => steps.push(Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: expr.clone() }),
         }
     }
+    let sized_identities = !reads_back(env, &expr, conv.order);
     Ok(Answer {
+        sized_identities,
         query: query.clone(),
         lhs,
         expr,
@@ -343,6 +357,32 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
         varying,
         conventions: conv,
     })
+}
+
+/// Whether the text of `e`, read where its shape is known (between
+/// identities of its size), types to that shape: false when a bare `I` in
+/// it needs more context than that (several bare `I`s in one Kronecker
+/// chain). A textbook form such as `n1ᵀ ⊗ I` reads back and keeps its bare `I`.
+fn reads_back(env: &Env, e: &Expr, order: VecOrder) -> bool {
+    let mut has_identity = false;
+    let mut stack = vec![e.clone()];
+    while let Some(x) = stack.pop() {
+        if matches!(x.op, Op::Identity) {
+            has_identity = true;
+            break;
+        }
+        stack.extend(x.op.children().into_iter().cloned());
+    }
+    if !has_identity {
+        return true;
+    }
+    let sized =
+        |d: &crate::shape::Dim| crate::print::render_sized(&ir::identity(d.clone()), crate::print::Notation::Unicode);
+    let text = format!("{} ({}) {}", sized(&e.shape.rows), crate::print::text(e), sized(&e.shape.cols));
+    match crate::syntax::parse_expr(&text).and_then(|a| env.check(&a, order)) {
+        Ok(t) => t.shape == e.shape,
+        Err(_) => false,
+    }
 }
 
 /// The gradient of a scalar: from the reverse sweep shared by every gradient

@@ -312,6 +312,9 @@ impl Reference<'_> {
                 _ => err(format!("the size at {} is not a positive whole number", at(a))),
             },
             ExprKind::Name(n) if !self.env.names.contains_key(n) => self.dim(&DimAst::Sym(n.clone())),
+            // A product of sizes, `2 n`.
+            ExprKind::Binary(BinOp::Mul, x, y) => Ok(self.size_arg(x)? * self.size_arg(y)?),
+            ExprKind::Paren(x) => self.size_arg(x),
             _ => err(format!("expected a size at {}", at(a))),
         }
     }
@@ -364,6 +367,7 @@ impl Reference<'_> {
         let n = name.name.as_str();
         let callee = match self.env.names.get(n).map(|(b, _)| b) {
             Some(Binding::Matrix { .. } | Binding::Def { .. }) => Callee::Name(n),
+            None if *primes == 0 && self.is_size(n) => Callee::Name(n),
             _ if n == "I" => Callee::Identity(name),
             _ => match n.strip_prefix("I_").and_then(identity_suffix) {
                 Some(d) => Callee::Sized(d),
@@ -432,6 +436,19 @@ impl Reference<'_> {
             let (r, c) = (self.size_arg(&args[0])?, self.size_arg(&args[1])?);
             ensure_entries(r, c)?;
             return Ok(Mat::from_element(r, c, 1.0));
+        }
+        if n == "K_" {
+            // The commutation matrix of an r×c matrix: K vec(A) = vec(Aᵀ).
+            arity(2)?;
+            let (r, c) = (self.size_arg(&args[0])?, self.size_arg(&args[1])?);
+            ensure_entries(r * c, r * c)?;
+            let mut k = Mat::zeros(r * c, r * c);
+            for i in 0..r {
+                for j in 0..c {
+                    k[(vec_index(j, i, c, r, w.order), vec_index(i, j, r, c, w.order))] = 1.0;
+                }
+            }
+            return Ok(k);
         }
         if n == "kron" {
             arity(2)?;

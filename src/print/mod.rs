@@ -20,6 +20,20 @@ impl std::fmt::Debug for Expr {
     }
 }
 
+/// Whether `e` prints with a division last (`x / m`, `2 y / m`), so that
+/// a bracket right after it would make the divisor read as a call.
+fn ends_with_division(e: &Expr) -> bool {
+    match &e.op {
+        Op::Div(..) => true,
+        Op::MatMul(_, b) => ends_with_division(b),
+        Op::Scale(s, x) => match s.as_num() {
+            Some(c) if !c.is_integer() && c.numer().is_one() => true,
+            _ => ends_with_division(x),
+        },
+        _ => false,
+    }
+}
+
 /// Which spelling to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notation {
@@ -48,7 +62,23 @@ pub fn ascii(e: &Expr) -> String {
 /// Text in the given notation.
 pub fn render(e: &Expr, n: Notation) -> String {
     let mut out = String::new();
-    Printer { n }.go(e, Prec::Top, &mut out);
+    Printer { n, sized: false }.go(e, Prec::Top, &mut out);
+    out
+}
+
+/// Text in the given notation with every identity's size written (`I_n`,
+/// `(I_m ⊗ I_n)` for a product of sizes), for an answer whose bare `I`
+/// would not read back on its own.
+///
+/// ```
+/// use matdiff::{ir, print, shape::{Dim, Shape}};
+/// let i = ir::identity(Dim::sym("m").mul(&Dim::sym("n")));
+/// assert_eq!(print::text(&i), "I");
+/// assert_eq!(print::render_sized(&i, print::Notation::Unicode), "(I_m ⊗ I_n)");
+/// ```
+pub fn render_sized(e: &Expr, n: Notation) -> String {
+    let mut out = String::new();
+    Printer { n, sized: true }.go(e, Prec::Top, &mut out);
     out
 }
 
@@ -62,6 +92,8 @@ const ATOM: Prec = Prec::Atom;
 
 struct Printer {
     n: Notation,
+    /// Whether identities print with their sizes.
+    sized: bool,
 }
 
 fn superscript(k: i64) -> String {
@@ -169,13 +201,36 @@ impl Printer {
                 out.push_str(name);
             }
             Op::Num(r) => out.push_str(&rational(r)),
+            Op::Identity if self.sized => {
+                let d = &e.shape.rows;
+                let mut parts: Vec<String> = d.symbols().map(|s| format!("I_{s}")).collect();
+                if d.coef() != 1 || parts.is_empty() {
+                    parts.insert(0, format!("I_{}", d.coef()));
+                }
+                if parts.len() == 1 {
+                    out.push_str(&parts[0]);
+                } else {
+                    let sep = if self.ascii() { ", " } else { " ⊗ " };
+                    let (open, close) = if self.ascii() { ("kron(", ")") } else { ("(", ")") };
+                    out.push_str(open);
+                    if self.ascii() && parts.len() > 2 {
+                        // kron takes two arguments: nest them.
+                        let last = parts.pop().unwrap_or_default();
+                        let inner = parts.iter().rev().fold(last, |acc, p| format!("kron({p}, {acc})"));
+                        out.push_str(&inner[5..inner.len() - 1]);
+                    } else {
+                        out.push_str(&parts.join(sep));
+                    }
+                    out.push_str(close);
+                }
+            }
             Op::Identity => out.push('I'),
             Op::Zero => out.push('0'),
             Op::Ones => {
                 out.push_str(&format!("ones({}, {})", e.shape.rows.as_product_text(), e.shape.cols.as_product_text()))
             }
             Op::Size(d) => out.push_str(&d.as_product_text()),
-            Op::Commutation(r, c, _) => out.push_str(&format!("K_({r},{c})")),
+            Op::Commutation(r, c, _) => out.push_str(&format!("K_({},{})", r.as_product_text(), c.as_product_text())),
             Op::Add(ts) => {
                 // Broadcast terms print as their 1×1 value only while
                 // another term carries the sum's shape.
@@ -233,7 +288,7 @@ impl Printer {
             Op::MatMul(a, b) => {
                 // `(y / u)(x + y)`: without its brackets the divisor would
                 // read as a function applied to the next factor.
-                let min = if matches!(a.op, Op::Div(..)) { ATOM } else { MUL };
+                let min = if ends_with_division(a) { ATOM } else { MUL };
                 self.go(a, min, out);
                 out.push(' ');
                 self.go(b, MUL, out);

@@ -40,7 +40,15 @@ pub fn relative(got: &Mat, want: &Mat) -> Result<f64, String> {
 /// a dropped term.)
 pub fn along_error(s: &Session, a: &Answer, targets: &BTreeSet<String>, seed: u64) -> Result<f64, String> {
     let env = &s.env;
-    let f = &a.function;
+    // A Hessian is the Jacobian of the gradient (with respect to its first
+    // variable), along its second variable.
+    let gradient;
+    let f = if a.kind() == QueryKind::Hessian {
+        gradient = gradient_of(s, a)?;
+        &gradient
+    } else {
+        &a.function
+    };
     let (body, names) = if a.kind() == QueryKind::Differential {
         let body = match &f.op {
             Op::Var { name, .. } => env.definition(name).cloned().unwrap_or_else(|| f.clone()),
@@ -60,7 +68,8 @@ pub fn along_error(s: &Session, a: &Answer, targets: &BTreeSet<String>, seed: u6
             .collect();
         (body, names)
     } else {
-        (f.clone(), vec![a.wrt().map(String::from).ok_or("no variable")?])
+        let x = a.wrt2().or(a.wrt()).ok_or("no variable")?;
+        (f.clone(), vec![x.to_string()])
     };
     let mut rng = StdRng::seed_from_u64(seed);
     let mut last = String::new();
@@ -118,7 +127,8 @@ fn along_once(
             }
             Mat::from_element(1, 1, d.component_mul(dir).sum())
         } else {
-            let j = if conv.layout == Layout::Denominator { d.transpose() } else { d };
+            let hessian = a.kind() == QueryKind::Hessian;
+            let j = if conv.layout == Layout::Denominator && !hessian { d.transpose() } else { d };
             if j.ncols() != dir.len() || j.nrows() != want.len() {
                 return Err(format!(
                     "the Jacobian is {:?} (numerator layout), expected {}x{}",
@@ -132,4 +142,18 @@ fn along_once(
         }
     };
     relative(&got, &want)
+}
+
+/// The gradient of a Hessian's function with respect to its first variable.
+fn gradient_of(s: &Session, a: &Answer) -> Result<Expr, String> {
+    use matdiff::derive::{self, Context, Query, Settings, Sweeps};
+    let x = a.query.wrt().ok_or("no variable")?.clone();
+    let cx = Context {
+        env: &s.env,
+        settings: Settings { conventions: a.conventions, ..Settings::default() },
+        varies: &|_| true,
+        sweeps: &mut Sweeps::default(),
+    };
+    let f = derive::Function { expr: a.function.clone(), written: (*a.written).clone(), label: "f".into() };
+    derive::answer(cx, &Query::Gradient { x }, f, a.span).map(|g| g.expr).map_err(|e| format!("{e}"))
 }

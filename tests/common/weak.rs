@@ -54,8 +54,8 @@ impl D {
     }
 }
 
-/// Constructs whose typing section 5 makes binding; the CI properties
-/// generate only those in [`TYPING_TODAY`].
+/// Constructs whose typing the shape rules (SPEC section 5) make binding;
+/// every script leans on some of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Construct {
     /// A number against a matrix in `+ - ∘ ./` (`2 - A`, `A ∘ 0.5`).
@@ -95,20 +95,6 @@ pub const ALL: &[Construct] = &[
     Construct::BareI,
     Construct::BareIKron,
     Construct::SizeValue,
-    Construct::ExplicitI,
-];
-
-/// The constructs the engine types correctly today. The others (section 5
-/// of the spec) are rejected as shape errors or unknown names, or, for
-/// `ScalarHadamard`, typed with the wrong shape when the 1×1 comes first
-/// (`s ./ A` is typed 1×1, `ones(3, 2) ∘ s` as `s`). When the type checker
-/// catches up, the CI properties switch to [`ALL`] in `tests/properties.rs`.
-pub const TYPING_TODAY: &[Construct] = &[
-    Construct::NumberBroadcast,
-    Construct::Zero,
-    Construct::Ones,
-    Construct::BareI,
-    Construct::BareIKron,
     Construct::ExplicitI,
 ];
 
