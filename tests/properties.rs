@@ -19,7 +19,7 @@
 //! trigger those bugs:
 //!
 //! ```text
-//! cargo test --test properties -- --ignored
+//! cargo test --test engine -- --ignored
 //! ```
 //!
 //! Values are kept in a moderate range (cubes and matrix powers of bounded
@@ -67,9 +67,9 @@
 //!
 //! ```text
 //! # the long run: new seeds, every failure counts
-//! cargo test --test properties weak_spots_long -- --ignored
+//! cargo test --test engine weak_spots_long -- --ignored
 //! # a survey of every construct: each distinct family of failures, with its shortest script
-//! WEAK_SURVEY=3000 cargo test --test properties weak_spots_survey -- --ignored --nocapture
+//! WEAK_SURVEY=3000 cargo test --test engine weak_spots_survey -- --ignored --nocapture
 //! ```
 
 #[path = "common/along.rs"]
@@ -718,7 +718,7 @@ proptest! {
 proptest! {
     #![proptest_config(config(LONG_CASES, None))]
 
-    /// The long run: `cargo test --test properties -- --ignored`.
+    /// The long run: `cargo test --test engine -- --ignored`.
     #[test]
     #[ignore = "long run (tens of minutes)"]
     fn random_derivatives_check_long(case in cases(false, false), numeric_case in cases(true, false)) {
@@ -1376,7 +1376,7 @@ proptest! {
     #![proptest_config(config(LONG_CASES, None))]
 
     /// The long run, on new seeds, strict:
-    /// `cargo test --release --test properties weak_spots_long -- --ignored`.
+    /// `cargo test --release --test engine weak_spots_long -- --ignored`.
     #[test]
     #[ignore = "long run on new seeds; run by hand"]
     fn weak_spots_long(case in weak_cases(CI_CONSTRUCTS), batch in prop::collection::vec(weak_cases(CI_CONSTRUCTS), 0..=2)) {
@@ -1391,7 +1391,7 @@ proptest! {
 /// family of failures with its shortest script, and fails if there is one.
 /// `WEAK_SURVEY=n` sets the number of scripts (default 3000), `WEAK_SURVEY_SEED`
 /// the seed, and `WEAK_SURVEY_TODAY=1` keeps to the constructs of the CI properties:
-/// `cargo test --release --test properties weak_spots_survey -- --ignored --nocapture`.
+/// `cargo test --release --test engine weak_spots_survey -- --ignored --nocapture`.
 #[test]
 #[ignore = "a survey of engine failures over every construct; run by hand"]
 fn weak_spots_survey() {

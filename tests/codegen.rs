@@ -1,0 +1,7 @@
+//! Generated code and typesetting, run by their consumers: NumPy code in
+//! Python, LaTeX in KaTeX under Node.js.
+
+#[path = "latex_katex.rs"]
+mod latex_katex;
+#[path = "numpy_codegen.rs"]
+mod numpy_codegen;

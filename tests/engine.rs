@@ -1,0 +1,16 @@
+//! The library's own tests, in one binary: derivatives against finite
+//! differences and the reference evaluator, Hessians, equality saturation,
+//! operation counts, printing round trips and the random-script properties.
+
+#[path = "derivatives.rs"]
+mod derivatives;
+#[path = "egraph.rs"]
+mod egraph;
+#[path = "hessians.rs"]
+mod hessians;
+#[path = "op_count.rs"]
+mod op_count;
+#[path = "properties.rs"]
+mod properties;
+#[path = "roundtrip.rs"]
+mod roundtrip;
