@@ -6,11 +6,10 @@
 use crate::ast::{QueryKind, ShapeAst, Stmt};
 use crate::conventions::Conventions;
 pub use crate::derive::Answer;
-use crate::derive::{self, Lhs, Query, Sweeps};
+use crate::derive::{self, Query, Sweeps};
 use crate::error::{Error, Result};
 use crate::ir::VecOrder;
-use crate::print::{self, Notation};
-use crate::render::{lhs_text, Renderer};
+use crate::render::Renderer;
 pub use crate::render::{CheckResult, Format};
 use crate::shape::{Dim, Shape};
 use crate::typeck::{Binding, Env};
@@ -76,46 +75,7 @@ impl Session {
     /// assert!(py.contains("def grad_q1_x(A, x):"));
     /// ```
     pub fn numpy(&self, answers: &[Answer]) -> Result<String> {
-        let ids = crate::codegen::numpy::Identifiers::new(&self.env);
-        let mut used = BTreeSet::new();
-        let functions: Vec<crate::codegen::numpy::Function> = answers
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                // A name of the script stands for itself; an expression is `q1`, `q2`, … by position.
-                let ident = |s: &str| {
-                    if self.env.names.contains_key(s) {
-                        ids.name(s)
-                    } else {
-                        format!("q{}", i + 1)
-                    }
-                };
-                let base = match &a.lhs {
-                    Some(Lhs::Differential(f)) => format!("d_{}", ident(f)),
-                    Some(Lhs::SecondDifferential(f)) => format!("d2_{}", ident(f)),
-                    Some(Lhs::Gradient { f, x }) => format!("grad_{}_{}", ident(f), ident(x)),
-                    Some(Lhs::Jacobian { f, x, .. }) => format!("jacobian_{}_{}", ident(f), ident(x)),
-                    Some(Lhs::Hessian { f, x, .. }) => format!("hessian_{}_{}", ident(f), ident(x)),
-                    None => format!("expr_{}", i + 1),
-                };
-                let mut name = base.clone();
-                let mut k = 2;
-                while !used.insert(name.clone()) {
-                    name = format!("{base}_{k}");
-                    k += 1;
-                }
-                let expr = match a.kind() {
-                    QueryKind::Shape => a.function.clone(),
-                    _ => a.expr.clone(),
-                };
-                let doc = match &a.lhs {
-                    None => print::text(&expr),
-                    Some(lhs) => format!("{} = {}", lhs_text(lhs, Notation::Unicode), a.text()),
-                };
-                crate::codegen::numpy::Function { name, expr, doc, span: a.span }
-            })
-            .collect();
-        crate::codegen::numpy::module(&self.env, &functions)
+        crate::codegen::numpy::module(&self.env, &crate::codegen::functions(&self.env, answers))
     }
 
     /// Changes the `vec` order for the statements that follow.

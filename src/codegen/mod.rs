@@ -814,3 +814,45 @@ impl Gen<'_> {
 
 #[cfg(test)]
 mod tests;
+
+/// One function per answer, named for what it computes (`grad_L_W1`,
+/// `jacobian_F_x`, `d_L`, `hessian_f_x`; `q1`, `q2`, … by position for an
+/// expression that is not a name; `expr_3` for a bare expression), with
+/// `_2`, `_3` added to names that would meet.
+pub fn functions(env: &Env, answers: &[crate::derive::Answer]) -> Vec<Function> {
+    use crate::derive::Lhs;
+    let ids = Identifiers::new(env);
+    let mut used = std::collections::BTreeSet::new();
+    answers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let ident = |s: &str| if env.names.contains_key(s) { ids.name(s) } else { format!("q{}", i + 1) };
+            let base = match &a.lhs {
+                Some(Lhs::Differential(f)) => format!("d_{}", ident(f)),
+                Some(Lhs::SecondDifferential(f)) => format!("d2_{}", ident(f)),
+                Some(Lhs::Gradient { f, x }) => format!("grad_{}_{}", ident(f), ident(x)),
+                Some(Lhs::Jacobian { f, x, .. }) => format!("jacobian_{}_{}", ident(f), ident(x)),
+                Some(Lhs::Hessian { f, x, .. }) => format!("hessian_{}_{}", ident(f), ident(x)),
+                None => format!("expr_{}", i + 1),
+            };
+            let mut name = base.clone();
+            let mut k = 2;
+            while !used.insert(name.clone()) {
+                name = format!("{base}_{k}");
+                k += 1;
+            }
+            let expr = match a.kind() {
+                crate::ast::QueryKind::Shape => a.function.clone(),
+                _ => a.expr.clone(),
+            };
+            let doc = match &a.lhs {
+                None => crate::print::text(&expr),
+                Some(lhs) => {
+                    format!("{} = {}", crate::render::lhs_text(lhs, crate::print::Notation::Unicode), a.text())
+                }
+            };
+            Function { name, expr, doc, span: a.span }
+        })
+        .collect()
+}
