@@ -28,7 +28,7 @@ pub enum Binding {
         /// The definition as written, for the reference evaluator.
         written: std::rc::Rc<Written>,
         /// How many terms its differential expands a matrix power into,
-        /// through the definitions it uses ([`crate::diff::power_terms`]).
+        /// through the definitions it uses ([`crate::ir::power_terms`]).
         power_terms: u64,
     },
     /// A declared scalar function.
@@ -146,7 +146,7 @@ impl Env {
                 Some((Binding::Def { power_terms, .. }, _)) => Some(*power_terms),
                 _ => None,
             })
-            .fold(crate::diff::power_terms(e), u64::max)
+            .fold(ir::power_terms(e), u64::max)
     }
 
     /// Whether `name` is a size: a symbol in a declared matrix's shape that

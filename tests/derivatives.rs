@@ -22,9 +22,7 @@
 //!
 //! Cases that once showed an engine bug stay here as regressions.
 
-#[path = "common/along.rs"]
-mod along;
-use along::along_error;
+use crate::along::along_error;
 use matdiff::ast::QueryKind;
 use matdiff::diff::chain::{Conventions, Layout};
 use matdiff::eval::check::TOLERANCE;

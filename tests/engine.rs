@@ -2,6 +2,8 @@
 //! differences and the reference evaluator, Hessians, equality saturation,
 //! operation counts, printing round trips and the random-script properties.
 
+#[path = "common/along.rs"]
+mod along;
 #[path = "derivatives.rs"]
 mod derivatives;
 #[path = "egraph.rs"]

@@ -72,9 +72,7 @@
 //! WEAK_SURVEY=3000 cargo test --test engine weak_spots_survey -- --ignored --nocapture
 //! ```
 
-#[path = "common/along.rs"]
-mod along;
-use along::along_error;
+use crate::along::along_error;
 use matdiff::ast::{QueryKind, Stmt};
 use matdiff::diff::chain::{Conventions, Layout};
 use matdiff::eval::check::TOLERANCE;

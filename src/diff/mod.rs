@@ -86,22 +86,7 @@ pub fn differential(e: &Expr) -> Expr {
     }
 }
 
-/// The most terms the differential of a matrix power may be written with:
-/// `d(Xᵏ)` is a sum of `|k|` products (`X` and `dX` do not commute), and
-/// nested powers multiply.
-pub const MAX_POWER_TERMS: u64 = 256;
-
-/// The largest number of terms the differential of a matrix power in `e`
-/// expands into (1 when there is none), saturating.
-pub fn power_terms(e: &Expr) -> u64 {
-    let inner = e.op.children().into_iter().map(power_terms).max().unwrap_or(1);
-    match &e.op {
-        Op::Power(x, k) if !x.shape.is_scalar() && !matches!(x.op, Op::Norm(_)) => {
-            inner.saturating_mul(k.unsigned_abs())
-        }
-        _ => inner,
-    }
-}
+pub use crate::ir::{power_terms, MAX_POWER_TERMS};
 
 fn e_inner(e: &Expr) -> &Expr {
     e.op.children()[0]
