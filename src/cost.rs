@@ -11,11 +11,13 @@ use crate::shape::{Dim, Shape};
 pub const SYMBOLIC_SIZE: f64 = 1000.0;
 
 /// A size as a number for costing.
+#[inline]
 pub fn size(d: &Dim) -> f64 {
     d.estimate(SYMBOLIC_SIZE)
 }
 
 /// The number of entries of a shape, for costing.
+#[inline]
 pub fn area(s: &Shape) -> f64 {
     size(&s.rows) * size(&s.cols)
 }
@@ -49,6 +51,7 @@ pub enum Operation<'a> {
 
 /// The cost of one operation on operands of the given shapes (the first
 /// operand is the one that sets the work; a product needs both).
+#[inline]
 pub fn operation(op: Operation<'_>, args: &[&Shape]) -> f64 {
     let arg = |i: usize| args.get(i).copied();
     let n = |i: usize| arg(i).map_or(1.0, |s| size(&s.rows));
