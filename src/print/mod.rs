@@ -159,12 +159,21 @@ impl Printer {
         out.push(')');
     }
 
-    /// The 1×1 value a broadcast operand spreads (`s` for `s ones(m, n)`),
-    /// if it is one.
+    /// The value a broadcast operand spreads, if it is one: `s` for
+    /// `s ones(m, n)`, the row `r` for `ones(m, 1) r`, the column `c` for
+    /// `c ones(1, n)`.
     fn spread(e: &Expr) -> Option<Expr> {
         let (c, base) = e.split_coef();
+        let row = |x: &Expr| x.shape.rows.is_one();
+        let col = |x: &Expr| x.shape.cols.is_one();
         match &base.op {
             Op::Scale(s, ones) if matches!(ones.op, Op::Ones) => Some(crate::ir::scale(c, s.clone())),
+            Op::MatMul(ones, r) if matches!(ones.op, Op::Ones) && col(ones) && row(r) => {
+                Some(crate::ir::scale(c, r.clone()))
+            }
+            Op::MatMul(v, ones) if matches!(ones.op, Op::Ones) && row(ones) && col(v) => {
+                Some(crate::ir::scale(c, v.clone()))
+            }
             _ => None,
         }
     }
@@ -232,18 +241,20 @@ impl Printer {
             Op::Size(d) => out.push_str(&d.as_product_text()),
             Op::Commutation(r, c, _) => out.push_str(&format!("K_({},{})", r.as_product_text(), c.as_product_text())),
             Op::Add(ts) => {
-                // Broadcast terms print as their 1×1 value only while
-                // another term carries the sum's shape.
+                // A broadcast term prints as the value it spreads only where
+                // the sum read left to right already has its full shape, or
+                // gets it from the very next term: two broadcasts never meet.
                 let spread = |t: &Expr| matches!(t.split_coef().1.op, Op::Ones) || Self::spread(t).is_some();
-                let shaped = ts.iter().any(|t| !spread(t)) || e.shape.is_scalar();
-                let term = |t: &Expr, min: Prec, out: &mut String| {
-                    if shaped {
-                        self.operand(t, min, out)
-                    } else {
-                        self.go(t, min, out)
-                    }
-                };
+                let full = |i: usize| ts.get(i).is_some_and(|t| !spread(t));
+                let mut shaped = e.shape.is_scalar() || full(1);
                 for (i, t) in ts.iter().enumerate() {
+                    let term = |t: &Expr, min: Prec, out: &mut String| {
+                        if shaped {
+                            self.operand(t, min, out)
+                        } else {
+                            self.go(t, min, out)
+                        }
+                    };
                     let (c, _) = t.split_coef();
                     if i == 0 {
                         term(t, ADD, out);
@@ -254,6 +265,7 @@ impl Printer {
                         out.push_str(" + ");
                         term(t, NEG, out);
                     }
+                    shaped |= full(i);
                 }
             }
             Op::Scale(s, x) => match s.as_num() {
