@@ -238,3 +238,28 @@ fn along(e: &Expr, t: &Expr) -> Option<Expr> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::session::Session;
+
+    /// `mean` is one row of the table: typed, differentiated, printed,
+    /// simplified, evaluated and checked with nothing else to add.
+    #[test]
+    fn mean_is_one_row_of_the_table() {
+        let mut s = Session::default();
+        let src = "X: N x d; W: d x k; L = mean(exp(X W)); grad(L, W); hessian(mean(X ∘ X), X); mean(X)";
+        let answers = s.answers(src).unwrap();
+        assert_eq!(answers[0].text(), "(1 / (N k)) Xᵀ exp(X W)");
+        assert_eq!(answers[1].text(), "2(1 / (N d)) I");
+        assert_eq!(answers[2].text(), "mean(X)");
+        assert_eq!(answers[2].latex(), r"\operatorname{mean}\left(\mathbf{X}\right)");
+        assert_eq!(answers[2].expr.shape.to_string(), "1×1");
+        for a in &answers[..2] {
+            assert!(s.check(a).unwrap().unwrap() < 1e-6, "{}", a.text());
+        }
+        let py = s.numpy(&answers[2..]).unwrap();
+        assert!(py.contains("np.mean(X, keepdims=True)"), "{py}");
+        assert!(crate::typeck::language_names().any(|n| n == "mean"));
+    }
+}
