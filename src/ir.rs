@@ -605,12 +605,13 @@ pub fn scalar_mul(s: Expr, x: Expr) -> Expr {
 /// The matrix product; a 1×1 factor that does not fit as a matrix scales the other.
 pub fn matmul(a: Expr, b: Expr) -> Expr {
     if a.shape.cols != b.shape.rows {
-        if a.shape.has_vars() || b.shape.has_vars() {
-            // Sizes still being inferred (the type checker's first pass).
-            return node_matmul(a, b);
+        if a.shape.is_scalar() || b.shape.is_scalar() {
+            return if a.shape.is_scalar() { scalar_mul(a, b) } else { scalar_mul(b, a) };
         }
-        debug_assert!(a.shape.is_scalar() || b.shape.is_scalar(), "product of {} by {}", a.shape, b.shape);
-        return if a.shape.is_scalar() { scalar_mul(a, b) } else { scalar_mul(b, a) };
+        // Only while the type checker's first pass is still inferring sizes:
+        // the product as written, never a guess (its second pass builds the
+        // real one, with every size known).
+        return node_matmul(a, b);
     }
     let shape = Shape::new(a.shape.rows.clone(), b.shape.cols.clone());
     if a.is_zero() || b.is_zero() {
