@@ -1014,6 +1014,8 @@ pub fn sum(x: Expr) -> Expr {
     match &x.op {
         Op::Zero => int(0),
         Op::Ones => size(x.shape.len()),
+        // sum(A ⊗ B) = sum(A) sum(B).
+        Op::Kron(a, b) => matmul(sum(a.clone()), sum(b.clone())),
         Op::Scale(s, y) => scalar_mul(s.clone(), sum(y.clone())),
         Op::Transpose(y) => sum(y.clone()),
         _ => node(Op::Sum(x), Shape::scalar()),

@@ -167,10 +167,10 @@ fn a_second_backend_writes_the_same_functions_in_its_own_spelling() {
 
 #[test]
 fn structured_factors_are_applied_through_the_backend() {
-    // diag(p) and A ⊗ I are applied by broadcasting and reshapes, never
-    // built; a definition is computed once; a commutation matrix that is the
+    // diag(p) and vec(A)ᵀ ⊗ I are applied by broadcasting and reshapes,
+    // never built; a definition is computed once; a commutation matrix that is the
     // answer is built by the backend's helper, which the module then defines.
-    let script = "X: m x n; w: n; p = exp(X w); ∂p/∂wᵀ; A: n x n; Y: n x n; grad(sum(kron(A, Y)), Y); \
+    let script = "X: m x n; w: n; p = exp(X w); ∂p/∂wᵀ; A: n x n; Y: n x n; grad(sum(kron(A, Y) ∘ kron(Y, A)), Y); \
                   ∂(Aᵀ)/∂vec(A)ᵀ";
     let (s, fs) = functions(script);
     let code = module(&Prefix, &s.env, &fs).unwrap();
@@ -178,7 +178,9 @@ fn structured_factors_are_applied_through_the_backend() {
               let(n, size(X, 1))\n    let(p, exp(matmul(X, w)))\n    return cast(mul(t(X), row(p)))\n";
     assert!(code.contains(q1), "{code}");
     assert!(code.contains("swap(reshape(") && code.contains("vec(A, Row)"), "{code}");
-    assert!(!code.contains("diagm(") && !code.contains("kron("), "{code}");
+    // The forward value `kron(A, Y)` is computed; no Kronecker product
+    // with an identity, and no diagonal matrix, is ever built.
+    assert!(!code.contains("diagm(") && !code.contains("kron(eye(") && !code.contains(", eye("), "{code}");
     assert!(code.contains("return cast(t(_K(n, n, Row)))") && code.starts_with("# prefix\ndef _K("), "{code}");
     assert!(!code.contains("_unused") && !code.contains("np.") && !code.contains(" @ "), "{code}");
     // Every backend's function has the generator's parameters, in order.
