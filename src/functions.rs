@@ -15,8 +15,24 @@ use num_rational::BigRational;
 use num_traits::One;
 
 /// Every built-in function, in the order the help lists them.
-pub static BUILTINS: &[&Builtin] =
-    &[&EXP, &LOG, &SIN, &COS, &TANH, &SIGMOID, &SQRT, &SOFTPLUS, &RELU, &ABS, &STEP, &SIGN, &MEAN];
+pub static BUILTINS: &[&Builtin] = &[
+    &EXP,
+    &LOG,
+    &SIN,
+    &COS,
+    &TANH,
+    &SIGMOID,
+    &SQRT,
+    &SOFTPLUS,
+    &RELU,
+    &ABS,
+    &STEP,
+    &SIGN,
+    &MEAN,
+    &SOFTMAX,
+    &LOG_SOFTMAX,
+    &LOGSUMEXP,
+];
 
 /// The built-in with this name (text or ASCII spelling).
 ///
@@ -182,6 +198,166 @@ pub static MEAN: Builtin = Builtin {
     numpy: "np.mean({x}, keepdims=True)",
     numpy_helper: None,
     cost: 1.0,
+};
+
+/// Whether `softmax` and its kin normalise `x` as a whole: a column vector
+/// (one column) is one distribution; otherwise each row is.
+fn whole(x: &Shape) -> bool {
+    x.cols.is_one()
+}
+
+/// Each row of `m` (or the whole column), shifted by its largest entry so
+/// that `exp` never overflows: the shifted values and the shifts.
+fn shifted(m: &DMatrix<f64>) -> (DMatrix<f64>, Vec<f64>) {
+    let mut out = m.clone();
+    if m.ncols() == 1 {
+        let top = m.max();
+        out.add_scalar_mut(-top);
+        (out, vec![top])
+    } else {
+        let tops: Vec<f64> = m.row_iter().map(|r| r.max()).collect();
+        for (i, t) in tops.iter().enumerate() {
+            out.row_mut(i).add_scalar_mut(-t);
+        }
+        (out, tops)
+    }
+}
+
+/// `log Σ exp` of each row (or of the whole column), computed stably.
+fn lse(m: &DMatrix<f64>) -> DMatrix<f64> {
+    let (z, tops) = shifted(m);
+    let e = z.map(f64::exp);
+    if m.ncols() == 1 {
+        DMatrix::from_element(1, 1, tops[0] + e.sum().ln())
+    } else {
+        DMatrix::from_fn(m.nrows(), 1, |i, _| tops[i] + e.row(i).sum().ln())
+    }
+}
+
+/// `softmax(x)` of the same shape (the differentials below need it).
+fn softmax_of(x: &Expr) -> Expr {
+    app(&SOFTMAX, x)
+}
+
+/// `(g) ones(n, 1)`: the sums of the rows of `g`.
+fn row_sums(g: Expr) -> Expr {
+    let n = g.shape.cols.clone();
+    ir::matmul(g, ir::ones(Shape::new(n, crate::shape::Dim::one())))
+}
+
+/// `c ones(1, n)`: a column repeated across `n` columns.
+fn across(c: Expr, n: &crate::shape::Dim) -> Expr {
+    ir::matmul(c, ir::ones(Shape::new(crate::shape::Dim::one(), n.clone())))
+}
+
+/// `softmax(X)`: `exp` normalised to sum 1 along each row, or over the whole
+/// of a column vector. `d softmax = P ∘ dX - P ∘ (rows of P ∘ dX summed)`.
+pub static SOFTMAX: Builtin = Builtin {
+    name: "softmax",
+    ascii: "softmax",
+    latex: r"\operatorname{softmax}",
+    kind: Kind::Matrix {
+        shape: |x| x.clone(),
+        eval: |m| {
+            let (z, _) = shifted(m);
+            let e = z.map(f64::exp);
+            if m.ncols() == 1 {
+                let total = e.sum();
+                e / total
+            } else {
+                let mut out = e.clone();
+                for (i, mut row) in out.row_iter_mut().enumerate() {
+                    row /= e.row(i).sum();
+                }
+                out
+            }
+        },
+        differential: |x, dx| {
+            let p = softmax_of(x);
+            let g = ir::hadamard(p.clone(), dx.clone());
+            if whole(&x.shape) {
+                ir::sub(g, ir::scalar_mul(ir::matmul(ir::transpose(p.clone()), dx), p))
+            } else {
+                ir::sub(g.clone(), ir::hadamard(p, across(row_sums(g), &x.shape.cols)))
+            }
+        },
+    },
+    numpy: "_softmax({x})",
+    numpy_helper: Some((
+        "_softmax",
+        "def _softmax(x):\n    axis = 0 if x.shape[1] == 1 else 1\n    \
+         e = np.exp(x - np.max(x, axis=axis, keepdims=True))\n    \
+         return e / np.sum(e, axis=axis, keepdims=True)\n",
+    )),
+    cost: 8.0,
+};
+
+/// `log_softmax(X) = X - logsumexp(X)`, along each row or over a column
+/// vector: `d log_softmax = dX - (rows of softmax ∘ dX summed)`.
+pub static LOG_SOFTMAX: Builtin = Builtin {
+    name: "log_softmax",
+    ascii: "log_softmax",
+    latex: r"\operatorname{log\_softmax}",
+    kind: Kind::Matrix {
+        shape: |x| x.clone(),
+        eval: |m| {
+            let l = lse(m);
+            if m.ncols() == 1 {
+                m.add_scalar(-l[(0, 0)])
+            } else {
+                let mut out = m.clone();
+                for (i, mut row) in out.row_iter_mut().enumerate() {
+                    row.add_scalar_mut(-l[(i, 0)]);
+                }
+                out
+            }
+        },
+        differential: |x, dx| {
+            let p = softmax_of(x);
+            if whole(&x.shape) {
+                let ones = ir::ones(x.shape.clone());
+                ir::sub(dx.clone(), ir::scalar_mul(ir::matmul(ir::transpose(p), dx), ones))
+            } else {
+                ir::sub(dx.clone(), across(row_sums(ir::hadamard(p, dx)), &x.shape.cols))
+            }
+        },
+    },
+    numpy: "_log_softmax({x})",
+    numpy_helper: Some((
+        "_log_softmax",
+        "def _log_softmax(x):\n    axis = 0 if x.shape[1] == 1 else 1\n    \
+         z = x - np.max(x, axis=axis, keepdims=True)\n    \
+         return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))\n",
+    )),
+    cost: 8.0,
+};
+
+/// `logsumexp(X)`: `log Σ exp` of each row (an `m×1` column), or of a
+/// whole column vector (1×1). `d logsumexp = (rows of softmax ∘ dX summed)`.
+pub static LOGSUMEXP: Builtin = Builtin {
+    name: "logsumexp",
+    ascii: "logsumexp",
+    latex: r"\operatorname{logsumexp}",
+    kind: Kind::Matrix {
+        shape: |x| if whole(x) { Shape::scalar() } else { Shape::new(x.rows.clone(), crate::shape::Dim::one()) },
+        eval: lse,
+        differential: |x, dx| {
+            let p = softmax_of(x);
+            if whole(&x.shape) {
+                ir::matmul(ir::transpose(p), dx)
+            } else {
+                row_sums(ir::hadamard(p, dx))
+            }
+        },
+    },
+    numpy: "_logsumexp({x})",
+    numpy_helper: Some((
+        "_logsumexp",
+        "def _logsumexp(x):\n    axis = 0 if x.shape[1] == 1 else 1\n    \
+         m = np.max(x, axis=axis, keepdims=True)\n    \
+         return m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))\n",
+    )),
+    cost: 8.0,
 };
 
 /// `f⁽ᵏ⁾(x)` of an elementwise function, as an expression (`σ' = σ ∘ (1 - σ)`,

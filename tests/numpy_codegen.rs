@@ -158,6 +158,9 @@ const CASES: &[&str] = &[
     "W: n x m; x: m; b: n; f: R -> R; h = f(W x + b); L = sum(h); grad(L, W); grad(L, b); ∂h/∂xᵀ",
     "A: 3 x 3 symmetric; x: 3; grad(x^T A x, x); grad(x^T A x, A); simplify(A^T - A + x x^T)",
     "X: m x n; w: n; y: m; p = σ(X w); L = sum(log(1 + exp(-(y ∘ (X w))))); grad(L, w); shape(X w)",
+    "X: m x n; W: n x k; b: 1 x k; Y: m x k; P = softmax(X W + b); L = -sum(Y ∘ log_softmax(X W + b)) / m; \
+     grad(L, W); grad(L, b); jacobian(P, W); z: k; grad(logsumexp(z), z); hessian(logsumexp(z), z); \
+     jacobian(logsumexp(X W), W)",
 ];
 
 #[test]
@@ -324,4 +327,46 @@ fn oversized_arrays_are_refused_at_generation_time() {
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("more than"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn softmax_log_softmax_logsumexp_sigmoid_and_softplus_never_overflow() {
+    let mut s = Session::default();
+    let answers = s
+        .answers(
+            "X: 2 x 3; z: 3; softmax(X); log_softmax(X); logsumexp(X); softmax(z); log_softmax(z); logsumexp(z); \
+             σ(X); softplus(X)",
+        )
+        .unwrap();
+    let module = s.numpy(&answers).unwrap();
+    // Reference values written out by hand for inputs of ±1000.
+    let check = r#"
+X = np.array([[1000.0, -1000.0, 0.0], [-1000.0, -1000.0, -1000.0]])
+z = np.array([[1000.0], [999.0], [-1000.0]])
+l2 = np.log1p(np.exp(-1.0))
+want = [
+    np.array([[1.0, 0.0, 0.0], [1/3, 1/3, 1/3]]),
+    np.array([[0.0, -2000.0, -1000.0], [-np.log(3)] * 3]),
+    np.array([[1000.0], [-1000.0 + np.log(3)]]),
+    np.array([[1 / (1 + np.exp(-1.0))], [1 / (1 + np.exp(1.0))], [0.0]]),
+    np.array([[-l2], [-1.0 - l2], [-2000.0 - l2]]),
+    np.array([[1000.0 + l2]]),
+    np.array([[1.0, 0.0, 0.5], [0.0, 0.0, 0.0]]),
+    np.array([[1000.0, 0.0, np.log(2.0)], [0.0, 0.0, 0.0]]),
+]
+fns = [v for k, v in sorted(globals().items()) if k.startswith('expr_')]
+fns.sort(key=lambda f: int(f.__name__.split('_')[1]))
+assert len(fns) == len(want), len(fns)
+with np.errstate(over='raise', invalid='raise', divide='raise', under='ignore'):
+    for f, w in zip(fns, want):
+        args = {p: {'X': X, 'z': z}[p] for p in inspect.signature(f).parameters}
+        r = f(**args)
+        assert np.all(np.isfinite(r)), (f.__name__, r)
+        assert np.allclose(r, w, rtol=1e-12, atol=1e-12), (f.__name__, r, w)
+print("ok")
+"#;
+    let program = format!("{module}\n\nimport inspect\n{check}");
+    let out = Command::new("python3").args(["-c", &program]).output().expect("python3 runs");
+    assert!(out.status.success(), "{}\n{module}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }

@@ -492,6 +492,8 @@ impl Reference<'_> {
             }
             "sum" => return primed(scalar(x.sum())),
             "mean" => return primed(scalar(x.mean())),
+            // Along each row, or over the whole of a column vector.
+            "softmax" | "log_softmax" | "logsumexp" => return primed(normalise(n, &x)),
             "norm" => return primed(scalar(x.norm())),
             _ => {}
         }
@@ -520,5 +522,28 @@ fn postfix(v: Mat, p: &Postfix) -> Result<Mat, EvalError> {
                 Ok(v.map(|x| x.powf(k)))
             }
         }
+    }
+}
+
+/// `softmax`, `log_softmax` or `logsumexp` of each row of `x`, or of the
+/// whole of a column vector, from `log Σ exp` computed around the largest
+/// entry.
+fn normalise(f: &str, x: &Mat) -> Mat {
+    let lse = |v: &[f64]| {
+        let top = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        top + v.iter().map(|a| (a - top).exp()).sum::<f64>().ln()
+    };
+    let groups: Vec<Vec<f64>> = if x.ncols() == 1 {
+        vec![x.iter().copied().collect()]
+    } else {
+        (0..x.nrows()).map(|i| x.row(i).iter().copied().collect()).collect()
+    };
+    let l: Vec<f64> = groups.iter().map(|g| lse(g)).collect();
+    let at = |i: usize| if x.ncols() == 1 { l[0] } else { l[i] };
+    match f {
+        "logsumexp" if x.ncols() == 1 => Mat::from_element(1, 1, l[0]),
+        "logsumexp" => Mat::from_fn(x.nrows(), 1, |i, _| l[i]),
+        "log_softmax" => Mat::from_fn(x.nrows(), x.ncols(), |i, j| x[(i, j)] - at(i)),
+        _ => Mat::from_fn(x.nrows(), x.ncols(), |i, j| (x[(i, j)] - at(i)).exp()),
     }
 }
