@@ -475,6 +475,12 @@ impl<'a> Checker<'a> {
                 .with_help("it belongs in declarations such as `f: R -> R`, `s: scalar` or `S: n x n symmetric`"));
         }
         let mut err = Error::name(span, format!("unknown name `{n}`"), "not declared or defined");
+        // `df/dx`: a derivative written as a fraction of differentials.
+        if let Some(f) = n.strip_prefix('d').filter(|f| self.env.names.contains_key(*f)) {
+            return Err(err.with_help(format!(
+                "for a derivative write ∂{f}/∂x or grad({f}, x); for the differential, d({f}) on its own line"
+            )));
+        }
         let close = self
             .env
             .names
