@@ -234,6 +234,13 @@ fn lse(m: &DMatrix<f64>) -> DMatrix<f64> {
     }
 }
 
+/// `log_softmax` of each row of `m` (or of the whole column): `m` less the
+/// row's `log Σ exp`.
+fn log_softmax_values(m: &DMatrix<f64>) -> DMatrix<f64> {
+    let l = lse(m);
+    DMatrix::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)] - if m.ncols() == 1 { l[(0, 0)] } else { l[(i, 0)] })
+}
+
 /// `softmax(x)` of the same shape (the differentials below need it).
 fn softmax_of(x: &Expr) -> Expr {
     app(&SOFTMAX, x)
@@ -258,20 +265,7 @@ pub static SOFTMAX: Builtin = Builtin {
     latex: r"\operatorname{softmax}",
     kind: Kind::Matrix {
         shape: |x| x.clone(),
-        eval: |m| {
-            let (z, _) = shifted(m);
-            let e = z.map(f64::exp);
-            if m.ncols() == 1 {
-                let total = e.sum();
-                e / total
-            } else {
-                let mut out = e.clone();
-                for (i, mut row) in out.row_iter_mut().enumerate() {
-                    row /= e.row(i).sum();
-                }
-                out
-            }
-        },
+        eval: |m| log_softmax_values(m).map(f64::exp),
         differential: |x, dx| {
             let p = softmax_of(x);
             let g = ir::hadamard(p.clone(), dx.clone());
@@ -300,18 +294,7 @@ pub static LOG_SOFTMAX: Builtin = Builtin {
     latex: r"\operatorname{log\_softmax}",
     kind: Kind::Matrix {
         shape: |x| x.clone(),
-        eval: |m| {
-            let l = lse(m);
-            if m.ncols() == 1 {
-                m.add_scalar(-l[(0, 0)])
-            } else {
-                let mut out = m.clone();
-                for (i, mut row) in out.row_iter_mut().enumerate() {
-                    row.add_scalar_mut(-l[(i, 0)]);
-                }
-                out
-            }
-        },
+        eval: log_softmax_values,
         differential: |x, dx| {
             let p = softmax_of(x);
             if whole(&x.shape) {

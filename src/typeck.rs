@@ -421,7 +421,11 @@ impl<'a> Checker<'a> {
             return None;
         }
         let n = name.name.as_str();
-        let kind = if self.env.leaf(n).is_some() || (self.env.is_size(n) && *primes == 0) {
+        // A size before brackets is a product too; the scan of declarations
+        // that finds a size runs only for a name that is nothing else.
+        let unbound =
+            !self.env.names.contains_key(n) && crate::functions::lookup(n).is_none() && !CALLABLE.contains(&n);
+        let kind = if self.env.leaf(n).is_some() || (*primes == 0 && unbound && self.env.is_size(n)) {
             ExprKind::Name(n.to_string())
         } else if n == "I" {
             ExprKind::Identity(None)

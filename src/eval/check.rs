@@ -241,6 +241,9 @@ fn relative_error(a: &Mat, n: &Mat) -> f64 {
     }
 }
 
+/// The step of second differences (Richardson-extrapolated with half of it).
+const SECOND_STEP: f64 = 2e-3;
+
 /// The rounding error of a Richardson-extrapolated second difference with
 /// step `h` of values as large as `scale`: each difference divides sums of
 /// values carrying a relative error of about 1e-16 by `(h/2)²`.
@@ -351,7 +354,7 @@ fn second_differential(
         same_shape(&minus, &centre)?;
         Ok((plus - &centre * 2.0 + minus) / (h * h))
     };
-    let h = 2e-3;
+    let h = SECOND_STEP;
     let expected = (second(h / 2.0)? * 4.0 - second(h)?) / 3.0;
     let mut vals = values.clone();
     vals.diffs = names.iter().cloned().zip(dirs).collect();
@@ -374,7 +377,7 @@ fn hessian(
     let x = answer.wrt().ok_or_else(|| EvalError("no variable".into()))?;
     let y = answer.wrt2().unwrap_or(x);
     let names: Vec<String> = if x == y { vec![x.to_string()] } else { vec![x.to_string(), y.to_string()] };
-    let (held, at) = hold(env, values, &names, order)?;
+    let (held, at) = hold(env, values, &names, f.order)?;
     let (x0, y0) = (&at[0], &at[at.len() - 1]);
     let centre = f_at(env, f, &held)?;
     if centre.shape() != (1, 1) {
@@ -416,10 +419,10 @@ fn hessian(
         let mixed = |h: f64| -> Result<f64, EvalError> {
             Ok((at_st(h, h)? - at_st(h, -h)? - at_st(-h, h)? + at_st(-h, -h)?) / (4.0 * h * h))
         };
-        let h = 2e-3;
+        let h = SECOND_STEP;
         expected[(k, 0)] = (mixed(h / 2.0)? * 4.0 - mixed(h)?) / 3.0;
     }
-    compare_second(&got, &expected, second_difference_noise(centre.amax(), 2e-3))
+    compare_second(&got, &expected, second_difference_noise(centre.amax(), SECOND_STEP))
 }
 
 /// Gradients and Jacobians: `∂F/∂X`, `∂F/∂Xᵀ`, `∂F/∂vec(X)ᵀ`.
