@@ -5,3 +5,5 @@
 mod latex_katex;
 #[path = "numpy_codegen.rs"]
 mod numpy_codegen;
+#[path = "common/python.rs"]
+mod python;

@@ -14,5 +14,7 @@ mod hessians;
 mod op_count;
 #[path = "properties.rs"]
 mod properties;
+#[path = "common/python.rs"]
+mod python;
 #[path = "roundtrip.rs"]
 mod roundtrip;

@@ -16,14 +16,6 @@ data = json.load(sys.stdin)
 dtype = np.dtype(data["dtype"])
 scope = {}
 exec(data["module"], scope)
-def user(name, k):
-    c = 0.3
-    for b in name.encode():
-        c = (c * 7.0 + b) % 3.0
-    def f(x):
-        s = np.sin(x + c + k * (math.pi / 2))
-        return s + (x * x / 4.0 if k == 0 else x / 2.0 if k == 1 else 0.5 if k == 2 else 0.0)
-    return f
 out = []
 for name in data["functions"]:
     fn = scope[name]
@@ -104,7 +96,7 @@ fn agree_in(script: &str, options: Options, dtype: &str) -> usize {
         "funcs": funcs,
     });
     let mut child = Command::new("python3")
-        .args(["-c", DRIVER])
+        .args(["-c", &crate::python::with_user_functions(DRIVER)])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1148,14 +1148,6 @@ const NUMPY_DRIVER: &str = r#"
 import inspect, json, math, sys, traceback
 import numpy as np
 data = json.load(sys.stdin)
-def user(name, k):
-    c = 0.3
-    for b in name.encode():
-        c = (c * 7.0 + b) % 3.0
-    def f(x):
-        s = np.sin(x + c + k * (math.pi / 2))
-        return s + (x * x / 4.0 if k == 0 else x / 2.0 if k == 1 else 0.5 if k == 2 else 0.0)
-    return f
 out = []
 for case in data:
     scope = {}
@@ -1278,7 +1270,7 @@ fn numpy_batch(cases: &[WeakCase]) -> (Vec<(usize, Fail)>, usize) {
         return (fails, 0);
     }
     let mut child = std::process::Command::new("python3")
-        .args(["-c", NUMPY_DRIVER])
+        .args(["-c", &crate::python::with_user_functions(NUMPY_DRIVER)])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
