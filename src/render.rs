@@ -7,6 +7,7 @@ use crate::derive::{Answer, Lhs, Step};
 use crate::ir::Expr;
 use crate::print::{self, Notation};
 use crate::shape::Shape;
+use std::collections::HashSet;
 
 /// Output notation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,6 +55,35 @@ impl Renderer {
     /// (and, with steps, the derivation) is part of the answer's object;
     /// other formats show the answer alone.
     pub fn answer(&self, a: &Answer, check: Option<CheckResult>) -> String {
+        self.answer_after(a, check, &mut HashSet::new())
+    }
+
+    /// An answer printed after others: its named adjoints are written
+    /// first, each one line `δd2 = …`, except those in `shown` (printed
+    /// before with the same value), which are then added to `shown`. So a
+    /// script's answers write each shared adjoint once. JSON objects always
+    /// carry all their adjoints.
+    pub fn answer_after(&self, a: &Answer, check: Option<CheckResult>, shown: &mut Shown) -> String {
+        let fmt = self.format;
+        let notation = if fmt == Format::Ascii { Notation::Ascii } else { Notation::Unicode };
+        let mut lines = Vec::new();
+        if !matches!(fmt, Format::Json | Format::Numpy) {
+            let texts = if fmt == Format::Latex {
+                a.adjoints.iter().map(|(n, b)| (print::latex::name(n, !b.shape.is_scalar()), print::latex(b))).collect()
+            } else {
+                a.adjoint_lines(notation)
+            };
+            for ((name, body), (text_name, text)) in a.adjoints.iter().zip(texts) {
+                if shown.insert((name.clone(), body.clone())) {
+                    lines.push(format!("{text_name} = {text}"));
+                }
+            }
+        }
+        lines.push(self.answer_alone(a, check));
+        lines.join("\n")
+    }
+
+    fn answer_alone(&self, a: &Answer, check: Option<CheckResult>) -> String {
         let fmt = self.format;
         let notation = if fmt == Format::Ascii { Notation::Ascii } else { Notation::Unicode };
         let expr = |e: &Expr| match fmt {
@@ -70,10 +100,13 @@ impl Renderer {
                 QueryKind::Show => format!("{} : {}", expr(&a.expr), shape(&a.expr.shape)),
                 QueryKind::Simplify => expr(&a.expr),
                 _ if self.steps && !a.steps.is_empty() => self.render_steps(&a.steps),
-                _ => match &a.lhs {
-                    Some(lhs) => format!("{} = {}", self.lhs(lhs), expr(&a.expr)),
-                    None => expr(&a.expr),
-                },
+                _ => {
+                    let rhs = if fmt == Format::Latex { print::latex(&a.expr) } else { a.render(notation) };
+                    match &a.lhs {
+                        Some(lhs) => format!("{} = {rhs}", self.lhs(lhs)),
+                        None => rhs,
+                    }
+                }
             },
         }
     }
@@ -96,6 +129,26 @@ impl Renderer {
             "layout": conv.layout.name(),
             "vec": conv.order.name(),
         });
+        if !a.adjoints.is_empty() {
+            let ascii = a.adjoint_lines(Notation::Ascii);
+            let adjoints: Vec<serde_json::Value> = a
+                .adjoints
+                .iter()
+                .zip(a.adjoint_lines(Notation::Unicode).into_iter().zip(ascii))
+                .map(|((name, body), ((_, text), (ascii_name, ascii)))| {
+                    serde_json::json!({
+                        "name": name.to_string(),
+                        "name_ascii": ascii_name,
+                        "name_latex": print::latex::name(name, !body.shape.is_scalar()),
+                        "text": text,
+                        "ascii": ascii,
+                        "latex": print::latex(body),
+                        "shape": shape_json(&body.shape),
+                    })
+                })
+                .collect();
+            obj["adjoints"] = serde_json::Value::Array(adjoints);
+        }
         let derivative = !matches!(a.kind(), QueryKind::Shape | QueryKind::Show | QueryKind::Simplify);
         if self.steps && derivative {
             let lines = step_lines(&a.steps, LineStyle::Unicode);
@@ -152,6 +205,9 @@ impl Renderer {
         }
     }
 }
+
+/// The named adjoints already printed, with their values.
+pub type Shown = HashSet<(crate::ir::Name, Expr)>;
 
 /// The result of comparing a derivative with finite differences.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -9,8 +9,8 @@ pub use crate::derive::Answer;
 use crate::derive::{self, Query, Sweeps};
 use crate::error::{Error, Result};
 use crate::ir::VecOrder;
-use crate::render::Renderer;
 pub use crate::render::{CheckResult, Format};
+use crate::render::{Renderer, Shown};
 use crate::shape::{Dim, Shape};
 use crate::typeck::{Binding, Env};
 use std::collections::BTreeSet;
@@ -194,7 +194,10 @@ impl Session {
                 let shape = t.shape.clone();
                 let written = std::rc::Rc::new(written);
                 let power_terms = self.env.power_terms(&t);
-                self.env.names.insert(name.name.clone(), (Binding::Def { body: t, written, power_terms }, name.span));
+                self.env.names.insert(
+                    name.name.clone(),
+                    (Binding::Def { body: t, written: Some(written), power_terms }, name.span),
+                );
                 self.env.defs.push(name.name.clone());
                 Ok(Outcome::Defined { name: name.name.clone(), shape })
             }
@@ -271,12 +274,18 @@ impl Session {
     /// answer's module, or the reason it cannot be generated as a Python
     /// comment.
     pub fn render_checked(&self, a: &Answer, check: Option<CheckResult>) -> String {
+        self.render_after(a, check, &mut Shown::new())
+    }
+
+    /// Renders an answer after others of the same output: named adjoints
+    /// already in `shown` are not written again (see [`Renderer::answer_after`]).
+    pub fn render_after(&self, a: &Answer, check: Option<CheckResult>, shown: &mut Shown) -> String {
         match self.options.format {
             Format::Numpy => match self.numpy(std::slice::from_ref(a)) {
                 Ok(module) => module,
                 Err(e) => format!("# {e}\n"),
             },
-            _ => self.renderer().answer(a, check),
+            _ => self.renderer().answer_after(a, check, shown),
         }
     }
 }

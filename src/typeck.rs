@@ -25,8 +25,9 @@ pub enum Binding {
     Def {
         /// The definition.
         body: Expr,
-        /// The definition as written, for the reference evaluator.
-        written: std::rc::Rc<Written>,
+        /// The definition as written, for the reference evaluator; `None`
+        /// for the names an answer introduces (adjoints of a backward program).
+        written: Option<std::rc::Rc<Written>>,
         /// How many terms its differential expands a matrix power into,
         /// through the definitions it uses ([`crate::ir::power_terms`]).
         power_terms: u64,
@@ -129,9 +130,22 @@ impl Env {
     /// The definition of a defined name, as written.
     pub fn written(&self, name: &str) -> Option<&Written> {
         match &self.names.get(name)?.0 {
-            Binding::Def { written, .. } => Some(written),
+            Binding::Def { written, .. } => written.as_deref(),
             _ => None,
         }
+    }
+
+    /// This environment with `defs` defined after its own definitions: the
+    /// names an answer introduces (`δd2` of a backward program), so that
+    /// the answer can be evaluated, typed and turned into code.
+    pub fn with_definitions(&self, defs: &[(ir::Name, Expr)]) -> Env {
+        let mut env = self.clone();
+        for (name, body) in defs {
+            let def = Binding::Def { body: body.clone(), written: None, power_terms: 1 };
+            env.names.insert(name.to_string(), (def, Span::default()));
+            env.defs.push(name.to_string());
+        }
+        env
     }
 
     /// How many terms the differential of `e` expands a matrix power into,

@@ -2,7 +2,7 @@
 //! symmetric, and has the textbook form where one exists.
 
 use matdiff::diff::chain::Conventions;
-use matdiff::eval::{check, Evaluator};
+use matdiff::eval::check;
 use matdiff::ir::VecOrder;
 use matdiff::session::{Answer, Options, Session};
 use rand::{rngs::StdRng, SeedableRng};
@@ -26,7 +26,7 @@ fn assert_right(query: &str) {
         let err = s.check(&a).expect("evaluates").expect("a derivative");
         assert!(err < check::TOLERANCE, "{query}: {} (error {err})", s.render(&a));
         let values = check::random_values(&s.env, &mut StdRng::seed_from_u64(3), true);
-        let h = Evaluator::new(&s.env, &values).eval(&a.expr).expect("evaluates");
+        let h = a.value(&s.env, &values).expect("evaluates");
         assert_eq!(h.nrows(), h.ncols(), "{query}");
         let asym = (&h - h.transpose()).norm() / h.norm().max(1e-12);
         assert!(asym < 1e-9, "{query} is not symmetric: {}", s.render(&a));

@@ -77,6 +77,7 @@ use matdiff::ast::{QueryKind, Stmt};
 use matdiff::diff::chain::{Conventions, Layout};
 use matdiff::eval::check::TOLERANCE;
 use matdiff::ir::VecOrder;
+use matdiff::print::Notation;
 use matdiff::session::{Options, Outcome, Session};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
@@ -1053,10 +1054,16 @@ fn weak_run(case: &WeakCase, checks: bool) -> (Session, Vec<(String, matdiff::An
             }
         }
     }
-    // (b) every printed answer, read back, means the same value.
-    let mut back = s.clone();
+    // (b) every printed answer, read back after its named adjoints, means the same value.
     for (i, (q, a)) in answers.iter().enumerate() {
-        for (how, printed) in [("text", a.text()), ("ascii", a.ascii())] {
+        for (how, printed, notation) in [("text", a.text(), Notation::Unicode), ("ascii", a.ascii(), Notation::Ascii)] {
+            let mut back = s.clone();
+            let adjoints: Vec<String> =
+                a.adjoint_lines(notation).into_iter().map(|(n, body)| format!("{n} = {body}")).collect();
+            if let Err(e) = back.run(&adjoints.join("\n")) {
+                fail("named adjoints do not read back", format!("`{q}`: {e}: {}", adjoints.join("; ")), &mut fails);
+                continue;
+            }
             let name = format!("Back{i}{how}");
             let src = format!("{name} = {printed}");
             let shown = format!("`{q}` printed as `{printed}` ({how})");
@@ -1094,7 +1101,7 @@ fn weak_run(case: &WeakCase, checks: bool) -> (Session, Vec<(String, matdiff::An
             }
             let compared = || {
                 values_where(&back, 5, |v| {
-                    let x = Evaluator::new(&back.env, v).eval(&a.expr).map_err(|e| e.0)?;
+                    let x = a.value(&back.env, v).map_err(|e| e.0)?;
                     let y = Evaluator::new(&back.env, v).name(&name).map_err(|e| e.0)?;
                     Ok((x, y))
                 })
@@ -1254,7 +1261,7 @@ fn numpy_batch(cases: &[WeakCase]) -> (Vec<(usize, Fail)>, usize) {
             continue;
         }
         let evaluated = values_where(&s, 17, |v| {
-            only.iter().map(|a| Evaluator::new(&s.env, v).eval(&a.expr).map_err(|e| e.0)).collect::<Result<Vec<_>, _>>()
+            only.iter().map(|a| a.value(&s.env, v).map_err(|e| e.0)).collect::<Result<Vec<_>, _>>()
         });
         let Ok((values, wants)) = evaluated else { continue };
         let ids = matdiff::codegen::numpy::Identifiers::new(&s.env);

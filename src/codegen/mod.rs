@@ -74,6 +74,8 @@ pub struct Function {
     pub doc: String,
     /// The query it answers, for errors.
     pub span: Span,
+    /// The named adjoints `expr` uses, computed in this order before it.
+    pub adjoints: Vec<(crate::ir::Name, Expr)>,
 }
 
 /// Whether a term of a sum is added or subtracted.
@@ -242,12 +244,20 @@ pub trait Backend {
 pub fn module(backend: &dyn Backend, env: &Env, functions: &[Function]) -> Result<String, Error> {
     debug_assert!(backend.reserved().iter().all(|r| RESERVED.contains(r)), "{} aliases", backend.name());
     let mut syms = BTreeSet::new();
+    let mut adjoints = Vec::new();
     for f in functions {
-        syms.extend(needs(env, &f.expr).syms);
+        syms.extend(needs(&env.with_definitions(&f.adjoints), &f.expr).syms);
+        adjoints.extend(f.adjoints.iter().filter(|(n, _)| !env.names.contains_key(&**n)).cloned());
     }
-    let ids = Identifiers::with_sizes(env, syms);
+    // Every function's adjoint names get identifiers, from one table.
+    adjoints.sort_by(|a, b| a.0.cmp(&b.0));
+    adjoints.dedup_by(|a, b| a.0 == b.0);
+    let ids = Identifiers::with_sizes(&env.with_definitions(&adjoints), syms);
     let mut out = String::from(backend.header());
-    let bodies: Vec<String> = functions.iter().map(|f| function(backend, env, &ids, f)).collect::<Result<_, _>>()?;
+    let bodies: Vec<String> = functions
+        .iter()
+        .map(|f| function(backend, &env.with_definitions(&f.adjoints), &ids, f))
+        .collect::<Result<_, _>>()?;
     let all = bodies.join("\n\n");
     for (helper, code) in backend.helpers() {
         if all.contains(&format!("{helper}(")) {
@@ -852,7 +862,7 @@ pub fn functions(env: &Env, answers: &[crate::derive::Answer]) -> Vec<Function> 
                     format!("{} = {}", crate::render::lhs_text(lhs, crate::print::Notation::Unicode), a.text())
                 }
             };
-            Function { name, expr, doc, span: a.span }
+            Function { name, expr, doc, span: a.span, adjoints: a.adjoints.clone() }
         })
         .collect()
 }

@@ -151,7 +151,11 @@ impl Identifiers {
         let plain = |name: &str, candidate: &str| name == candidate;
         let mut sizes: BTreeSet<String> = extra.into_iter().collect();
         for (name, (b, _)) in &env.names {
-            let base = identifier(name);
+            // An adjoint `δX` reads `delta_X`, as in ASCII text.
+            let base = match name.strip_prefix('δ').filter(|r| r.starts_with(|c: char| c.is_alphabetic())) {
+                Some(rest) => format!("delta_{}", ascii(rest)),
+                None => identifier(name),
+            };
             let first = if plain(name, &base) { 0 } else { 3 };
             wanted.push((first, Kind::Name, name.clone(), base.clone()));
             match b {

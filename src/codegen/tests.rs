@@ -143,7 +143,13 @@ fn functions(script: &str) -> (Session, Vec<Function>) {
     let functions = answers
         .iter()
         .enumerate()
-        .map(|(i, a)| Function { name: format!("q{}", i + 1), expr: a.expr.clone(), doc: "d".into(), span: a.span })
+        .map(|(i, a)| Function {
+            name: format!("q{}", i + 1),
+            expr: a.expr.clone(),
+            doc: "d".into(),
+            span: a.span,
+            adjoints: a.adjoints.clone(),
+        })
         .collect();
     (s, functions)
 }

@@ -11,13 +11,14 @@
 
 use crate::ast::{Ident, QueryKind};
 pub use crate::conventions::Conventions;
+use crate::diff::backward::Program;
 use crate::diff::chain::{self, Derivation};
 pub use crate::diff::chain::{Lhs, Step};
 use crate::egraph::Limits;
 use crate::error::{Error, Result, Span};
 use crate::ir::{self, Expr, Name, Op, VecOrder};
 use crate::typeck::{Env, Written};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// What is asked, with the variables a derivative is taken with respect to.
@@ -126,10 +127,14 @@ pub struct Settings {
     pub steps: bool,
 }
 
-/// Reverse sweeps of scalar functions, shared by their gradient queries.
+/// Reverse sweeps of scalar functions, shared by their gradient queries,
+/// and the simplified forms of the adjoints they name, shared likewise.
 /// A sweep stays valid while no definition is added (the key counts them).
 #[derive(Debug, Clone, Default)]
-pub struct Sweeps(HashMap<(Expr, usize, VecOrder), BTreeMap<Name, Expr>>);
+pub struct Sweeps {
+    programs: HashMap<(Expr, usize, VecOrder), Program>,
+    simplified: HashMap<(Expr, VecOrder), Expr>,
+}
 
 /// The answer to a query.
 #[derive(Debug, Clone)]
@@ -140,6 +145,10 @@ pub struct Answer {
     pub lhs: Option<Lhs>,
     /// The answer.
     pub expr: Expr,
+    /// The adjoints the answer uses by name, in the order computed
+    /// (`δd2 = …`): those of a backward program used more than once. Each
+    /// mentions only the script's names and the adjoints before it.
+    pub adjoints: Vec<(Name, Expr)>,
     /// The derivation, ending with the answer (with steps kept).
     pub steps: Vec<Step>,
     /// The query's span in the source.
@@ -154,8 +163,9 @@ pub struct Answer {
     /// The conventions the answer was derived under; checking, printing
     /// and code generation use these, whatever the session's are later.
     pub conventions: Conventions,
-    /// Whether its text writes every identity's size: set when a bare `I`
-    /// (as in the textbook's `n1ᵀ ⊗ I`) would not read back on its own.
+    /// Whether its text (and its adjoints') writes every identity's size: set
+    /// when a bare `I` (as in the textbook's `n1ᵀ ⊗ I`) would not read back
+    /// on its own.
     pub sized_identities: bool,
 }
 
@@ -177,11 +187,67 @@ impl Answer {
 
     /// The answer in a text notation, identities sized when they must be.
     pub fn render(&self, n: crate::print::Notation) -> String {
-        if self.sized_identities {
-            crate::print::render_sized(&self.expr, n)
+        self.render_expr(&self.expr, n)
+    }
+
+    /// An expression of the answer (itself or an adjoint's body) in a text
+    /// notation: adjoint names spelled for it (`δd2`, ASCII `delta_d2`),
+    /// identities sized when they must be.
+    fn render_expr(&self, e: &Expr, n: crate::print::Notation) -> String {
+        let e = if n == crate::print::Notation::Ascii && !self.adjoints.is_empty() {
+            let names = crate::diff::backward::names(&self.adjoints);
+            ir::map_bottom_up(e, &mut |x| match &x.op {
+                Op::Var { name, .. } if names.contains(name) => ir::var(&ascii_adjoint(name), x.shape.clone(), false),
+                _ => x,
+            })
         } else {
-            crate::print::render(&self.expr, n)
+            e.clone()
+        };
+        if self.sized_identities {
+            crate::print::render_sized(&e, n)
+        } else {
+            crate::print::render(&e, n)
         }
+    }
+
+    /// The named adjoints the answer uses, `(name, value)` in a text
+    /// notation, in the order they are computed.
+    ///
+    /// ```
+    /// let mut s = matdiff::Session::default();
+    /// let src = "W: n x n; x: n; z1 = tanh(W x) + x; z2 = tanh(W z1) + z1; L = sum(z2); ∂L/∂W";
+    /// let a = s.answers(src).unwrap().pop().unwrap();
+    /// let lines = a.adjoint_lines(matdiff::print::Notation::Ascii);
+    /// assert_eq!(lines[0].0, "delta_z1");
+    /// assert!(a.ascii().contains("delta_z1"));
+    /// ```
+    pub fn adjoint_lines(&self, n: crate::print::Notation) -> Vec<(String, String)> {
+        self.adjoints
+            .iter()
+            .map(|(name, body)| {
+                let name = if n == crate::print::Notation::Ascii { ascii_adjoint(name) } else { name.to_string() };
+                (name, self.render_expr(body, n))
+            })
+            .collect()
+    }
+
+    /// The names in force for the answer: `env` with the answer's adjoints
+    /// defined, so that it can be evaluated or turned into code.
+    pub fn env<'e>(&self, env: &'e Env) -> std::borrow::Cow<'e, Env> {
+        if self.adjoints.is_empty() {
+            std::borrow::Cow::Borrowed(env)
+        } else {
+            std::borrow::Cow::Owned(env.with_definitions(&self.adjoints))
+        }
+    }
+
+    /// The answer's value at `values`, its adjoints computed on the way.
+    pub fn value(
+        &self,
+        env: &Env,
+        values: &crate::eval::Values,
+    ) -> std::result::Result<crate::eval::Mat, crate::eval::EvalError> {
+        crate::eval::Evaluator::new(&self.env(env), values).eval(&self.expr)
     }
 
     /// The answer in Unicode text.
@@ -205,6 +271,14 @@ impl Answer {
     /// The answer in LaTeX.
     pub fn latex(&self) -> String {
         crate::print::latex(&self.expr)
+    }
+}
+
+/// The ASCII spelling of an adjoint's name: `δd2` is `delta_d2`.
+fn ascii_adjoint(name: &str) -> String {
+    match name.strip_prefix('δ') {
+        Some(rest) => format!("delta_{rest}"),
+        None => name.to_string(),
     }
 }
 
@@ -268,6 +342,7 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
         bounded(env, &typed, span)?;
     }
     let mut varying = Vec::new();
+    let mut adjoints = Vec::new();
     let (lhs, deriv) = match query {
         Query::Differential => {
             let d = chain::differential(env, &typed, &label, varies, conv.order);
@@ -283,7 +358,8 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
             (Some(Lhs::SecondDifferential(label.clone())), d)
         }
         Query::Gradient { x } if typed.shape.is_scalar() => {
-            let (lhs, d) = gradient(env, &typed, &label, x, settings, sweeps)?;
+            let (lhs, d, a) = gradient(env, &typed, &label, x, settings, sweeps)?;
+            adjoints = a;
             (Some(lhs), d)
         }
         Query::Gradient { x } | Query::Jacobian { x } => {
@@ -335,6 +411,22 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
     if matches!(query, Query::Simplify | Query::Show | Query::Gradient { .. } | Query::Hessian { .. }) {
         expr = crate::egraph::simplify(&expr, conv.order, settings.limits).expr;
     }
+    // Each named adjoint is simplified on its own, once for every query that uses it.
+    let adjoints: Vec<(Name, Expr)> = adjoints
+        .into_iter()
+        .map(|(name, body)| {
+            let key = (fold(&body), conv.order);
+            let simple = match sweeps.simplified.get(&key) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = crate::egraph::simplify(&key.0, conv.order, settings.limits).expr;
+                    sweeps.simplified.insert(key, s.clone());
+                    s
+                }
+            };
+            (name, simple)
+        })
+        .collect();
     // The derivation ends with the answer itself, as printed without steps:
     // the last step gets the simplified form, and a gradient made symmetric
     // gets a line of its own after the unsymmetric one.
@@ -344,9 +436,14 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
             _ => steps.push(Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: expr.clone() }),
         }
     }
-    let sized_identities = !reads_back(env, &expr, conv.order);
+    let sized_identities = {
+        let env = env.with_definitions(&adjoints);
+        !reads_back(&env, &expr, conv.order, true)
+            || adjoints.iter().any(|(_, b)| !reads_back(&env, b, conv.order, false))
+    };
     Ok(Answer {
         sized_identities,
+        adjoints,
         query: query.clone(),
         lhs,
         expr,
@@ -360,10 +457,11 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
 }
 
 /// Whether the text of `e`, read where its shape is known (between
-/// identities of its size), types to that shape: false when a bare `I` in
-/// it needs more context than that (several bare `I`s in one Kronecker
-/// chain). A textbook form such as `n1ᵀ ⊗ I` reads back and keeps its bare `I`.
-fn reads_back(env: &Env, e: &Expr, order: VecOrder) -> bool {
+/// identities of its size, with `in_context`) or alone (an adjoint's
+/// definition), types to that shape: false when a bare `I` in it needs more
+/// context than that (several bare `I`s in one Kronecker chain). A textbook
+/// form such as `n1ᵀ ⊗ I` reads back and keeps its bare `I`.
+fn reads_back(env: &Env, e: &Expr, order: VecOrder, in_context: bool) -> bool {
     let mut has_identity = false;
     let mut stack = vec![e.clone()];
     while let Some(x) = stack.pop() {
@@ -378,16 +476,21 @@ fn reads_back(env: &Env, e: &Expr, order: VecOrder) -> bool {
     }
     let sized =
         |d: &crate::shape::Dim| crate::print::render_sized(&ir::identity(d.clone()), crate::print::Notation::Unicode);
-    let text = format!("{} ({}) {}", sized(&e.shape.rows), crate::print::text(e), sized(&e.shape.cols));
+    let text = if in_context {
+        format!("{} ({}) {}", sized(&e.shape.rows), crate::print::text(e), sized(&e.shape.cols))
+    } else {
+        crate::print::text(e)
+    };
     match crate::syntax::parse_expr(&text).and_then(|a| env.check(&a, order)) {
         Ok(t) => t.shape == e.shape,
         Err(_) => false,
     }
 }
 
-/// The gradient of a scalar: from the reverse sweep shared by every gradient
-/// query of `f`, so the answer never depends on whether steps are kept; with
-/// steps, the textbook derivation (Kronecker form, then `vec⁻¹`) beside it.
+/// The gradient of a scalar: from the backward program shared by every
+/// gradient query of `f`, so the answer never depends on whether steps are
+/// kept, with the adjoints it uses more than once by name; with steps, the
+/// textbook derivation (Kronecker form, then `vec⁻¹`) beside it.
 fn gradient(
     env: &Env,
     f: &Expr,
@@ -395,19 +498,23 @@ fn gradient(
     x: &Ident,
     settings: Settings,
     sweeps: &mut Sweeps,
-) -> Result<(Lhs, Derivation)> {
+) -> Result<(Lhs, Derivation, Vec<(Name, Expr)>)> {
     let conv = settings.conventions;
     let xe = variable(env, x)?;
     let lhs = Lhs::Gradient { f: label.to_string(), x: x.name.clone() };
     if matches!(&f.op, Op::Var { name, .. } if **name == *x.name) {
-        return Ok((lhs, chain::gradient(env, f, label, &x.name, conv.order, x.span)?));
+        return Ok((lhs, chain::gradient(env, f, label, &x.name, conv.order, x.span)?, vec![]));
     }
     let key = (f.clone(), env.defs.len(), conv.order);
-    if !sweeps.0.contains_key(&key) {
+    if !sweeps.programs.contains_key(&key) {
         let sweep = chain::sweep(env, f, conv.order).map_err(|e| Error::unsupported(x.span, e.0))?;
-        sweeps.0.insert(key.clone(), sweep);
+        sweeps.programs.insert(key.clone(), sweep);
     }
-    let answer = sweeps.0[&key].get(x.name.as_str()).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone()));
+    let program = &sweeps.programs[&key];
+    let root = program.grads.get(x.name.as_str()).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone()));
+    let slice = program.written(&root);
+    let adjoints = slice.adjoints;
+    let answer = slice.roots.into_iter().next().expect("the answer");
     let mut steps = vec![Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: answer.clone() }];
     if settings.steps {
         if let Ok(g) = chain::gradient(env, f, label, &x.name, conv.order, x.span) {
@@ -424,7 +531,7 @@ fn gradient(
             }
         }
     }
-    Ok((lhs, Derivation { answer, steps }))
+    Ok((lhs, Derivation { answer, steps }, adjoints))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! Definitions are processed from the last to the first (reverse
 //! topological order), so each intermediate is visited once.
 
+use super::backward::{self, Program};
 use super::identify::{self, NotIdentified};
 use crate::error::{Error, Result, Span};
 use crate::ir::{self, Expr, Name, Op, VecOrder};
@@ -220,17 +221,19 @@ pub fn definition_of(env: &Env, f: &Expr) -> Expr {
 }
 
 /// Reverse mode from a scalar's differential `d` through the definitions
-/// whose names `keep` accepts (not into `stop`): the gradient by every name
-/// reached, and the defined names in the order they were passed.
+/// whose names `keep` accepts (not into `stop`): the backward program, with
+/// the adjoint of each definition passed named once, and the defined names
+/// in the order they were passed.
 fn reverse(
     env: &Env,
     d: &Expr,
     keep: &dyn Fn(&str) -> bool,
     stop: Option<&str>,
     order: VecOrder,
-) -> std::result::Result<(Vec<String>, BTreeMap<Name, Expr>), NotIdentified> {
+) -> std::result::Result<(Vec<String>, Program), NotIdentified> {
     let mut bars: BTreeMap<Name, Vec<Expr>> = BTreeMap::new();
-    let mut done: BTreeMap<Name, Expr> = BTreeMap::new();
+    let mut program = Program::default();
+    let mut taken = BTreeSet::new();
     let mut passed = Vec::new();
     identify::adjoint(d, ir::int(1), order, &mut bars)?;
     for u in env.defs.iter().rev() {
@@ -241,28 +244,51 @@ fn reverse(
             continue;
         };
         let bar = crate::simplify::tidy(&ir::sum_of(parts));
-        done.insert(u.as_str().into(), bar.clone());
+        let value = if backward::is_atomic(&bar) {
+            bar
+        } else {
+            let name = backward::adjoint_name(u, &|n| env.names.contains_key(n) || taken.contains(n));
+            taken.insert(name.clone());
+            let v = ir::var(&name, bar.shape.clone(), false);
+            program.adjoints.push((name.as_str().into(), bar));
+            v
+        };
+        program.grads.insert(u.as_str().into(), value.clone());
         passed.push(u.clone());
         let du = restrict(&super::differential(env.definition(u).expect("definition")), keep);
-        identify::adjoint(&du, bar, order, &mut bars)?;
+        identify::adjoint(&du, value, order, &mut bars)?;
     }
     for (n, parts) in bars {
-        done.insert(n, crate::simplify::tidy(&ir::sum_of(parts)));
+        program.grads.insert(n, crate::simplify::tidy(&ir::sum_of(parts)));
     }
-    Ok((passed, done))
+    program.settle();
+    Ok((passed, program))
 }
 
-/// One reverse sweep from a scalar `F` through every definition: `∂F/∂X`
-/// for every name `X` that `F` depends on, at once. Answers to several
-/// gradient queries of one function share it, so deriving every layer of an
-/// L-layer network costs one sweep, not L.
-pub fn sweep(env: &Env, f: &Expr, order: VecOrder) -> std::result::Result<BTreeMap<Name, Expr>, NotIdentified> {
+/// One reverse sweep from a scalar `F` through every definition: the
+/// backward program giving `∂F/∂X` for every name `X` that `F` depends on.
+/// Answers to several gradient queries of one function share it, so deriving
+/// every layer of an L-layer network costs one sweep, not L.
+pub fn sweep(env: &Env, f: &Expr, order: VecOrder) -> std::result::Result<Program, NotIdentified> {
     let d = super::differential(&definition_of(env, f));
     Ok(reverse(env, &d, &|_| true, None, order)?.1)
 }
 
+/// The error for an answer too large to write without adjoint names.
+pub fn too_large(span: Span, nodes: u64) -> Error {
+    Error::limit(
+        span,
+        format!(
+            "written out in full this derivative would have {nodes} nodes, more than the {} matdiff \
+             writes: each use of a name repeats its adjoint",
+            backward::MAX_INLINE_NODES
+        ),
+    )
+}
+
 /// `∂F/∂X` for scalar `F`, shaped like `X`, by reverse mode through
-/// definitions, with the gradient by each intermediate on the way as a step.
+/// definitions, written out in full, with the gradient by each
+/// intermediate on the way as a step.
 pub fn gradient(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, span: Span) -> Result<Derivation> {
     let xe = check_wrt(env, x, span)?;
     if !f.shape.is_scalar() {
@@ -277,8 +303,11 @@ pub fn gradient(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, sp
     let dep = dependents(env, x);
     let keep = |n: &str| dep.contains(n);
     let root = root(env, f, f_label, &keep, x);
-    let (passed, mut done) = reverse(env, &root.d, &keep, Some(x), order).map_err(|e| Error::unsupported(span, e.0))?;
-    let answer = done.remove(x).unwrap_or_else(|| ir::zero(xe.shape.clone()));
+    let (passed, program) = reverse(env, &root.d, &keep, Some(x), order).map_err(|e| Error::unsupported(span, e.0))?;
+    let mut roots: Vec<Expr> = passed.iter().map(|u| program.grads[u.as_str()].clone()).collect();
+    roots.push(program.grads.get(x).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone())));
+    let mut roots = program.inline_all(&roots).map_err(|n| too_large(span, n))?;
+    let answer = roots.pop().expect("the answer");
     let step = |x: &str, rhs: Expr| Step {
         lhs: Lhs::Gradient { f: root.label.clone(), x: x.to_string() },
         formula: None,
@@ -287,7 +316,7 @@ pub fn gradient(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, sp
     };
     let mut steps =
         vec![Step { lhs: Lhs::Differential(root.label.clone()), formula: None, reshape: false, rhs: root.d.clone() }];
-    steps.extend(passed.iter().map(|u| step(u, done[u.as_str()].clone())));
+    steps.extend(passed.iter().zip(roots).map(|(u, g)| step(u, g)));
     steps.push(step(x, answer.clone()));
     Ok(Derivation { answer, steps })
 }

@@ -3,6 +3,7 @@
 //! A name's differential stays a leaf (`dn2`), so results are written in the
 //! user's own names; the chain rule through definitions lives in [`chain`].
 
+pub mod backward;
 pub mod chain;
 pub mod identify;
 

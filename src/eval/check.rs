@@ -24,7 +24,7 @@
 //! If an expression is undefined there (a `log` of a negative entry), the
 //! check draws again with positive entries.
 
-use super::{reference, vec_of, EvalError, Evaluator, Mat, Values};
+use super::{reference, vec_of, EvalError, Mat, Values};
 use crate::ast::{Expr as Ast, ExprKind, QueryKind};
 use crate::conventions::{Conventions, Layout};
 use crate::derive::Answer;
@@ -330,7 +330,7 @@ fn differential(env: &Env, answer: &Answer, f: &Written, values: &Values, rng: &
     let expected = directional(env, f, &held, &names, &at, &dirs)?;
     let mut vals = values.clone();
     vals.diffs = names.iter().cloned().zip(dirs).collect();
-    let got = Evaluator::new(env, &vals).eval(&answer.expr)?;
+    let got = answer.value(env, &vals)?;
     compare(&got, &expected)
 }
 
@@ -358,7 +358,7 @@ fn second_differential(
     let expected = (second(h / 2.0)? * 4.0 - second(h)?) / 3.0;
     let mut vals = values.clone();
     vals.diffs = names.iter().cloned().zip(dirs).collect();
-    let got = Evaluator::new(env, &vals).eval(&answer.expr)?;
+    let got = answer.value(env, &vals)?;
     compare_second(&got, &expected, second_difference_noise(centre.amax(), h))
 }
 
@@ -387,7 +387,7 @@ fn hessian(
             centre.ncols()
         )));
     }
-    let h_ans = Evaluator::new(env, values).eval(&answer.expr)?;
+    let h_ans = answer.value(env, values)?;
     if h_ans.shape() != (x0.len(), y0.len()) {
         return Err(EvalError(format!(
             "answer is {}x{}, the Hessian over {x} and {y} is {}x{}",
@@ -441,7 +441,7 @@ fn first_order(
     let x0 = &at[0];
     let scalar_f = f_at(env, f, &held)?.shape() == (1, 1);
     // The answer in numerator layout: one row per entry of vec(F), one column per entry of vec(X).
-    let got = Evaluator::new(env, values).eval(&answer.expr)?;
+    let got = answer.value(env, values)?;
     if answer.kind() == QueryKind::Gradient && scalar_f && got.shape() != x0.shape() {
         return Err(EvalError(format!(
             "the gradient is {}x{}, but {x} is {}x{}",

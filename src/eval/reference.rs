@@ -333,7 +333,8 @@ impl Reference<'_> {
         }
         match self.env.names.get(n).map(|(b, _)| b) {
             Some(Binding::Matrix { .. }) => err(format!("no value for `{n}`")),
-            Some(Binding::Def { written, .. }) => {
+            Some(Binding::Def { written: None, .. }) => err(format!("`{n}` is not a name of the script")),
+            Some(Binding::Def { written: Some(written), .. }) => {
                 if let Some(m) = self.cache.get(n) {
                     return Ok(m.clone());
                 }

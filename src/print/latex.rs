@@ -19,6 +19,10 @@ pub fn latex(e: &Expr) -> String {
 
 /// A name as LaTeX: letters in bold for matrices, trailing digits as a subscript.
 pub fn name(n: &str, bold: bool) -> String {
+    // An adjoint `δX`: δ before the name it is the adjoint of.
+    if let Some(rest) = n.strip_prefix('δ').filter(|r| r.starts_with(|c: char| c.is_alphabetic())) {
+        return format!(r"\delta {}", name(rest, bold));
+    }
     let split = n.find(|c: char| c.is_ascii_digit() || c == '_').unwrap_or(n.len());
     let (head, tail) = n.split_at(split);
     let tail = tail.trim_start_matches('_');

@@ -4,12 +4,12 @@
 //! fails even where the built-in check would not look.
 
 use matdiff::ast::QueryKind;
-use matdiff::diff::chain::Layout;
+use matdiff::diff::chain::{Conventions, Layout};
 use matdiff::eval::check::random_values;
 use matdiff::eval::{unvec_of, vec_of, Evaluator, Mat, Values};
 use matdiff::ir::{Expr, Op};
 use matdiff::session::{Answer, Session};
-use matdiff::typeck::Binding;
+use matdiff::typeck::{Binding, Env};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::BTreeSet;
 
@@ -39,15 +39,16 @@ pub fn relative(got: &Mat, want: &Mat) -> Result<f64, String> {
 /// compares a `d(F)` only in the differentials it mentions, so it cannot see
 /// a dropped term.)
 pub fn along_error(s: &Session, a: &Answer, targets: &BTreeSet<String>, seed: u64) -> Result<f64, String> {
-    let env = &s.env;
     // A Hessian is the Jacobian of the gradient (with respect to its first
-    // variable), along its second variable.
-    let gradient;
-    let f = if a.kind() == QueryKind::Hessian {
+    // variable), along its second variable; the gradient's named adjoints
+    // are definitions then.
+    let (gradient, with_adjoints);
+    let (f, env) = if a.kind() == QueryKind::Hessian {
         gradient = gradient_of(s, a)?;
-        &gradient
+        with_adjoints = gradient.env(&s.env).into_owned();
+        (&gradient.expr, &with_adjoints)
     } else {
-        &a.function
+        (&a.function, &s.env)
     };
     let (body, names) = if a.kind() == QueryKind::Differential {
         let body = match &f.op {
@@ -75,7 +76,7 @@ pub fn along_error(s: &Session, a: &Answer, targets: &BTreeSet<String>, seed: u6
     let mut last = String::new();
     for positive in [false, true] {
         let values = random_values(env, &mut rng, positive);
-        match along_once(s, a, &body, &names, &values, &mut rng) {
+        match along_once(env, s.options.conventions, a, &body, &names, &values, &mut rng) {
             Ok(e) => return Ok(e),
             Err(e) => last = e,
         }
@@ -84,15 +85,14 @@ pub fn along_error(s: &Session, a: &Answer, targets: &BTreeSet<String>, seed: u6
 }
 
 fn along_once(
-    s: &Session,
+    env: &Env,
+    conv: Conventions,
     a: &Answer,
     body: &Expr,
     names: &[String],
     values: &Values,
     rng: &mut StdRng,
 ) -> Result<f64, String> {
-    let env = &s.env;
-    let conv = s.options.conventions;
     let mut ev = Evaluator::new(env, values);
     let mut dirs = Vec::new();
     for n in names {
@@ -117,9 +117,9 @@ fn along_once(
         for (n, _, dir) in &dirs {
             v.diffs.insert(n.clone(), dir.clone());
         }
-        Evaluator::new(env, &v).eval(&a.expr).map_err(|e| e.0)?
+        a.value(env, &v).map_err(|e| e.0)?
     } else {
-        let d = Evaluator::new(env, values).eval(&a.expr).map_err(|e| e.0)?;
+        let d = a.value(env, values).map_err(|e| e.0)?;
         let dir = &dirs[0].2;
         if a.kind() == QueryKind::Gradient && body.shape.is_scalar() {
             if d.shape() != dir.shape() {
@@ -145,7 +145,7 @@ fn along_once(
 }
 
 /// The gradient of a Hessian's function with respect to its first variable.
-fn gradient_of(s: &Session, a: &Answer) -> Result<Expr, String> {
+fn gradient_of(s: &Session, a: &Answer) -> Result<Answer, String> {
     use matdiff::derive::{self, Context, Query, Settings, Sweeps};
     let x = a.query.wrt().ok_or("no variable")?.clone();
     let cx = Context {
@@ -155,5 +155,5 @@ fn gradient_of(s: &Session, a: &Answer) -> Result<Expr, String> {
         sweeps: &mut Sweeps::default(),
     };
     let f = derive::Function { expr: a.function.clone(), written: (*a.written).clone(), label: "f".into() };
-    derive::answer(cx, &Query::Gradient { x }, f, a.span).map(|g| g.expr).map_err(|e| format!("{e}"))
+    derive::answer(cx, &Query::Gradient { x }, f, a.span).map_err(|e| format!("{e}"))
 }

@@ -120,6 +120,7 @@ pub(crate) fn run_script(
             return false;
         }
     };
+    let mut shown = matdiff::render::Shown::new();
     for s in &stmts {
         let o = match session.exec(s, src) {
             Ok(o) => o,
@@ -165,10 +166,10 @@ pub(crate) fn run_script(
                 }
             },
             Format::Json => {
-                let _ = writeln!(out, "{}", session.render_checked(a, checked));
+                let _ = writeln!(out, "{}", session.render_after(a, checked, &mut shown));
             }
             _ => {
-                let _ = writeln!(out, "{}", session.render(a));
+                let _ = writeln!(out, "{}", session.render_after(a, None, &mut shown));
                 if let Some(c) = checked {
                     let what = if c.passed { "checked" } else { "CHECK FAILED" };
                     let _ = writeln!(out, "  {what}: largest relative error {:.1e}", c.relative_error);
