@@ -11,7 +11,7 @@
 
 use crate::ast::{Ident, QueryKind};
 pub use crate::conventions::Conventions;
-use crate::diff::backward::Program;
+use crate::diff::backward::{Adjoints, Program};
 use crate::diff::chain::{self, Derivation};
 pub use crate::diff::chain::{Lhs, Step};
 use crate::egraph::Limits;
@@ -148,7 +148,7 @@ pub struct Answer {
     /// The adjoints the answer uses by name, in the order computed
     /// (`δd2 = …`): those of a backward program used more than once. Each
     /// mentions only the script's names and the adjoints before it.
-    pub adjoints: Vec<(Name, Expr)>,
+    pub adjoints: Adjoints,
     /// The derivation, ending with the answer (with steps kept).
     pub steps: Vec<Step>,
     /// The query's span in the source.
@@ -215,11 +215,12 @@ impl Answer {
     ///
     /// ```
     /// let mut s = matdiff::Session::default();
-    /// let src = "W: n x n; x: n; z1 = tanh(W x) + x; z2 = tanh(W z1) + z1; L = sum(z2); ∂L/∂W";
-    /// let a = s.answers(src).unwrap().pop().unwrap();
+    /// s.run("W: n x n; x: n; z1 = tanh(W x) + x; z2 = tanh(W z1) + z1; z3 = tanh(W z2) + z2").unwrap();
+    /// let a = s.answers("L = sum(z3); ∂L/∂W").unwrap().pop().unwrap();
+    /// // z2 is used twice in z3 (a residual connection): its adjoint is named.
     /// let lines = a.adjoint_lines(matdiff::print::Notation::Ascii);
-    /// assert_eq!(lines[0].0, "delta_z1");
-    /// assert!(a.ascii().contains("delta_z1"));
+    /// assert_eq!(lines, [("delta_z2".to_string(), "W^T (1 - tanh(W z2) .^ 2) + 1".to_string())]);
+    /// assert!(a.ascii().contains("delta_z2"));
     /// ```
     pub fn adjoint_lines(&self, n: crate::print::Notation) -> Vec<(String, String)> {
         self.adjoints
@@ -498,7 +499,7 @@ fn gradient(
     x: &Ident,
     settings: Settings,
     sweeps: &mut Sweeps,
-) -> Result<(Lhs, Derivation, Vec<(Name, Expr)>)> {
+) -> Result<(Lhs, Derivation, Adjoints)> {
     let conv = settings.conventions;
     let xe = variable(env, x)?;
     let lhs = Lhs::Gradient { f: label.to_string(), x: x.name.clone() };

@@ -17,6 +17,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// through residual connections the size doubles with every layer.
 pub const MAX_INLINE_NODES: u64 = 1 << 20;
 
+/// Named adjoints in the order computed: `(δu, value)`.
+pub type Adjoints = Vec<(Name, Expr)>;
+
 /// The result of one reverse sweep.
 #[derive(Debug, Clone, Default)]
 pub struct Program {
