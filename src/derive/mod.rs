@@ -604,7 +604,10 @@ pub fn backward(cx: Context<'_>, f: Function, vars: &[Ident], span: Span) -> Res
             return Err(Error::name(x.span, format!("`{}` is asked for twice", x.name), "asked for again"));
         }
         if matches!(&typed.op, Op::Var { name, .. } if **name == *x.name) {
-            return Err(Error::unsupported(x.span, format!("∂{label}/∂{label} is 1: ask for the gradients of {label} by the names it depends on")));
+            return Err(Error::unsupported(
+                x.span,
+                format!("∂{label}/∂{label} is 1: ask for the gradients of {label} by the names it depends on"),
+            ));
         }
     }
     let program = program(env, &typed, conv.order, sweeps, span)?;

@@ -1,10 +1,10 @@
 //! The `matdiff` command line: scripts, `-e`, and the REPL.
 
 use clap::{Parser, ValueEnum};
+use matdiff::codegen::Item;
 use matdiff::diff::chain::{Conventions, Layout};
 use matdiff::eval::check::TOLERANCE;
 use matdiff::ir::VecOrder;
-use matdiff::codegen::Item;
 use matdiff::render::Shown;
 use matdiff::session::{Answer, CheckResult, Format, Options, Outcome, Session};
 use std::io::{IsTerminal, Read, Write};
