@@ -244,6 +244,14 @@ pub trait Backend {
     /// The sum of the entries, a number.
     fn sum(&self, x: &str) -> String;
 
+    /// The sums down each column (`axis` 0, a row) or along each row
+    /// (`axis` 1, a column): `1ᵀ X` and `X 1` without the ones.
+    fn sum_axis(&self, x: &str, axis: usize) -> String;
+
+    /// A row or column repeated to `rows × cols` without copying it:
+    /// `1 r` and `c 1ᵀ` without the ones.
+    fn broadcast(&self, x: &str, rows: &str, cols: &str) -> String;
+
     /// The Frobenius norm, a number.
     fn norm(&self, x: &str) -> String;
 }
@@ -563,7 +571,7 @@ struct Gen<'a> {
 /// Whether a factor is applied to a matrix without being built.
 fn structured(f: &Expr) -> bool {
     match &f.op {
-        Op::Kron(..) | Op::Commutation(..) | Op::DiagMat(_) | Op::Identity => true,
+        Op::Kron(..) | Op::Commutation(..) | Op::DiagMat(_) | Op::Identity | Op::Ones => true,
         Op::Transpose(x) => matches!(x.op, Op::Commutation(..)),
         Op::Scale(a, x) => a.as_num().is_some() && structured(x),
         Op::MatMul(..) => f.factors().iter().any(structured),
@@ -767,6 +775,16 @@ impl Gen<'_> {
         let c = &xs.cols;
         match &f.op {
             Op::Identity => x.to_string(),
+            // ones(m, k) X: the column sums, repeated down m rows.
+            Op::Ones => {
+                let (m, k) = (&f.shape.rows, &f.shape.cols);
+                let sums = if k.is_one() { x.to_string() } else { b.sum_axis(x, 0) };
+                if m.is_one() {
+                    sums
+                } else {
+                    b.broadcast(&sums, &self.dim(m), &self.dim(c))
+                }
+            }
             Op::DiagMat(v) => b.mul(&b.column(&self.expr(v)), x),
             Op::Scale(a, g) if a.as_num().is_some() && structured(g) => {
                 let inner = self.apply(g, x, xs);
@@ -837,6 +855,16 @@ impl Gen<'_> {
         match &f.op {
             Op::DiagMat(v) => b.mul(x, &b.row(&self.expr(v))),
             Op::Identity => x.to_string(),
+            // X ones(k, n): the row sums, repeated across n columns.
+            Op::Ones => {
+                let (k, n) = (&f.shape.rows, &f.shape.cols);
+                let sums = if k.is_one() { x.to_string() } else { b.sum_axis(x, 1) };
+                if n.is_one() {
+                    sums
+                } else {
+                    b.broadcast(&sums, &self.dim(&xs.rows), &self.dim(n))
+                }
+            }
             _ if structured(f) => {
                 let ft = crate::ir::transpose(f.clone());
                 let inner = self.apply(&ft, &b.transpose(x), &xs.transposed());

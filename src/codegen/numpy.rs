@@ -230,6 +230,14 @@ impl Backend for NumPy {
         format!("np.sum({x})")
     }
 
+    fn sum_axis(&self, x: &str, axis: usize) -> String {
+        format!("np.sum({x}, axis={axis}, keepdims=True)")
+    }
+
+    fn broadcast(&self, x: &str, rows: &str, cols: &str) -> String {
+        format!("np.broadcast_to({x}, ({rows}, {cols}))")
+    }
+
     fn norm(&self, x: &str) -> String {
         format!("np.linalg.norm({x})")
     }

@@ -131,6 +131,12 @@ impl Backend for Prefix {
     fn sum(&self, x: &str) -> String {
         format!("sum({x})")
     }
+    fn sum_axis(&self, x: &str, axis: usize) -> String {
+        format!("sum_axis({x}, {axis})")
+    }
+    fn broadcast(&self, x: &str, rows: &str, cols: &str) -> String {
+        format!("spread({x}, {rows}, {cols})")
+    }
     fn norm(&self, x: &str) -> String {
         format!("norm({x})")
     }
