@@ -202,7 +202,7 @@ impl Program {
     /// written after it are put together from those forms.
     pub fn simplify_settled(&mut self, f: &mut dyn FnMut(&Expr) -> Expr) {
         if self.simple.is_none() {
-            self.simple = Some(self.settled.iter().map(|e| f(e)).collect());
+            self.simple = Some(self.settled.iter().map(f).collect());
         }
     }
 
