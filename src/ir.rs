@@ -532,6 +532,8 @@ pub fn sum_of(terms: Vec<Expr>) -> Expr {
 /// folded into one constant at the end.
 fn collect(terms: Vec<Expr>) -> Vec<(BigRational, Expr)> {
     let mut collected: Vec<(BigRational, Expr)> = Vec::new();
+    // Where each term is, so that a long sum is collected in linear time.
+    let mut at: std::collections::HashMap<Expr, usize> = std::collections::HashMap::new();
     let mut constant = rat(0);
     for t in terms {
         if t.is_zero() {
@@ -542,9 +544,12 @@ fn collect(terms: Vec<Expr>) -> Vec<(BigRational, Expr)> {
             continue;
         }
         let (c, x) = t.split_coef();
-        match collected.iter_mut().find(|(_, y)| *y == x) {
-            Some((c0, _)) => *c0 += c,
-            None => collected.push((c, x)),
+        match at.get(&x) {
+            Some(&i) => collected[i].0 += c,
+            None => {
+                at.insert(x.clone(), collected.len());
+                collected.push((c, x));
+            }
         }
     }
     collected.retain(|(c, _)| !c.is_zero());

@@ -640,8 +640,17 @@ pub fn backward(cx: Context<'_>, f: Function, vars: &[Ident], span: Span) -> Res
         .zip(&leaves)
         .map(|(x, xe)| program.grads.get(x.name.as_str()).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone())))
         .collect();
-    let slice = program.written(&roots, false);
+    let mut slice = program.written(&roots, false);
     let folder = chain::Folder::new(env);
+    // Deep gradients written inline are put together from adjoints simplified
+    // one by one, as for a single query.
+    let large: Vec<bool> = slice.roots.iter().map(|r| larger_than(r, WHOLE_SIMPLIFY_NODES)).collect();
+    if large.iter().any(|&l| l) {
+        let key = (typed.clone(), env.defs.len(), conv.order);
+        let program = sweeps.programs.get_mut(&key).expect("the program just made");
+        program.simplify_settled(&mut |e| crate::egraph::simplify(&folder.fold(e), conv.order, settings.limits).expr);
+        slice = program.written(&roots, true);
+    }
     let adjoints = simplified_adjoints(&folder, slice.adjoints, settings, sweeps);
     let written = Rc::new(written);
     // Which adjoints must write their identities' sizes, decided once.
@@ -651,12 +660,15 @@ pub fn backward(cx: Context<'_>, f: Function, vars: &[Ident], span: Span) -> Res
     let gradients = vars
         .iter()
         .zip(slice.roots)
-        .map(|(x, root)| {
+        .zip(large)
+        .map(|((x, root), large)| {
             let mut expr = folder.fold(&root);
             if symmetric_variable(env, x, &expr) {
                 expr = symmetrise(expr);
             }
-            let expr = crate::egraph::simplify(&expr, conv.order, settings.limits).expr;
+            if !large {
+                expr = crate::egraph::simplify(&expr, conv.order, settings.limits).expr;
+            }
             let own = crate::diff::backward::needed(&adjoints, &[&expr]);
             let lhs = Lhs::Gradient { f: label.clone(), x: x.name.clone() };
             Answer {
