@@ -107,6 +107,16 @@ pub enum Stmt {
         /// Its definition.
         body: Expr,
     },
+    /// `∂F/∂(X, Y, …)` or `grad(F, X, Y, …)`: the gradients of a scalar by
+    /// several variables, as one backward program.
+    Gradients {
+        /// The function.
+        expr: Expr,
+        /// The variables, in the order asked.
+        vars: Vec<Ident>,
+        /// The whole statement.
+        span: Span,
+    },
     /// A query or bare expression.
     Query {
         /// What is asked.
@@ -129,7 +139,7 @@ impl Stmt {
             Stmt::Decl { names, shape_span, .. } => names[0].span.to(*shape_span),
             Stmt::FnDecl { names } => names[0].span,
             Stmt::Def { name, body } => name.span.to(body.span),
-            Stmt::Query { span, .. } => *span,
+            Stmt::Query { span, .. } | Stmt::Gradients { span, .. } => *span,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! writes. (NumPy code is [`crate::codegen`]'s.)
 
 use crate::ast::QueryKind;
-use crate::derive::{Answer, Lhs, Step};
+use crate::derive::{Answer, Backward, Lhs, Step};
 use crate::ir::Expr;
 use crate::print::{self, Notation};
 use crate::shape::Shape;
@@ -130,24 +130,7 @@ impl Renderer {
             "vec": conv.order.name(),
         });
         if !a.adjoints.is_empty() {
-            let ascii = a.adjoint_lines(Notation::Ascii);
-            let adjoints: Vec<serde_json::Value> = a
-                .adjoints
-                .iter()
-                .zip(a.adjoint_lines(Notation::Unicode).into_iter().zip(ascii))
-                .map(|((name, body), ((_, text), (ascii_name, ascii)))| {
-                    serde_json::json!({
-                        "name": name.to_string(),
-                        "name_ascii": ascii_name,
-                        "name_latex": print::latex::name(name, !body.shape.is_scalar()),
-                        "text": text,
-                        "ascii": ascii,
-                        "latex": print::latex(body),
-                        "shape": shape_json(&body.shape),
-                    })
-                })
-                .collect();
-            obj["adjoints"] = serde_json::Value::Array(adjoints);
+            obj["adjoints"] = adjoints_json(a);
         }
         let derivative = !matches!(a.kind(), QueryKind::Shape | QueryKind::Show | QueryKind::Simplify);
         if self.steps && derivative {
@@ -180,6 +163,42 @@ impl Renderer {
         obj
     }
 
+    /// A backward program: its adjoints, each once (none in `shown`), then
+    /// its gradients, one line each. In JSON, one object: `query`,
+    /// `adjoints`, and `gradients`, each an answer's object (without its
+    /// adjoints) with its check from `checks`.
+    pub fn backward(&self, b: &Backward, checks: &[Option<CheckResult>], shown: &mut Shown) -> String {
+        let check = |i: usize| checks.get(i).copied().flatten();
+        if self.format != Format::Json {
+            let lines: Vec<String> =
+                b.gradients.iter().enumerate().map(|(i, g)| self.answer_after(g, check(i), shown)).collect();
+            return lines.join("\n");
+        }
+        let gradients: Vec<serde_json::Value> = b
+            .gradients
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let mut o = self.json(g, check(i));
+                if let Some(o) = o.as_object_mut() {
+                    o.remove("adjoints");
+                }
+                o
+            })
+            .collect();
+        let conv = b.gradients.first().map(|g| g.conventions).unwrap_or_default();
+        let every = Answer { adjoints: b.adjoints.clone(), ..b.gradients[0].clone() };
+        serde_json::json!({
+            "query": backward_query(b, Notation::Unicode),
+            "ascii_query": backward_query(b, Notation::Ascii),
+            "adjoints": adjoints_json(&every),
+            "gradients": gradients,
+            "layout": conv.layout.name(),
+            "vec": conv.order.name(),
+        })
+        .to_string()
+    }
+
     fn lhs(&self, l: &Lhs) -> String {
         match self.format {
             Format::Latex => lhs_latex(l),
@@ -204,6 +223,38 @@ impl Renderer {
             lines.join("\n")
         }
     }
+}
+
+/// `∂L/∂(W1, b1)`, ASCII `grad(L, W1, b1)`.
+pub fn backward_query(b: &Backward, n: Notation) -> String {
+    let vars: Vec<&str> = b.gradients.iter().filter_map(|g| g.wrt()).collect();
+    match n {
+        Notation::Ascii => format!("grad({}, {})", b.label, vars.join(", ")),
+        Notation::Unicode => format!("∂{}/∂({})", b.label, vars.join(", ")),
+    }
+}
+
+/// An answer's named adjoints as JSON: name (also in ASCII and LaTeX),
+/// value in text, ASCII and LaTeX, and shape.
+fn adjoints_json(a: &Answer) -> serde_json::Value {
+    let ascii = a.adjoint_lines(Notation::Ascii);
+    let adjoints: Vec<serde_json::Value> = a
+        .adjoints
+        .iter()
+        .zip(a.adjoint_lines(Notation::Unicode).into_iter().zip(ascii))
+        .map(|((name, body), ((_, text), (ascii_name, ascii)))| {
+            serde_json::json!({
+                "name": name.to_string(),
+                "name_ascii": ascii_name,
+                "name_latex": print::latex::name(name, !body.shape.is_scalar()),
+                "text": text,
+                "ascii": ascii,
+                "latex": print::latex(body),
+                "shape": shape_json(&body.shape),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(adjoints)
 }
 
 /// The named adjoints already printed, with their values.

@@ -42,6 +42,8 @@ pub enum Outcome {
     },
     /// A query's answer.
     Answer(Answer),
+    /// The answer to `∂F/∂(X, Y, …)`: a backward program.
+    Backward(derive::Backward),
 }
 
 /// Declarations, definitions and settings.
@@ -76,6 +78,12 @@ impl Session {
     /// ```
     pub fn numpy(&self, answers: &[Answer]) -> Result<String> {
         crate::codegen::numpy::module(&self.env, &crate::codegen::functions(&self.env, answers))
+    }
+
+    /// A Python module with one NumPy function per item: an answer, or a
+    /// backward program (`value_and_grad_L`, see [`crate::codegen::functions_of`]).
+    pub fn numpy_of(&self, items: &[crate::codegen::Item]) -> Result<String> {
+        crate::codegen::numpy::module(&self.env, &crate::codegen::functions_of(&self.env, items))
     }
 
     /// Changes the `vec` order for the statements that follow.
@@ -120,9 +128,10 @@ impl Session {
         Ok(self
             .run(src)?
             .into_iter()
-            .filter_map(|o| match o {
-                Outcome::Answer(a) => Some(a),
-                _ => None,
+            .flat_map(|o| match o {
+                Outcome::Answer(a) => vec![a],
+                Outcome::Backward(b) => b.gradients,
+                _ => vec![],
             })
             .collect())
     }
@@ -138,7 +147,7 @@ impl Session {
         let introduced: Vec<&str> = match stmt {
             Stmt::Decl { names, .. } | Stmt::FnDecl { names } => names.iter().map(|n| n.name.as_str()).collect(),
             Stmt::Def { name, .. } => vec![name.name.as_str()],
-            Stmt::Query { .. } => vec![],
+            Stmt::Query { .. } | Stmt::Gradients { .. } => vec![],
         };
         let fresh: Vec<&str> = introduced.into_iter().filter(|n| !self.env.names.contains_key(*n)).collect();
         let defs = self.env.defs.len();
@@ -201,6 +210,19 @@ impl Session {
                 self.env.defs.push(name.name.clone());
                 Ok(Outcome::Defined { name: name.name.clone(), shape })
             }
+            Stmt::Gradients { expr, vars, span } => {
+                self.targets.extend(vars.iter().map(|w| w.name.clone()));
+                let (typed, written) = self.env.check_written(expr, self.options.conventions.order)?;
+                let label = label_of(&src[expr.span.start..expr.span.end]);
+                let cx = derive::Context {
+                    env: &self.env,
+                    settings: self.settings(),
+                    varies: &|_| true,
+                    sweeps: &mut self.sweeps,
+                };
+                let f = derive::Function { expr: typed, written, label };
+                derive::backward(cx, f, vars, *span).map(Outcome::Backward)
+            }
             Stmt::Query { kind, expr, wrt, wrt2, span } => {
                 self.targets.extend(wrt.iter().chain(wrt2).map(|w| w.name.clone()));
                 let query = Query::new(*kind, wrt.as_ref(), wrt2.as_ref());
@@ -211,14 +233,9 @@ impl Session {
                     _ => BTreeSet::new(),
                 };
                 let all = self.targets.is_empty();
-                let settings = derive::Settings {
-                    conventions: self.options.conventions,
-                    limits: self.options.limits,
-                    steps: self.options.steps,
-                };
                 let cx = derive::Context {
                     env: &self.env,
-                    settings,
+                    settings: self.settings(),
                     varies: &|n: &str| all || varying.contains(n),
                     sweeps: &mut self.sweeps,
                 };
@@ -247,6 +264,15 @@ impl Session {
         v
     }
 
+    /// How the session derives: its conventions, limits and steps.
+    fn settings(&self) -> derive::Settings {
+        derive::Settings {
+            conventions: self.options.conventions,
+            limits: self.options.limits,
+            steps: self.options.steps,
+        }
+    }
+
     /// How the session renders: its format, with or without steps.
     pub fn renderer(&self) -> Renderer {
         Renderer { format: self.options.format, steps: self.options.steps }
@@ -261,6 +287,7 @@ impl Session {
             _ if self.options.format == Format::Numpy => None,
             Outcome::Defined { name, shape } => self.renderer().definition(name, shape),
             Outcome::Answer(a) => Some(self.render(a)),
+            Outcome::Backward(b) => Some(self.renderer().backward(b, &[], &mut Shown::new())),
         }
     }
 

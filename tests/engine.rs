@@ -1,9 +1,11 @@
 //! The library's own tests, in one binary: derivatives against finite
-//! differences and the reference evaluator, Hessians, equality saturation,
+//! differences and the reference evaluator, backward programs, Hessians, equality saturation,
 //! operation counts, printing round trips and the random-script properties.
 
 #[path = "common/along.rs"]
 mod along;
+#[path = "backward.rs"]
+mod backward;
 #[path = "derivatives.rs"]
 mod derivatives;
 #[path = "egraph.rs"]

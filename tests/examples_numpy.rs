@@ -2,9 +2,10 @@
 //! finite differences of a forward pass written by hand in NumPy here: a
 //! reference that shares no code with matdiff. Needs `python3` with `numpy`.
 
+use matdiff::codegen::Item;
 use matdiff::diff::chain::{Conventions, Layout};
 use matdiff::ir::VecOrder;
-use matdiff::session::{Options, Session};
+use matdiff::session::{Options, Outcome, Session};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -102,32 +103,46 @@ for generated in data["modules"]:
     scope = {}
     exec(generated["module"], scope)
     functions = [scope[name] for name in generated["functions"]]
-    assert len(functions) == len(data["gradients"]) + 1, generated["functions"]
+    assert len(functions) == len(data["gradients"]) + 2, generated["functions"]
     where = generated["conventions"]
 
     # The same function: the script's loss, as generated, is the reference's.
-    generated_loss = call(functions[-1], p)
+    generated_loss = call(functions[-2], p)
     assert generated_loss.shape == (1, 1), generated_loss.shape
     assert abs(generated_loss[0, 0] - loss) <= 1e-12 * max(1.0, abs(loss)), (
         f"{where}: not the same function: the script's L is {generated_loss[0, 0]:.15g}, "
         f"the reference's {loss:.15g}"
     )
 
-    for name, fn in zip(data["gradients"], functions):
+    # The backward program: the loss and every gradient from one call, in
+    # the query's order; float32 in, float32 out.
+    program = functions[-1]
+    assert program.__name__ == "value_and_grad_L", program.__name__
+    value, grads = call(program, p)
+    assert abs(value[0, 0] - loss) <= 1e-12 * max(1.0, abs(loss)), (where, value, loss)
+    assert len(grads) == len(data["gradients"]), (where, len(grads))
+    value32, grads32 = call(program, {k: v.astype(np.float32) for k, v in p.items()})
+    assert value32.dtype == np.float32 and all(g.dtype == np.float32 for g in grads32), (where, "float32")
+    for name, g, g32 in zip(data["gradients"], grads, grads32):
+        scale = max(np.abs(g).max(), 1e-12)
+        assert np.abs(g32 - g).max() <= 1e-3 * scale, (where, name, "float32 differs from float64")
+
+    for index, (name, fn) in enumerate(zip(data["gradients"], functions)):
         assert fn.__name__.endswith("_" + name), (where, fn.__name__, name)
-        got, want = call(fn, p), numeric[name]
-        assert isinstance(got, np.ndarray) and got.shape == want.shape, (where, name, getattr(got, "shape", got))
-        assert got.dtype == np.float64, (where, name, got.dtype)
-        err = np.abs(got - want).max() / max(np.abs(want).max(), 1e-12)
-        worst = max(worst, err)
-        if not err < TOLERANCE:
-            at = tuple(int(i) for i in np.unravel_index(np.abs(got - want).argmax(), got.shape))
-            np.set_printoptions(precision=10, linewidth=150)
-            raise AssertionError(
-                f"{where}: ∂L/∂{name}: relative error {err:.3e} (tolerance {TOLERANCE:.0e}), largest at {at}: "
-                f"generated {got[at]:.12g}, finite differences {want[at]:.12g}\n"
-                f"generated:\n{got}\nfinite differences:\n{want}\n{fn.__name__}: {(fn.__doc__ or '')[:400]}"
-            )
+        want = numeric[name]
+        for got, how in [(call(fn, p), fn.__name__), (grads[index], program.__name__)]:
+            assert isinstance(got, np.ndarray) and got.shape == want.shape, (where, how, name, getattr(got, "shape", got))
+            assert got.dtype == np.float64, (where, how, name, got.dtype)
+            err = np.abs(got - want).max() / max(np.abs(want).max(), 1e-12)
+            worst = max(worst, err)
+            if not err < TOLERANCE:
+                at = tuple(int(i) for i in np.unravel_index(np.abs(got - want).argmax(), got.shape))
+                np.set_printoptions(precision=10, linewidth=150)
+                raise AssertionError(
+                    f"{where}: {how}: ∂L/∂{name}: relative error {err:.3e} (tolerance {TOLERANCE:.0e}), largest at {at}: "
+                    f"generated {got[at]:.12g}, finite differences {want[at]:.12g}\n"
+                    f"generated:\n{got}\nfinite differences:\n{want}\n{fn.__name__}: {(fn.__doc__ or '')[:400]}"
+                )
 print(
     f"{len(data['gradients'])} gradients under {len(data['modules'])} conventions, loss {loss:.6g}, "
     f"largest relative error {worst:.1e}"
@@ -135,11 +150,16 @@ print(
 "#;
 
 /// Generates the example's NumPy code under both conventions, with its loss
-/// `L` appended as one more query, and checks the gradients named (in the
+/// `L` and the backward program `∂L/∂(…)` of every gradient appended as two
+/// more queries, and checks the gradients named (in the
 /// script's query order) against finite differences of `reference` (Python
 /// defining `SIZES`, `inputs` and `forward`, as [`DRIVER`] describes).
 fn gradients_match_finite_differences(example: &str, script: &str, gradients: &[&str], reference: &str) {
-    let script = format!("{script}\nL\n");
+    // The script's own names for the variables (`γ1`, where Python has `gamma1`).
+    let vars: Vec<&str> =
+        script.split(['\n', ';']).filter_map(|l| l.trim().strip_prefix("∂L/∂")?.split_whitespace().next()).collect();
+    assert_eq!(vars.len(), gradients.len(), "{example}: {vars:?}");
+    let script = format!("{script}\nL\n∂L/∂({})\n", vars.join(", "));
     let numerator = Conventions { layout: Layout::Numerator, order: VecOrder::Col };
     let mut modules = Vec::new();
     for (conventions, options) in [
@@ -147,14 +167,23 @@ fn gradients_match_finite_differences(example: &str, script: &str, gradients: &[
         ("numerator layout, column vec", Options { conventions: numerator, ..Options::default() }),
     ] {
         let mut s = Session::new(options);
-        let answers = s.answers(&script).unwrap_or_else(|e| panic!("{example}: {e}"));
-        let module = s.numpy(&answers).unwrap_or_else(|e| panic!("{example}: {e}"));
+        let items: Vec<Item> = s
+            .run(&script)
+            .unwrap_or_else(|e| panic!("{example}: {e}"))
+            .into_iter()
+            .filter_map(|o| match o {
+                Outcome::Answer(a) => Some(Item::Answer(a)),
+                Outcome::Backward(b) => Some(Item::Backward(b)),
+                _ => None,
+            })
+            .collect();
+        let module = s.numpy_of(&items).unwrap_or_else(|e| panic!("{example}: {e}"));
         let functions: Vec<&str> = module
             .lines()
             .filter_map(|l| l.strip_prefix("def ").filter(|r| !r.starts_with('_')))
             .map(|l| l.split('(').next().unwrap())
             .collect();
-        assert_eq!(functions.len(), gradients.len() + 1, "{example}: one function per query: {functions:?}");
+        assert_eq!(functions.len(), gradients.len() + 2, "{example}: one function per query: {functions:?}");
         modules.push(serde_json::json!({ "conventions": conventions, "module": module, "functions": functions }));
     }
     let input = serde_json::json!({ "modules": modules, "gradients": gradients });

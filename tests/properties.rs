@@ -974,6 +974,7 @@ fn weak_run(case: &WeakCase, checks: bool) -> (Session, Vec<(String, matdiff::An
         let q = text[st.span().start..st.span().end].to_string();
         match catch(|| s.exec(st, text)) {
             Ok(Ok(Outcome::Answer(a))) => answers.push((q, a)),
+            Ok(Ok(Outcome::Backward(b))) => answers.extend(b.gradients.into_iter().map(|g| (q.clone(), g))),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 let msg = e.render("<case>", text);

@@ -50,7 +50,7 @@ pub mod numpy;
 pub use names::{ascii, identifier, size_expr, Identifiers, RESERVED};
 
 use crate::error::{Error, Span};
-use crate::ir::{Builtin, Expr, Func, Op, VecOrder};
+use crate::ir::{self, Builtin, Expr, Func, Op, VecOrder};
 use crate::shape::{Dim, Shape};
 use crate::typeck::Env;
 use names::dim_parts;
@@ -76,6 +76,17 @@ pub struct Function {
     pub span: Span,
     /// The named adjoints `expr` uses, computed in this order before it.
     pub adjoints: Vec<(crate::ir::Name, Expr)>,
+    /// For a backward program, the gradients: the function then returns
+    /// `(expr, (gradients…))`, the value and the gradients, like
+    /// `jax.value_and_grad`.
+    pub gradients: Vec<Expr>,
+}
+
+impl Function {
+    /// What it computes: its value, then its gradients.
+    fn outputs(&self) -> Vec<Expr> {
+        std::iter::once(self.expr.clone()).chain(self.gradients.iter().cloned()).collect()
+    }
 }
 
 /// Whether a term of a sum is added or subtracted.
@@ -143,12 +154,12 @@ pub trait Backend {
     /// a Python integer.
     fn shape(&self, x: &str, axis: usize) -> String;
 
-    /// The return line for an array of the answer's shape, in the dtype.
-    fn return_array(&self, x: &str) -> String;
+    /// A result: an array of the answer's shape, in the dtype.
+    fn array(&self, x: &str) -> String;
 
-    /// The return line for a `rows × cols` array filled with the single
-    /// entry of `x`, a 1×1 array (an answer that is a number).
-    fn return_filled(&self, x: &str, rows: &str, cols: &str) -> String;
+    /// A result that is a number: a `rows × cols` array filled with the
+    /// single entry of `x`, a 1×1 array.
+    fn filled(&self, x: &str, rows: &str, cols: &str) -> String;
 
     /// The `n × n` identity, in the dtype.
     fn eye(&self, n: &str) -> String;
@@ -233,6 +244,14 @@ pub trait Backend {
     /// The sum of the entries, a number.
     fn sum(&self, x: &str) -> String;
 
+    /// The sums down each column (`axis` 0, a row) or along each row
+    /// (`axis` 1, a column): `1ᵀ X` and `X 1` without the ones.
+    fn sum_axis(&self, x: &str, axis: usize) -> String;
+
+    /// A row or column repeated to `rows × cols` without copying it:
+    /// `1 r` and `c 1ᵀ` without the ones.
+    fn broadcast(&self, x: &str, rows: &str, cols: &str) -> String;
+
     /// The Frobenius norm, a number.
     fn norm(&self, x: &str) -> String;
 }
@@ -246,7 +265,7 @@ pub fn module(backend: &dyn Backend, env: &Env, functions: &[Function]) -> Resul
     let mut syms = BTreeSet::new();
     let mut adjoints = Vec::new();
     for f in functions {
-        syms.extend(needs(&env.with_definitions(&f.adjoints), &f.expr).syms);
+        syms.extend(needs(&env.with_definitions(&f.adjoints), &f.outputs()).syms);
         adjoints.extend(f.adjoints.iter().filter(|(n, _)| !env.names.contains_key(&**n)).cloned());
     }
     // Every function's adjoint names get identifiers, from one table.
@@ -273,7 +292,7 @@ pub fn module(backend: &dyn Backend, env: &Env, functions: &[Function]) -> Resul
 /// parameter list: keyword-only sizes last, after `*`. They are the same
 /// for every backend.
 pub fn parameters(env: &Env, e: &Expr) -> Vec<String> {
-    let n = needs(env, e);
+    let n = needs(env, std::slice::from_ref(e));
     let ids = Identifiers::with_sizes(env, n.syms.iter().cloned());
     let Signature { mut positional, keyword, .. } = signature(env, &ids, &n);
     if !keyword.is_empty() {
@@ -320,7 +339,7 @@ fn dims_of(op: &Op) -> Vec<&Dim> {
     }
 }
 
-fn needs(env: &Env, e: &Expr) -> Needs {
+fn needs(env: &Env, outputs: &[Expr]) -> Needs {
     let mut n = Needs {
         defs: vec![],
         mats: BTreeSet::new(),
@@ -330,7 +349,7 @@ fn needs(env: &Env, e: &Expr) -> Needs {
     };
     let mut defs = BTreeSet::new();
     let mut seen = HashSet::new();
-    let mut stack = vec![e.clone()];
+    let mut stack = outputs.to_vec();
     while let Some(x) = stack.pop() {
         if !seen.insert(x.clone()) {
             continue;
@@ -445,7 +464,8 @@ fn signature(env: &Env, ids: &Identifiers, n: &Needs) -> Signature {
 }
 
 fn function(backend: &dyn Backend, env: &Env, ids: &Identifiers, f: &Function) -> Result<String, Error> {
-    let n = needs(env, &f.expr);
+    let outputs = f.outputs();
+    let n = needs(env, &outputs);
     let sig = signature(env, ids, &n);
     let mut g = Gen {
         backend,
@@ -471,14 +491,27 @@ fn function(backend: &dyn Backend, env: &Env, ids: &Identifiers, f: &Function) -
         let body = env.definition(d).expect("definition").clone();
         count(&body, &mut g.counts);
     }
-    count(&f.expr, &mut g.counts);
+    for o in &outputs {
+        count(o, &mut g.counts);
+    }
     for d in &n.defs {
         let body = env.definition(d).expect("definition").clone();
         let code = g.expr(&body);
         let line = backend.assign(&ids.name(d), &code);
         g.lines.push(line);
     }
-    let result = g.expr(&f.expr);
+    let results: Vec<String> = outputs
+        .iter()
+        .map(|o| {
+            let code = g.expr(o);
+            if matches!(o.op, Op::Num(_) | Op::Scale(..)) && o.split_coef().1.as_num().is_some() {
+                let (r, c) = (g.dim(&o.shape.rows), g.dim(&o.shape.cols));
+                backend.filled(&code, &r, &c)
+            } else {
+                backend.array(&code)
+            }
+        })
+        .collect();
     if let Some(what) = g.too_big {
         return Err(Error::Limit {
             message: format!(
@@ -495,18 +528,18 @@ fn function(backend: &dyn Backend, env: &Env, ids: &Identifiers, f: &Function) -
             span: f.span,
         });
     }
-    let (r, c) = (g.dim(&f.expr.shape.rows), g.dim(&f.expr.shape.cols));
     let mut out = String::new();
     let _ = writeln!(out, "{}", backend.signature(&f.name, &sig.positional, &sig.keyword));
     let _ = writeln!(out, "    {}", backend.docstring(&f.doc));
     for l in &g.lines {
         let _ = writeln!(out, "    {l}");
     }
-    if matches!(f.expr.op, Op::Num(_) | Op::Scale(..)) && f.expr.split_coef().1.as_num().is_some() {
-        let _ = writeln!(out, "    {}", backend.return_filled(&result, &r, &c));
+    let value = if f.gradients.is_empty() {
+        results[0].clone()
     } else {
-        let _ = writeln!(out, "    {}", backend.return_array(&result));
-    }
+        format!("{}, ({},)", results[0], results[1..].join(", "))
+    };
+    let _ = writeln!(out, "    return {value}");
     Ok(out)
 }
 
@@ -538,7 +571,7 @@ struct Gen<'a> {
 /// Whether a factor is applied to a matrix without being built.
 fn structured(f: &Expr) -> bool {
     match &f.op {
-        Op::Kron(..) | Op::Commutation(..) | Op::DiagMat(_) | Op::Identity => true,
+        Op::Kron(..) | Op::Commutation(..) | Op::DiagMat(_) | Op::Identity | Op::Ones => true,
         Op::Transpose(x) => matches!(x.op, Op::Commutation(..)),
         Op::Scale(a, x) => a.as_num().is_some() && structured(x),
         Op::MatMul(..) => f.factors().iter().any(structured),
@@ -742,6 +775,16 @@ impl Gen<'_> {
         let c = &xs.cols;
         match &f.op {
             Op::Identity => x.to_string(),
+            // ones(m, k) X: the column sums, repeated down m rows.
+            Op::Ones => {
+                let (m, k) = (&f.shape.rows, &f.shape.cols);
+                let sums = if k.is_one() { x.to_string() } else { b.sum_axis(x, 0) };
+                if m.is_one() {
+                    sums
+                } else {
+                    b.broadcast(&sums, &self.dim(m), &self.dim(c))
+                }
+            }
             Op::DiagMat(v) => b.mul(&b.column(&self.expr(v)), x),
             Op::Scale(a, g) if a.as_num().is_some() && structured(g) => {
                 let inner = self.apply(g, x, xs);
@@ -812,6 +855,16 @@ impl Gen<'_> {
         match &f.op {
             Op::DiagMat(v) => b.mul(x, &b.row(&self.expr(v))),
             Op::Identity => x.to_string(),
+            // X ones(k, n): the row sums, repeated across n columns.
+            Op::Ones => {
+                let (k, n) = (&f.shape.rows, &f.shape.cols);
+                let sums = if k.is_one() { x.to_string() } else { b.sum_axis(x, 1) };
+                if n.is_one() {
+                    sums
+                } else {
+                    b.broadcast(&sums, &self.dim(&xs.rows), &self.dim(n))
+                }
+            }
             _ if structured(f) => {
                 let ft = crate::ir::transpose(f.clone());
                 let inner = self.apply(&ft, &b.transpose(x), &xs.transposed());
@@ -830,14 +883,55 @@ mod tests;
 /// expression that is not a name; `expr_3` for a bare expression), with
 /// `_2`, `_3` added to names that would meet.
 pub fn functions(env: &Env, answers: &[crate::derive::Answer]) -> Vec<Function> {
+    let items: Vec<Item> = answers.iter().cloned().map(Item::Answer).collect();
+    functions_of(env, &items)
+}
+
+/// What a function is generated for: an answer, or a backward program.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// One function computing the answer.
+    Answer(crate::derive::Answer),
+    /// One function running the forward pass once and the backward pass
+    /// once: `value_and_grad_L`, returning `(L, (∂L/∂X, …))`.
+    Backward(crate::derive::Backward),
+}
+
+/// One function per item, named as [`functions`] names them, a backward
+/// program of `L` as `value_and_grad_L`.
+pub fn functions_of(env: &Env, items: &[Item]) -> Vec<Function> {
     use crate::derive::Lhs;
     let ids = Identifiers::new(env);
     let mut used = std::collections::BTreeSet::new();
-    answers
+    let mut unique = |base: String| {
+        let mut name = base.clone();
+        let mut k = 2;
+        while !used.insert(name.clone()) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        name
+    };
+    items
         .iter()
         .enumerate()
-        .map(|(i, a)| {
+        .map(|(i, item)| {
             let ident = |s: &str| if env.names.contains_key(s) { ids.name(s) } else { format!("q{}", i + 1) };
+            let a = match item {
+                Item::Answer(a) => a,
+                Item::Backward(b) => {
+                    let value = b.gradients.first().map_or_else(|| ir::int(0), |g| g.function.clone());
+                    let names: Vec<&str> = b.gradients.iter().filter_map(|g| g.wrt()).collect();
+                    return Function {
+                        name: unique(format!("value_and_grad_{}", ident(&b.label))),
+                        expr: value,
+                        doc: format!("{} and ∂{}/∂({}), in one backward pass", b.label, b.label, names.join(", ")),
+                        span: b.span,
+                        adjoints: b.adjoints.clone(),
+                        gradients: b.gradients.iter().map(|g| g.expr.clone()).collect(),
+                    };
+                }
+            };
             let base = match &a.lhs {
                 Some(Lhs::Differential(f)) => format!("d_{}", ident(f)),
                 Some(Lhs::SecondDifferential(f)) => format!("d2_{}", ident(f)),
@@ -846,12 +940,7 @@ pub fn functions(env: &Env, answers: &[crate::derive::Answer]) -> Vec<Function> 
                 Some(Lhs::Hessian { f, x, .. }) => format!("hessian_{}_{}", ident(f), ident(x)),
                 None => format!("expr_{}", i + 1),
             };
-            let mut name = base.clone();
-            let mut k = 2;
-            while !used.insert(name.clone()) {
-                name = format!("{base}_{k}");
-                k += 1;
-            }
+            let name = unique(base);
             let expr = match a.kind() {
                 crate::ast::QueryKind::Shape => a.function.clone(),
                 _ => a.expr.clone(),
@@ -862,7 +951,7 @@ pub fn functions(env: &Env, answers: &[crate::derive::Answer]) -> Vec<Function> 
                     format!("{} = {}", crate::render::lhs_text(lhs, crate::print::Notation::Unicode), a.text())
                 }
             };
-            Function { name, expr, doc, span: a.span, adjoints: a.adjoints.clone() }
+            Function { name, expr, doc, span: a.span, adjoints: a.adjoints.clone(), gradients: vec![] }
         })
         .collect()
 }

@@ -106,12 +106,12 @@ impl Backend for NumPy {
         format!("{x}.shape[{axis}]")
     }
 
-    fn return_array(&self, x: &str) -> String {
-        format!("return np.asarray({x}, dtype=_dtype)")
+    fn array(&self, x: &str) -> String {
+        format!("np.asarray({x}, dtype=_dtype)")
     }
 
-    fn return_filled(&self, x: &str, rows: &str, cols: &str) -> String {
-        format!("return np.full(({rows}, {cols}), {x}[0, 0], dtype=_dtype)")
+    fn filled(&self, x: &str, rows: &str, cols: &str) -> String {
+        format!("np.full(({rows}, {cols}), {x}[0, 0], dtype=_dtype)")
     }
 
     fn eye(&self, n: &str) -> String {
@@ -228,6 +228,14 @@ impl Backend for NumPy {
 
     fn sum(&self, x: &str) -> String {
         format!("np.sum({x})")
+    }
+
+    fn sum_axis(&self, x: &str, axis: usize) -> String {
+        format!("np.sum({x}, axis={axis}, keepdims=True)")
+    }
+
+    fn broadcast(&self, x: &str, rows: &str, cols: &str) -> String {
+        format!("np.broadcast_to({x}, ({rows}, {cols}))")
     }
 
     fn norm(&self, x: &str) -> String {

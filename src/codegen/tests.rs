@@ -45,11 +45,11 @@ impl Backend for Prefix {
     fn shape(&self, x: &str, axis: usize) -> String {
         format!("size({x}, {axis})")
     }
-    fn return_array(&self, x: &str) -> String {
-        format!("return cast({x})")
+    fn array(&self, x: &str) -> String {
+        format!("cast({x})")
     }
-    fn return_filled(&self, x: &str, rows: &str, cols: &str) -> String {
-        format!("return fill({rows}, {cols}, {x})")
+    fn filled(&self, x: &str, rows: &str, cols: &str) -> String {
+        format!("fill({rows}, {cols}, {x})")
     }
     fn eye(&self, n: &str) -> String {
         format!("eye({n})")
@@ -131,6 +131,12 @@ impl Backend for Prefix {
     fn sum(&self, x: &str) -> String {
         format!("sum({x})")
     }
+    fn sum_axis(&self, x: &str, axis: usize) -> String {
+        format!("sum_axis({x}, {axis})")
+    }
+    fn broadcast(&self, x: &str, rows: &str, cols: &str) -> String {
+        format!("spread({x}, {rows}, {cols})")
+    }
     fn norm(&self, x: &str) -> String {
         format!("norm({x})")
     }
@@ -149,6 +155,7 @@ fn functions(script: &str) -> (Session, Vec<Function>) {
             doc: "d".into(),
             span: a.span,
             adjoints: a.adjoints.clone(),
+            gradients: vec![],
         })
         .collect();
     (s, functions)

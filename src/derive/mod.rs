@@ -16,7 +16,7 @@ use crate::diff::chain::{self, Derivation};
 pub use crate::diff::chain::{Lhs, Step};
 use crate::egraph::Limits;
 use crate::error::{Error, Result, Span};
-use crate::ir::{self, Expr, Name, Op, VecOrder};
+use crate::ir::{self, Expr, Op, VecOrder};
 use crate::typeck::{Env, Written};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -394,40 +394,19 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
         deriv.steps
     };
     let mut expr = fold(&deriv.answer);
-    // With respect to a symmetric matrix, the gradient is the one in the space of
-    // symmetric matrices: (G + Gᵀ)/2, whatever form of F was simplified with Sᵀ = S.
     let symmetrised = match query {
-        Query::Gradient { x } => {
-            env.leaf(&x.name).is_some_and(|v| matches!(v.op, Op::Var { symmetric: true, .. }) && !v.shape.is_scalar())
-                && expr.shape.is_square()
-        }
+        Query::Gradient { x } => symmetric_variable(env, x, &expr),
         _ => false,
     };
     if symmetrised {
-        let half = ir::BigRational::new(1.into(), 2.into());
-        expr = crate::simplify::tidy(&ir::scale(half, ir::sum_of(vec![expr.clone(), ir::transpose(expr)])));
+        expr = symmetrise(expr);
     }
     // Cheapest equal form, for answers meant to be evaluated; Kronecker
     // forms and differentials keep their textbook shape.
     if matches!(query, Query::Simplify | Query::Show | Query::Gradient { .. } | Query::Hessian { .. }) {
         expr = crate::egraph::simplify(&expr, conv.order, settings.limits).expr;
     }
-    // Each named adjoint is simplified on its own, once for every query that uses it.
-    let adjoints: Vec<(Name, Expr)> = adjoints
-        .into_iter()
-        .map(|(name, body)| {
-            let key = (fold(&body), conv.order);
-            let simple = match sweeps.simplified.get(&key) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = crate::egraph::simplify(&key.0, conv.order, settings.limits).expr;
-                    sweeps.simplified.insert(key, s.clone());
-                    s
-                }
-            };
-            (name, simple)
-        })
-        .collect();
+    let adjoints = simplified_adjoints(env, adjoints, settings, sweeps);
     // The derivation ends with the answer itself, as printed without steps:
     // the last step gets the simplified form, and a gradient made symmetric
     // gets a line of its own after the unsymmetric one.
@@ -437,11 +416,7 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
             _ => steps.push(Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: expr.clone() }),
         }
     }
-    let sized_identities = {
-        let env = env.with_definitions(&adjoints);
-        !reads_back(&env, &expr, conv.order, true)
-            || adjoints.iter().any(|(_, b)| !reads_back(&env, b, conv.order, false))
-    };
+    let sized_identities = sized_identities(env, &expr, &adjoints, conv.order);
     Ok(Answer {
         sized_identities,
         adjoints,
@@ -455,6 +430,49 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
         varying,
         conventions: conv,
     })
+}
+
+/// Whether the gradient by `x` is taken in the space of symmetric matrices:
+/// `x` is declared symmetric (and is not 1×1).
+fn symmetric_variable(env: &Env, x: &Ident, gradient: &Expr) -> bool {
+    env.leaf(&x.name).is_some_and(|v| matches!(v.op, Op::Var { symmetric: true, .. }) && !v.shape.is_scalar())
+        && gradient.shape.is_square()
+}
+
+/// With respect to a symmetric matrix, the gradient is the one in the space
+/// of symmetric matrices: `(G + Gᵀ)/2`, whatever form of F was simplified
+/// with `Sᵀ = S`.
+fn symmetrise(g: Expr) -> Expr {
+    let half = ir::BigRational::new(1.into(), 2.into());
+    crate::simplify::tidy(&ir::scale(half, ir::sum_of(vec![g.clone(), ir::transpose(g)])))
+}
+
+/// Named adjoints in the user's names and simplified, each once for every
+/// query that uses it.
+fn simplified_adjoints(env: &Env, adjoints: Adjoints, settings: Settings, sweeps: &mut Sweeps) -> Adjoints {
+    let order = settings.conventions.order;
+    adjoints
+        .into_iter()
+        .map(|(name, body)| {
+            let key = (chain::fold_names(env, &body), order);
+            let simple = match sweeps.simplified.get(&key) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = crate::egraph::simplify(&key.0, order, settings.limits).expr;
+                    sweeps.simplified.insert(key, s.clone());
+                    s
+                }
+            };
+            (name, simple)
+        })
+        .collect()
+}
+
+/// Whether an answer must write every identity's size: when a bare `I` in
+/// it, or in one of its adjoints, would not read back.
+fn sized_identities(env: &Env, expr: &Expr, adjoints: &Adjoints, order: VecOrder) -> bool {
+    let env = env.with_definitions(adjoints);
+    !reads_back(&env, expr, order, true) || adjoints.iter().any(|(_, b)| !reads_back(&env, b, order, false))
 }
 
 /// Whether the text of `e`, read where its shape is known (between
@@ -506,14 +524,9 @@ fn gradient(
     if matches!(&f.op, Op::Var { name, .. } if **name == *x.name) {
         return Ok((lhs, chain::gradient(env, f, label, &x.name, conv.order, x.span)?, vec![]));
     }
-    let key = (f.clone(), env.defs.len(), conv.order);
-    if !sweeps.programs.contains_key(&key) {
-        let sweep = chain::sweep(env, f, conv.order).map_err(|e| Error::unsupported(x.span, e.0))?;
-        sweeps.programs.insert(key.clone(), sweep);
-    }
-    let program = &sweeps.programs[&key];
+    let program = program(env, f, conv.order, sweeps, x.span)?;
     let root = program.grads.get(x.name.as_str()).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone()));
-    let slice = program.written(&root);
+    let slice = program.written(&[root]);
     let adjoints = slice.adjoints;
     let answer = slice.roots.into_iter().next().expect("the answer");
     let mut steps = vec![Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: answer.clone() }];
@@ -533,6 +546,106 @@ fn gradient(
         }
     }
     Ok((lhs, Derivation { answer, steps }, adjoints))
+}
+
+/// The backward program of a scalar `f`, from one reverse sweep shared by
+/// every gradient query of `f`.
+fn program<'s>(env: &Env, f: &Expr, order: VecOrder, sweeps: &'s mut Sweeps, span: Span) -> Result<&'s Program> {
+    let key = (f.clone(), env.defs.len(), order);
+    if !sweeps.programs.contains_key(&key) {
+        let sweep = chain::sweep(env, f, order).map_err(|e| Error::unsupported(span, e.0))?;
+        sweeps.programs.insert(key.clone(), sweep);
+    }
+    Ok(&sweeps.programs[&key])
+}
+
+/// Every gradient of a scalar at once, `∂L/∂(W1, b1, W2, b2)`: one backward
+/// program, as a lecture writes it on the board.
+#[derive(Debug, Clone)]
+pub struct Backward {
+    /// The function, as the answers name it (`L`).
+    pub label: String,
+    /// The adjoints the gradients use by name, in the order computed.
+    pub adjoints: Adjoints,
+    /// The gradients, in the order asked; each carries the adjoints it uses,
+    /// so that it can be printed, checked or evaluated on its own.
+    pub gradients: Vec<Answer>,
+    /// The query's place in the source.
+    pub span: Span,
+}
+
+/// Answers `∂F/∂(X, Y, …)`: the gradients of the scalar `f` by each of
+/// `vars`, written with the adjoints that more than one of them (or one of
+/// them more than once) uses named once (`δd2 = …`), the others inline.
+///
+/// ```
+/// let mut s = matdiff::Session::default();
+/// s.run("x: 1 x n; W1, W2: n x n; y: 1 x n; d1 = x W1; n1 = tanh(d1); d2 = n1 W2").unwrap();
+/// let out = s.run("L = ‖d2 - y‖²; ∂L/∂(W1, W2)").unwrap();
+/// let matdiff::session::Outcome::Backward(b) = &out[1] else { panic!() };
+/// assert_eq!(b.gradients.len(), 2);
+/// assert_eq!(b.adjoints[0].0.as_ref(), "δd2");
+/// assert_eq!(b.gradients[1].text(), "n1ᵀ δd2");
+/// ```
+pub fn backward(cx: Context<'_>, f: Function, vars: &[Ident], span: Span) -> Result<Backward> {
+    let Context { env, settings, sweeps, .. } = cx;
+    let conv = settings.conventions;
+    let Function { expr: typed, written, label } = f;
+    if !typed.shape.is_scalar() {
+        return Err(Error::unsupported(
+            span,
+            format!("`{label}` is {}, not a scalar: gradients are of a scalar function", typed.shape),
+        ));
+    }
+    bounded(env, &typed, span)?;
+    let leaves = vars.iter().map(|x| variable(env, x)).collect::<Result<Vec<_>>>()?;
+    for (i, x) in vars.iter().enumerate() {
+        if vars[..i].iter().any(|y| y.name == x.name) {
+            return Err(Error::name(x.span, format!("`{}` is asked for twice", x.name), "asked for again"));
+        }
+        if matches!(&typed.op, Op::Var { name, .. } if **name == *x.name) {
+            return Err(Error::unsupported(
+                x.span,
+                format!("∂{label}/∂{label} is 1: ask for the gradients of {label} by the names it depends on"),
+            ));
+        }
+    }
+    let program = program(env, &typed, conv.order, sweeps, span)?;
+    let roots: Vec<Expr> = vars
+        .iter()
+        .zip(&leaves)
+        .map(|(x, xe)| program.grads.get(x.name.as_str()).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone())))
+        .collect();
+    let slice = program.written(&roots);
+    let adjoints = simplified_adjoints(env, slice.adjoints, settings, sweeps);
+    let written = Rc::new(written);
+    let gradients = vars
+        .iter()
+        .zip(slice.roots)
+        .map(|(x, root)| {
+            let mut expr = chain::fold_names(env, &root);
+            if symmetric_variable(env, x, &expr) {
+                expr = symmetrise(expr);
+            }
+            let expr = crate::egraph::simplify(&expr, conv.order, settings.limits).expr;
+            let own = crate::diff::backward::needed(&adjoints, &[&expr]);
+            let lhs = Lhs::Gradient { f: label.clone(), x: x.name.clone() };
+            Answer {
+                sized_identities: sized_identities(env, &expr, &own, conv.order),
+                adjoints: own,
+                query: Query::Gradient { x: x.clone() },
+                lhs: Some(lhs.clone()),
+                steps: vec![Step { lhs, formula: None, reshape: false, rhs: expr.clone() }],
+                expr,
+                span,
+                function: typed.clone(),
+                written: Rc::clone(&written),
+                varying: vec![],
+                conventions: conv,
+            }
+        })
+        .collect();
+    Ok(Backward { label, adjoints, gradients, span })
 }
 
 #[cfg(test)]

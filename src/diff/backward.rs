@@ -29,6 +29,8 @@ pub struct Program {
     /// The gradient by every name reached: for a definition, its adjoint's
     /// name (or the adjoint itself when it is a bare name or number).
     pub grads: BTreeMap<Name, Expr>,
+    /// The definitions passed, whose gradients are their adjoints.
+    pub passed: HashSet<Name>,
     /// Whether each adjoint is used more than once in the whole program,
     /// and so keeps its name.
     shared: Vec<bool>,
@@ -86,7 +88,8 @@ impl Program {
         let index = self.index();
         let mut count = vec![0usize; self.adjoints.len()];
         let mut found = Vec::new();
-        for e in self.adjoints.iter().map(|(_, b)| b).chain(self.grads.values()) {
+        let leaves = self.grads.iter().filter(|(n, _)| !self.passed.contains(*n)).map(|(_, g)| g);
+        for e in self.adjoints.iter().map(|(_, b)| b).chain(leaves) {
             uses(e, &index, &mut found);
         }
         for j in found {
@@ -101,21 +104,24 @@ impl Program {
         self.settled = settled;
     }
 
-    /// The adjoints `root` needs, by name, and `root` in their names: the
+    /// The adjoints `roots` need, by name, and `roots` in their names: the
     /// shared adjoints of the program (see [`Program::settle`]), except that
-    /// one used once, by `root` alone, is written into it. So a plain chain
-    /// reads as one formula and every named adjoint has the same value in
-    /// every answer of the program.
-    pub fn written(&self, root: &Expr) -> Slice {
+    /// one used once, by a root, is written into it. So a plain chain reads
+    /// as one formula and every named adjoint has the same value in every
+    /// answer of the program.
+    pub fn written(&self, roots: &[Expr]) -> Slice {
         let index = self.index();
-        let mut root = self.substitute(root, &index, &|j| !self.shared[j], &self.settled);
+        let mut roots: Vec<Expr> =
+            roots.iter().map(|r| self.substitute(r, &index, &|j| !self.shared[j], &self.settled)).collect();
         let n = self.adjoints.len();
-        // How often each shared adjoint is used in root's closure, and by root itself.
+        // How often each shared adjoint is used in the roots' closure, and by the roots themselves.
         let mut count = vec![0usize; n];
         let mut in_root = vec![0usize; n];
         let mut needed = vec![false; n];
         let mut found = Vec::new();
-        uses(&root, &index, &mut found);
+        for r in &roots {
+            uses(r, &index, &mut found);
+        }
         for &j in &found {
             count[j] += 1;
             in_root[j] += 1;
@@ -152,13 +158,13 @@ impl Program {
                     body[i] = self.substitute(&self.settled[i], &index, &|j| inline[j], &body);
                 }
             }
-            root = self.substitute(&root, &index, &|j| inline[j], &body);
+            roots = roots.iter().map(|r| self.substitute(r, &index, &|j| inline[j], &body)).collect();
         }
         let adjoints = (0..n)
             .filter(|&i| needed[i] && !inline[i])
             .map(|i| (self.adjoints[i].0.clone(), self.settled[i].clone()))
             .collect();
-        Slice { adjoints, roots: vec![root] }
+        Slice { adjoints, roots }
     }
 
     /// `roots` with every adjoint written out. `Err` carries the number of
@@ -195,6 +201,30 @@ impl Program {
         }
         Ok(roots.iter().map(|r| self.substitute(r, &index, &|_| true, &body)).collect())
     }
+}
+
+/// The adjoints of `adjoints` (in the order computed, each using only
+/// earlier ones) that `roots` use, directly or through other adjoints.
+pub fn needed(adjoints: &[(Name, Expr)], roots: &[&Expr]) -> Adjoints {
+    let index: HashMap<Name, usize> = adjoints.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
+    let mut needed = vec![false; adjoints.len()];
+    let mut found = Vec::new();
+    for r in roots {
+        uses(r, &index, &mut found);
+    }
+    for j in found {
+        needed[j] = true;
+    }
+    for i in (0..adjoints.len()).rev() {
+        if needed[i] {
+            let mut found = Vec::new();
+            uses(&adjoints[i].1, &index, &mut found);
+            for j in found {
+                needed[j] = true;
+            }
+        }
+    }
+    adjoints.iter().zip(needed).filter(|(_, n)| *n).map(|(a, _)| a.clone()).collect()
 }
 
 /// A name for the adjoint of `u` that no name in `taken` has: `δu`, else

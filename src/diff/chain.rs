@@ -254,6 +254,7 @@ fn reverse(
             v
         };
         program.grads.insert(u.as_str().into(), value.clone());
+        program.passed.insert(u.as_str().into());
         passed.push(u.clone());
         let du = restrict(&super::differential(env.definition(u).expect("definition")), keep);
         identify::adjoint(&du, value, order, &mut bars)?;

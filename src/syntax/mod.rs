@@ -494,7 +494,11 @@ fn syntax_error(src: &str, e: pest::error::Error<Rule>) -> Error {
     };
     let label = if words.is_empty() { "unexpected".to_string() } else { format!("expected {expected}") };
     let err = Error::syntax(span, message, label);
-    let help = if want.reals {
+    let statement = &src[statement_around(src, pos).start.min(pos)..pos];
+    let in_list = statement.contains("/∂(") && !statement[statement.rfind("/∂(").unwrap_or(0)..].contains(')');
+    let help = if in_list && (want.comma || want.close || want.expr) {
+        Some("list the variables by name, as in `∂L/∂(W1, b1, W2, b2)` (or `grad(L, W1, b1, W2, b2)`)")
+    } else if want.reals {
         Some("a scalar function is declared as `f: R -> R` (or `f, g: R -> R`)")
     } else if want.times || want.property || want.size || want.shape {
         Some("a shape is `rows x columns` with whole-number or named sizes, as in `W: 2 x 3`, `x: n` or `s: scalar`, optionally followed by `symmetric`")
@@ -568,6 +572,9 @@ fn statement(p: Pair<Rule>) -> Result<Stmt> {
             let f = inner.next().expect("f").into_inner().next().expect("f");
             let f = primary(f)?;
             let wrt = inner.next().expect("wrt");
+            if wrt.as_rule() == Rule::wrt_list {
+                return Ok(Stmt::Gradients { expr: f, vars: wrt.into_inner().map(ident).collect(), span: sp });
+            }
             let mut kind = QueryKind::Gradient;
             let mut var = None;
             for q in wrt.into_inner() {
@@ -596,7 +603,8 @@ fn statement(p: Pair<Rule>) -> Result<Stmt> {
             let args: Vec<Expr> = inner.map(expr).collect::<Result<_>>()?;
             let want = if matches!(kind, QueryKind::Simplify | QueryKind::Shape) { 1 } else { 2 };
             let mixed = kind == QueryKind::Hessian && args.len() == 3;
-            if args.len() != want && !mixed {
+            let several = kind == QueryKind::Gradient && args.len() > 2;
+            if args.len() != want && !mixed && !several {
                 let usage =
                     if want == 1 { format!("{}(expression)", kw.as_str()) } else { format!("{}(F, X)", kw.as_str()) };
                 return Err(Error::syntax(
@@ -604,7 +612,11 @@ fn statement(p: Pair<Rule>) -> Result<Stmt> {
                     format!(
                         "`{}` takes {want}{} argument{}, found {}",
                         kw.as_str(),
-                        if kind == QueryKind::Hessian { " or 3" } else { "" },
+                        match kind {
+                            QueryKind::Hessian => " or 3",
+                            QueryKind::Gradient => " or more",
+                            _ => "",
+                        },
                         if want == 1 { "" } else { "s" },
                         args.len()
                     ),
@@ -614,6 +626,8 @@ fn statement(p: Pair<Rule>) -> Result<Stmt> {
                     format!("write {usage}")
                 } else if kind == QueryKind::Hessian {
                     "write hessian(F, X), or hessian(F, X, Y) for the mixed derivative".to_string()
+                } else if kind == QueryKind::Gradient {
+                    "write grad(F, X), or grad(F, X, Y, …) for several gradients in one backward pass".to_string()
                 } else {
                     format!("write {usage}, where X is the declared matrix to differentiate with respect to")
                 }));
@@ -630,6 +644,10 @@ fn statement(p: Pair<Rule>) -> Result<Stmt> {
                 )
                 .with_help(format!("write the matrix's name, as in {}(F, X)", kw.as_str()))),
             };
+            if several {
+                let vars = args.map(|a| variable(Some(a)).map(|v| v.expect("a variable"))).collect::<Result<_>>()?;
+                return Ok(Stmt::Gradients { expr: f, vars, span: sp });
+            }
             let wrt = variable(args.next())?;
             let wrt2 = variable(args.next())?;
             Ok(Stmt::Query { kind, expr: f, wrt, wrt2, span: sp })

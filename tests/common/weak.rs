@@ -753,7 +753,8 @@ fn is_leaf(t: &T) -> bool {
 }
 
 /// A script: 3 to 5 definitions using each other, a scalar `L` and a matrix
-/// `J`, then `grad(L, V)`, `jacobian(J, V)` and `hessian(L, v)`.
+/// `J`, then `grad(L, V)`, `jacobian(J, V)` and `hessian(L, v)`, and the
+/// backward program `∂L/∂(…)` of every variable `L` depends on.
 pub fn script(tape: &[u32], allowed: &[Construct]) -> Script {
     let mut g = Gen::new(tape, allowed);
     let mut text = DECLARATIONS.to_string();
@@ -796,12 +797,16 @@ pub fn script(tape: &[u32], allowed: &[Construct]) -> Script {
         }
     };
     let vl = vars("L", VARIABLES);
+    let every = vl.clone();
     let v = choose(&mut g, vl, "A");
     let vj = vars("J", VARIABLES);
     let w = choose(&mut g, vj, "x");
     let vh = vars("L", HESSIAN_VARIABLES);
     let h = choose(&mut g, vh, "x");
     text.push_str(&format!("grad(L, {v})\njacobian(J, {w})\nhessian(L, {h})\n"));
+    if every.len() >= 2 {
+        text.push_str(&format!("∂L/∂({})\n", every.join(", ")));
+    }
     Script { text, defs, used: g.used }
 }
 

@@ -1,9 +1,11 @@
 //! The `matdiff` command line: scripts, `-e`, and the REPL.
 
 use clap::{Parser, ValueEnum};
+use matdiff::codegen::Item;
 use matdiff::diff::chain::{Conventions, Layout};
 use matdiff::eval::check::TOLERANCE;
 use matdiff::ir::VecOrder;
+use matdiff::render::Shown;
 use matdiff::session::{Answer, CheckResult, Format, Options, Outcome, Session};
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
@@ -110,7 +112,7 @@ pub(crate) fn run_script(
     src: &str,
     check: bool,
     numpy_each: bool,
-    answers: &mut Vec<Answer>,
+    items: &mut Vec<Item>,
     out: &mut impl Write,
 ) -> bool {
     let stmts = match session.prepare(src) {
@@ -120,7 +122,7 @@ pub(crate) fn run_script(
             return false;
         }
     };
-    let mut shown = matdiff::render::Shown::new();
+    let mut shown = Shown::new();
     for s in &stmts {
         let o = match session.exec(s, src) {
             Ok(o) => o,
@@ -130,32 +132,39 @@ pub(crate) fn run_script(
                 return false;
             }
         };
-        let Outcome::Answer(a) = &o else {
-            if let Some(text) = session.render_outcome(&o) {
-                let _ = writeln!(out, "{text}");
-            }
-            continue;
-        };
-        let (line, col) = a.span.line_col(src);
-        let checked = if check {
-            match session.check(a) {
-                Ok(c) => c.map(CheckResult::new),
-                Err(e) => {
-                    let _ = out.flush();
-                    eprintln!("error at {name}:{line}:{col}: cannot check this answer numerically: {}", e.0);
-                    return false;
+        let (item, answers): (Item, Vec<&Answer>) = match &o {
+            Outcome::Answer(a) => (Item::Answer(a.clone()), vec![a]),
+            Outcome::Backward(b) => (Item::Backward(b.clone()), b.gradients.iter().collect()),
+            _ => {
+                if let Some(text) = session.render_outcome(&o) {
+                    let _ = writeln!(out, "{text}");
                 }
+                continue;
             }
-        } else {
-            None
         };
+        let (line, col) = session_line_col(&o, src);
+        let mut checks = Vec::new();
+        for a in &answers {
+            checks.push(if check {
+                match session.check(a) {
+                    Ok(c) => c.map(CheckResult::new),
+                    Err(e) => {
+                        let _ = out.flush();
+                        eprintln!("error at {name}:{line}:{col}: cannot check this answer numerically: {}", e.0);
+                        return false;
+                    }
+                }
+            } else {
+                None
+            });
+        }
         match session.options.format {
-            Format::Numpy => match session.numpy(std::slice::from_ref(a)) {
+            Format::Numpy => match session.numpy_of(std::slice::from_ref(&item)) {
                 Ok(module) => {
                     if numpy_each {
                         let _ = writeln!(out, "{module}");
                     }
-                    if let Some(c) = checked.filter(|c| c.passed) {
+                    for c in checks.iter().flatten().filter(|c| c.passed) {
                         eprintln!("{name}:{line}:{col}: checked, largest relative error {:.1e}", c.relative_error);
                     }
                 }
@@ -166,18 +175,24 @@ pub(crate) fn run_script(
                 }
             },
             Format::Json => {
-                let _ = writeln!(out, "{}", session.render_after(a, checked, &mut shown));
+                let text = match &o {
+                    Outcome::Backward(b) => session.renderer().backward(b, &checks, &mut shown),
+                    _ => session.render_after(answers[0], checks[0], &mut shown),
+                };
+                let _ = writeln!(out, "{text}");
             }
             _ => {
-                let _ = writeln!(out, "{}", session.render_after(a, None, &mut shown));
-                if let Some(c) = checked {
-                    let what = if c.passed { "checked" } else { "CHECK FAILED" };
-                    let _ = writeln!(out, "  {what}: largest relative error {:.1e}", c.relative_error);
+                for (a, c) in answers.iter().zip(&checks) {
+                    let _ = writeln!(out, "{}", session.render_after(a, None, &mut shown));
+                    if let Some(c) = c {
+                        let what = if c.passed { "checked" } else { "CHECK FAILED" };
+                        let _ = writeln!(out, "  {what}: largest relative error {:.1e}", c.relative_error);
+                    }
                 }
             }
         }
-        answers.push(a.clone());
-        if let Some(c) = checked.filter(|c| !c.passed) {
+        items.push(item);
+        if let Some(c) = checks.iter().flatten().find(|c| !c.passed) {
             let _ = out.flush();
             eprintln!(
                 "error at {name}:{line}:{col}: the answer disagrees with finite differences (relative error {:.1e} > {TOLERANCE:.0e})",
@@ -187,6 +202,15 @@ pub(crate) fn run_script(
         }
     }
     true
+}
+
+/// Where an answer's query is in the source.
+fn session_line_col(o: &Outcome, src: &str) -> (usize, usize) {
+    match o {
+        Outcome::Answer(a) => a.span.line_col(src),
+        Outcome::Backward(b) => b.span.line_col(src),
+        _ => (0, 0),
+    }
 }
 
 fn run(cli: Cli) -> u8 {
@@ -229,14 +253,14 @@ fn run(cli: Cli) -> u8 {
         }
         scripts.push(("<stdin>".to_string(), src));
     }
-    let mut answers = Vec::new();
+    let mut items = Vec::new();
     for (name, src) in &scripts {
-        if !run_script(&mut session, name, src, cli.check, false, &mut answers, &mut out) {
+        if !run_script(&mut session, name, src, cli.check, false, &mut items, &mut out) {
             return 1;
         }
     }
     if session.options.format == Format::Numpy {
-        match session.numpy(&answers) {
+        match session.numpy_of(&items) {
             Ok(module) => {
                 let _ = write!(out, "{module}");
             }

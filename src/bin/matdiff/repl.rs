@@ -137,8 +137,8 @@ fn open_brackets(s: &str) -> i64 {
 /// Runs text and prints answers or the error; the session keeps going.
 pub fn run_text(session: &mut Session, check: bool, name: &str, src: &str) -> bool {
     let mut out = std::io::stdout();
-    let mut answers = Vec::new();
-    super::run_script(session, name, src, check, true, &mut answers, &mut out)
+    let mut items = Vec::new();
+    super::run_script(session, name, src, check, true, &mut items, &mut out)
 }
 
 fn command(session: &mut Session, check: &mut bool, cmd: &str) -> bool {
