@@ -62,7 +62,8 @@ width 32, L = 2, 4) and 3 repeats; `python3 benches/networks.py --quick
 Times are per call of one whole loss-and-gradients evaluation, in ms, after a
 warm-up (which also compiles the jax function): the median and the best over
 `--repeat` repeats, each repeat timing enough calls (with time.perf_counter)
-to last ~`--budget` seconds. "/hand" is the ratio of the median to the
+to last ~`--budget` seconds; the repeats of the methods are interleaved, so
+that a busy spell on a shared machine slows all of them alike. "/hand" is the ratio of the median to the
 hand-written backprop's median. BLAS, torch and XLA use one thread by default
 (`--threads`), which gives steadier numbers on a shared machine.
 """
@@ -467,20 +468,25 @@ def rel_err(got, want):
     return float(np.max(np.abs(got - want)) / (scale if scale > 0 else 1.0))
 
 
-def time_it(fn, repeat, budget):
-    """(median, best) seconds per call of fn() over `repeat` repeats of ~budget s each."""
-    fn()                                     # warm-up (jit compile, caches)
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    number = max(1, int(budget / max(first, 1e-7)))
-    per_call = []
-    for _ in range(repeat):
+def time_all(fns, repeat, budget):
+    """[(median, best) seconds per call] of each fn() over `repeat` repeats of
+    ~budget s each. The repeats are interleaved (one of each method in turn),
+    so that a busy spell on a shared machine slows every method alike."""
+    numbers = []
+    for fn in fns:
+        fn()                                 # warm-up (jit compile, caches)
         t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        per_call.append((time.perf_counter() - t0) / number)
-    return statistics.median(per_call), min(per_call)
+        fn()
+        first = time.perf_counter() - t0
+        numbers.append(max(1, int(budget / max(first, 1e-7))))
+    per_call = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, number, out in zip(fns, numbers, per_call):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            out.append((time.perf_counter() - t0) / number)
+    return [(statistics.median(ts), min(ts)) for ts in per_call]
 
 
 # --------------------------------------------------------------------------
@@ -620,10 +626,8 @@ def main():
                     if got != ["float32"]:
                         dtype_gaps.append(f"{model.label}: float32 inputs give {'/'.join(got)} results")
 
-            rows = []
-            for key, label, run, _ in methods:
-                med, best = time_it(run, repeat, budget)
-                rows.append((key, label, med, best))
+            times = time_all([run for _, _, run, _ in methods], repeat, budget)
+            rows = [(key, label, med, best) for (key, label, _, _), (med, best) in zip(methods, times)]
             hand_med = rows[1][2]
 
             print(f"{model.label}, {dtype}  (matdiff: {path_label}, derived in {derive * 1e3:.0f} ms)")
