@@ -1,5 +1,7 @@
-//! Derivation time: the seed script, L-layer networks (every ∂L/∂Wi), twenty
-//! textbook gradients, and a 200-term sum.
+//! Derivation time: the seed script, L-layer networks (every ∂L/∂Wi), deep
+//! networks as one backward program (MLP, RNN and residual chain, depth 32
+//! to 256), a 12-block transformer (every parameter, one query each and as
+//! one program), twenty textbook gradients, and a 200-term sum.
 //!
 //! ```sh
 //! cargo bench --bench derive
@@ -11,7 +13,7 @@ use std::hint::black_box;
 
 #[path = "../tests/common/network.rs"]
 mod network;
-use network::network;
+use network::{deep, network, transformer};
 
 const TEXTBOOK: &[&str] = &[
     "grad(a^T X b, X)",
@@ -44,6 +46,28 @@ fn bench(c: &mut Criterion) {
     for layers in [1, 2, 4, 8, 16, 32, 64] {
         let script = network(layers);
         group.bench_with_input(BenchmarkId::from_parameter(layers), &script, |b, s| {
+            b.iter(|| Session::default().run(black_box(s)).unwrap())
+        });
+    }
+    group.finish();
+
+    for kind in ["mlp", "rnn", "residual"] {
+        let mut group = c.benchmark_group(format!("{kind}, every gradient as one program"));
+        group.sample_size(10);
+        for depth in [32, 64, 128, 256] {
+            let script = deep(kind, depth);
+            group.bench_with_input(BenchmarkId::from_parameter(depth), &script, |b, s| {
+                b.iter(|| Session::default().run(black_box(s)).unwrap())
+            });
+        }
+        group.finish();
+    }
+
+    let mut group = c.benchmark_group("12-block transformer, every parameter");
+    group.sample_size(10);
+    for (how, program) in [("one query each", false), ("one program", true)] {
+        let script = transformer(12, program);
+        group.bench_with_input(BenchmarkId::from_parameter(how), &script, |b, s| {
             b.iter(|| Session::default().run(black_box(s)).unwrap())
         });
     }

@@ -68,14 +68,14 @@ impl Renderer {
         let notation = if fmt == Format::Ascii { Notation::Ascii } else { Notation::Unicode };
         let mut lines = Vec::new();
         if !matches!(fmt, Format::Json | Format::Numpy) {
-            let texts = if fmt == Format::Latex {
-                a.adjoints.iter().map(|(n, b)| (print::latex::name(n, !b.shape.is_scalar()), print::latex(b))).collect()
-            } else {
-                a.adjoint_lines(notation)
-            };
-            for ((name, body), (text_name, text)) in a.adjoints.iter().zip(texts) {
+            for (i, (name, body)) in a.adjoints.iter().enumerate() {
                 if shown.insert((name.clone(), body.clone())) {
-                    lines.push(format!("{text_name} = {text}"));
+                    let (name, value) = if fmt == Format::Latex {
+                        (print::latex::name(name, !body.shape.is_scalar()), print::latex(body))
+                    } else {
+                        a.adjoint_line(i, notation)
+                    };
+                    lines.push(format!("{name} = {value}"));
                 }
             }
         }

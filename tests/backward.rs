@@ -8,6 +8,8 @@ use matdiff::eval::check::{random_values, TOLERANCE};
 use matdiff::session::{Outcome, Session};
 use rand::{rngs::StdRng, SeedableRng};
 
+use crate::network;
+
 fn program(s: &mut Session, src: &str) -> Backward {
     let mut out = s.run(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
     match out.pop() {
@@ -117,6 +119,27 @@ fn residual_chains_print_in_size_linear_in_depth() {
     // Linear growth is 4×; the names' digits add a little.
     assert!(p64 <= 5 * p16, "the program grows {p16} → {p64} bytes from 16 to 64 layers");
     assert!(s64 <= 5 * s16, "∂L/∂W1 grows {s16} → {s64} bytes from 16 to 64 layers");
+}
+
+#[test]
+fn deep_programs_print_in_size_linear_in_depth() {
+    for kind in ["mlp", "rnn", "residual"] {
+        let size = |depth: usize| {
+            let mut s = Session::default();
+            let b = program(&mut s, &network::deep(kind, depth));
+            text(&s, &b).len()
+        };
+        let (small, large) = (size(16), size(64));
+        assert!(large <= 5 * small, "{kind}: {small} → {large} bytes from depth 16 to 64");
+    }
+    // Two transformer blocks: every gradient checks.
+    let mut s = Session::default();
+    let b = program(&mut s, &network::transformer(2, true));
+    assert_eq!(b.gradients.len(), 22);
+    for g in &b.gradients {
+        let err = s.check(g).unwrap().unwrap();
+        assert!(err < TOLERANCE, "∂L/∂{:?}: {err}", g.wrt());
+    }
 }
 
 #[test]

@@ -12,6 +12,8 @@ mod derivatives;
 mod egraph;
 #[path = "hessians.rs"]
 mod hessians;
+#[path = "common/network.rs"]
+mod network;
 #[path = "op_count.rs"]
 mod op_count;
 #[path = "properties.rs"]

@@ -5,9 +5,7 @@ use matdiff::eval::flops::count;
 use matdiff::Session;
 use std::collections::HashMap;
 
-#[path = "common/network.rs"]
-mod network;
-use network::network;
+use crate::network::network;
 
 /// Hand-written backprop for ∂L/∂Wi, given the forward pass: e = hL - y (n),
 /// δ = 2 e ∘ (1 - hL²) (4n: square, subtract, multiply, scale), then per

@@ -11,12 +11,12 @@
 
 use crate::ast::{Ident, QueryKind};
 pub use crate::conventions::Conventions;
-use crate::diff::backward::{Adjoints, Program};
+use crate::diff::backward::{larger_than, Adjoints, Program, WHOLE_SIMPLIFY_NODES};
 use crate::diff::chain::{self, Derivation};
 pub use crate::diff::chain::{Lhs, Step};
 use crate::egraph::Limits;
 use crate::error::{Error, Result, Span};
-use crate::ir::{self, Expr, Op, VecOrder};
+use crate::ir::{self, Expr, Name, Op, VecOrder};
 use crate::typeck::{Env, Written};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -223,13 +223,14 @@ impl Answer {
     /// assert!(a.ascii().contains("delta_z2"));
     /// ```
     pub fn adjoint_lines(&self, n: crate::print::Notation) -> Vec<(String, String)> {
-        self.adjoints
-            .iter()
-            .map(|(name, body)| {
-                let name = if n == crate::print::Notation::Ascii { ascii_adjoint(name) } else { name.to_string() };
-                (name, self.render_expr(body, n))
-            })
-            .collect()
+        (0..self.adjoints.len()).map(|i| self.adjoint_line(i, n)).collect()
+    }
+
+    /// The `i`-th named adjoint, `(name, value)` in a text notation.
+    pub fn adjoint_line(&self, i: usize, n: crate::print::Notation) -> (String, String) {
+        let (name, body) = &self.adjoints[i];
+        let name = if n == crate::print::Notation::Ascii { ascii_adjoint(name) } else { name.to_string() };
+        (name, self.render_expr(body, n))
     }
 
     /// The names in force for the answer: `env` with the answer's adjoints
@@ -344,6 +345,7 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
     }
     let mut varying = Vec::new();
     let mut adjoints = Vec::new();
+    let mut presimplified = false;
     let (lhs, deriv) = match query {
         Query::Differential => {
             let d = chain::differential(env, &typed, &label, varies, conv.order);
@@ -359,9 +361,10 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
             (Some(Lhs::SecondDifferential(label.clone())), d)
         }
         Query::Gradient { x } if typed.shape.is_scalar() => {
-            let (lhs, d, a) = gradient(env, &typed, &label, x, settings, sweeps)?;
-            adjoints = a;
-            (Some(lhs), d)
+            let g = gradient(env, &typed, &label, x, settings, sweeps)?;
+            adjoints = g.adjoints;
+            presimplified = g.presimplified;
+            (Some(g.lhs), g.derivation)
         }
         Query::Gradient { x } | Query::Jacobian { x } => {
             variable(env, x)?;
@@ -387,7 +390,8 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
             (None, Derivation { answer: crate::simplify::tidy(&typed), steps: vec![] })
         }
     };
-    let fold = |e: &Expr| if query.is_derivative() { chain::fold_names(env, e) } else { e.clone() };
+    let folder = chain::Folder::new(env);
+    let fold = |e: &Expr| if query.is_derivative() { folder.fold(e) } else { e.clone() };
     let mut steps: Vec<Step> = if settings.steps {
         deriv.steps.into_iter().map(|s| Step { rhs: fold(&s.rhs), ..s }).collect()
     } else {
@@ -403,10 +407,11 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
     }
     // Cheapest equal form, for answers meant to be evaluated; Kronecker
     // forms and differentials keep their textbook shape.
-    if matches!(query, Query::Simplify | Query::Show | Query::Gradient { .. } | Query::Hessian { .. }) {
+    if matches!(query, Query::Simplify | Query::Show | Query::Gradient { .. } | Query::Hessian { .. }) && !presimplified
+    {
         expr = crate::egraph::simplify(&expr, conv.order, settings.limits).expr;
     }
-    let adjoints = simplified_adjoints(env, adjoints, settings, sweeps);
+    let adjoints = simplified_adjoints(&folder, adjoints, settings, sweeps);
     // The derivation ends with the answer itself, as printed without steps:
     // the last step gets the simplified form, and a gradient made symmetric
     // gets a line of its own after the unsymmetric one.
@@ -449,12 +454,17 @@ fn symmetrise(g: Expr) -> Expr {
 
 /// Named adjoints in the user's names and simplified, each once for every
 /// query that uses it.
-fn simplified_adjoints(env: &Env, adjoints: Adjoints, settings: Settings, sweeps: &mut Sweeps) -> Adjoints {
+fn simplified_adjoints(
+    folder: &chain::Folder,
+    adjoints: Adjoints,
+    settings: Settings,
+    sweeps: &mut Sweeps,
+) -> Adjoints {
     let order = settings.conventions.order;
     adjoints
         .into_iter()
         .map(|(name, body)| {
-            let key = (chain::fold_names(env, &body), order);
+            let key = (folder.fold(&body), order);
             let simple = match sweeps.simplified.get(&key) {
                 Some(s) => s.clone(),
                 None => {
@@ -506,27 +516,41 @@ fn reads_back(env: &Env, e: &Expr, order: VecOrder, in_context: bool) -> bool {
     }
 }
 
+/// A gradient as [`gradient`] writes it.
+struct Gradient {
+    lhs: Lhs,
+    derivation: Derivation,
+    /// The adjoints it names.
+    adjoints: Adjoints,
+    /// Whether it is already simplified, piece by piece.
+    presimplified: bool,
+}
+
 /// The gradient of a scalar: from the backward program shared by every
 /// gradient query of `f`, so the answer never depends on whether steps are
 /// kept, with the adjoints it uses more than once by name; with steps, the
 /// textbook derivation (Kronecker form, then `vec⁻¹`) beside it.
-fn gradient(
-    env: &Env,
-    f: &Expr,
-    label: &str,
-    x: &Ident,
-    settings: Settings,
-    sweeps: &mut Sweeps,
-) -> Result<(Lhs, Derivation, Adjoints)> {
+fn gradient(env: &Env, f: &Expr, label: &str, x: &Ident, settings: Settings, sweeps: &mut Sweeps) -> Result<Gradient> {
     let conv = settings.conventions;
     let xe = variable(env, x)?;
     let lhs = Lhs::Gradient { f: label.to_string(), x: x.name.clone() };
     if matches!(&f.op, Op::Var { name, .. } if **name == *x.name) {
-        return Ok((lhs, chain::gradient(env, f, label, &x.name, conv.order, x.span)?, vec![]));
+        let derivation = chain::gradient(env, f, label, &x.name, conv.order, x.span)?;
+        return Ok(Gradient { lhs, derivation, adjoints: vec![], presimplified: false });
     }
     let program = program(env, f, conv.order, sweeps, x.span)?;
     let root = program.grads.get(x.name.as_str()).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone()));
-    let slice = program.written(&[root]);
+    let mut slice = program.written(std::slice::from_ref(&root), false);
+    // A deep chain written inline is put together from adjoints simplified
+    // one by one (each once for all queries), not simplified as a whole.
+    let presimplified = larger_than(&slice.roots[0], WHOLE_SIMPLIFY_NODES);
+    if presimplified {
+        let folder = chain::Folder::new(env);
+        let key = (f.clone(), env.defs.len(), conv.order);
+        let program = sweeps.programs.get_mut(&key).expect("the program just made");
+        program.simplify_settled(&mut |e| crate::egraph::simplify(&folder.fold(e), conv.order, settings.limits).expr);
+        slice = program.written(&[root], true);
+    }
     let adjoints = slice.adjoints;
     let answer = slice.roots.into_iter().next().expect("the answer");
     let mut steps = vec![Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: answer.clone() }];
@@ -545,7 +569,7 @@ fn gradient(
             }
         }
     }
-    Ok((lhs, Derivation { answer, steps }, adjoints))
+    Ok(Gradient { lhs, derivation: Derivation { answer, steps }, adjoints, presimplified })
 }
 
 /// The backward program of a scalar `f`, from one reverse sweep shared by
@@ -616,14 +640,19 @@ pub fn backward(cx: Context<'_>, f: Function, vars: &[Ident], span: Span) -> Res
         .zip(&leaves)
         .map(|(x, xe)| program.grads.get(x.name.as_str()).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone())))
         .collect();
-    let slice = program.written(&roots);
-    let adjoints = simplified_adjoints(env, slice.adjoints, settings, sweeps);
+    let slice = program.written(&roots, false);
+    let folder = chain::Folder::new(env);
+    let adjoints = simplified_adjoints(&folder, slice.adjoints, settings, sweeps);
     let written = Rc::new(written);
+    // Which adjoints must write their identities' sizes, decided once.
+    let with_adjoints = env.with_definitions(&adjoints);
+    let sized: std::collections::HashSet<&Name> =
+        adjoints.iter().filter(|(_, b)| !reads_back(&with_adjoints, b, conv.order, false)).map(|(n, _)| n).collect();
     let gradients = vars
         .iter()
         .zip(slice.roots)
         .map(|(x, root)| {
-            let mut expr = chain::fold_names(env, &root);
+            let mut expr = folder.fold(&root);
             if symmetric_variable(env, x, &expr) {
                 expr = symmetrise(expr);
             }
@@ -631,7 +660,8 @@ pub fn backward(cx: Context<'_>, f: Function, vars: &[Ident], span: Span) -> Res
             let own = crate::diff::backward::needed(&adjoints, &[&expr]);
             let lhs = Lhs::Gradient { f: label.clone(), x: x.name.clone() };
             Answer {
-                sized_identities: sized_identities(env, &expr, &own, conv.order),
+                sized_identities: !reads_back(&with_adjoints, &expr, conv.order, true)
+                    || own.iter().any(|(n, _)| sized.contains(n)),
                 adjoints: own,
                 query: Query::Gradient { x: x.clone() },
                 lhs: Some(lhs.clone()),

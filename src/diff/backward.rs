@@ -37,6 +37,26 @@ pub struct Program {
     /// Each adjoint with the adjoints used once written inline: the one
     /// value a shared adjoint has in every answer that names it.
     settled: Vec<Expr>,
+    /// `settled`, each simplified on its own (see [`Program::simplify_settled`]).
+    simple: Option<Vec<Expr>>,
+}
+
+/// The most nodes an answer is simplified as a whole: a larger one (a deep
+/// chain written inline) is put together from adjoints simplified one by one.
+pub const WHOLE_SIMPLIFY_NODES: usize = 400;
+
+/// Whether `e`, as a tree, has more than `limit` nodes.
+pub fn larger_than(e: &Expr, limit: usize) -> bool {
+    let mut n = 0usize;
+    let mut stack = vec![e];
+    while let Some(x) = stack.pop() {
+        n += 1;
+        if n > limit {
+            return true;
+        }
+        stack.extend(x.op.children());
+    }
+    false
 }
 
 /// The adjoint names that occur in `e`, once per occurrence.
@@ -65,7 +85,9 @@ impl Program {
     }
 
     /// `e` with the adjoints for which `inline` holds written out, their
-    /// values taken from `body`.
+    /// values taken from `body`. Only what is finally written is tidied
+    /// ([`tidied`]): tidying every partial result would visit a chain of
+    /// inlined adjoints once per link.
     fn substitute(
         &self,
         e: &Expr,
@@ -73,13 +95,13 @@ impl Program {
         inline: &dyn Fn(usize) -> bool,
         body: &[Expr],
     ) -> Expr {
-        crate::simplify::tidy(&ir::map_bottom_up(e, &mut |n| match &n.op {
+        ir::map_bottom_up(e, &mut |n| match &n.op {
             Op::Var { name, .. } => match index.get(name) {
                 Some(&j) if inline(j) => body[j].clone(),
                 _ => n,
             },
             _ => n,
-        }))
+        })
     }
 
     /// Decides which adjoints keep their names (those used more than once
@@ -101,6 +123,11 @@ impl Program {
             let v = self.substitute(b, &index, &|j| !self.shared[j], &settled);
             settled.push(v);
         }
+        for (i, v) in settled.iter_mut().enumerate() {
+            if self.shared[i] {
+                *v = tidied(v);
+            }
+        }
         self.settled = settled;
     }
 
@@ -109,10 +136,13 @@ impl Program {
     /// one used once, by a root, is written into it. So a plain chain reads
     /// as one formula and every named adjoint has the same value in every
     /// answer of the program.
-    pub fn written(&self, roots: &[Expr]) -> Slice {
+    /// With `simplified`, from the adjoints simplified one by one (after
+    /// [`Program::simplify_settled`]).
+    pub fn written(&self, roots: &[Expr], simplified: bool) -> Slice {
         let index = self.index();
+        let settled = if simplified { self.simple.as_ref().unwrap_or(&self.settled) } else { &self.settled };
         let mut roots: Vec<Expr> =
-            roots.iter().map(|r| self.substitute(r, &index, &|j| !self.shared[j], &self.settled)).collect();
+            roots.iter().map(|r| self.substitute(r, &index, &|j| !self.shared[j], settled)).collect();
         let n = self.adjoints.len();
         // How often each shared adjoint is used in the roots' closure, and by the roots themselves.
         let mut count = vec![0usize; n];
@@ -132,7 +162,7 @@ impl Program {
                 continue;
             }
             let mut found = Vec::new();
-            uses(&self.settled[i], &index, &mut found);
+            uses(&settled[i], &index, &mut found);
             for j in found {
                 count[j] += 1;
                 needed[j] = true;
@@ -144,7 +174,7 @@ impl Program {
             if needed[i] && count[i] == 1 && in_root[i] == 1 {
                 inline[i] = true;
                 let mut found = Vec::new();
-                uses(&self.settled[i], &index, &mut found);
+                uses(&settled[i], &index, &mut found);
                 for j in found {
                     in_root[j] += 1;
                 }
@@ -152,19 +182,28 @@ impl Program {
         }
         if inline.iter().any(|&b| b) {
             // Substituting in order, each inline adjoint already holds the ones it uses.
-            let mut body = self.settled.clone();
+            let mut body = settled.clone();
             for i in 0..n {
                 if inline[i] {
-                    body[i] = self.substitute(&self.settled[i], &index, &|j| inline[j], &body);
+                    body[i] = self.substitute(&settled[i], &index, &|j| inline[j], &body);
                 }
             }
             roots = roots.iter().map(|r| self.substitute(r, &index, &|j| inline[j], &body)).collect();
         }
         let adjoints = (0..n)
             .filter(|&i| needed[i] && !inline[i])
-            .map(|i| (self.adjoints[i].0.clone(), self.settled[i].clone()))
+            .map(|i| (self.adjoints[i].0.clone(), settled[i].clone()))
             .collect();
+        let roots = roots.iter().map(tidied).collect();
         Slice { adjoints, roots }
+    }
+
+    /// Simplifies every settled adjoint on its own with `f`, once; answers
+    /// written after it are put together from those forms.
+    pub fn simplify_settled(&mut self, f: &mut dyn FnMut(&Expr) -> Expr) {
+        if self.simple.is_none() {
+            self.simple = Some(self.settled.iter().map(f).collect());
+        }
     }
 
     /// `roots` with every adjoint written out. `Err` carries the number of
@@ -199,8 +238,12 @@ impl Program {
         if total > MAX_INLINE_NODES {
             return Err(total);
         }
-        Ok(roots.iter().map(|r| self.substitute(r, &index, &|_| true, &body)).collect())
+        Ok(roots.iter().map(|r| tidied(&self.substitute(r, &index, &|_| true, &body))).collect())
     }
+}
+
+fn tidied(e: &Expr) -> Expr {
+    crate::simplify::tidy(e)
 }
 
 /// The adjoints of `adjoints` (in the order computed, each using only

@@ -89,15 +89,30 @@ fn dependents(env: &Env, x: &str) -> BTreeSet<String> {
 /// Writes subexpressions that equal a definition with the defined name
 /// (`σ(X w)` becomes `p` after `p = σ(X w)`), innermost first.
 pub fn fold_names(env: &Env, e: &Expr) -> Expr {
-    let bodies: std::collections::HashMap<&Expr, &str> =
-        env.defs.iter().filter_map(|n| Some((env.definition(n)?, n.as_str()))).collect();
-    if bodies.is_empty() {
-        return e.clone();
+    Folder::new(env).fold(e)
+}
+
+/// [`fold_names`] for many expressions, with the definitions looked up once.
+pub struct Folder<'e> {
+    bodies: std::collections::HashMap<&'e Expr, &'e str>,
+}
+
+impl<'e> Folder<'e> {
+    /// The definitions of `env`, by body.
+    pub fn new(env: &'e Env) -> Folder<'e> {
+        Folder { bodies: env.defs.iter().filter_map(|n| Some((env.definition(n)?, n.as_str()))).collect() }
     }
-    ir::map_bottom_up(e, &mut |n| match bodies.get(&n) {
-        Some(name) if !matches!(n.op, Op::Var { .. }) => ir::var(name, n.shape.clone(), false),
-        _ => n,
-    })
+
+    /// `e` with every subexpression equal to a definition written as its name.
+    pub fn fold(&self, e: &Expr) -> Expr {
+        if self.bodies.is_empty() {
+            return e.clone();
+        }
+        ir::map_bottom_up(e, &mut |n| match self.bodies.get(&n) {
+            Some(name) if !matches!(n.op, Op::Var { .. }) => ir::var(name, n.shape.clone(), false),
+            _ => n,
+        })
+    }
 }
 
 /// Sets the differentials of names outside `keep` to zero.
