@@ -52,3 +52,20 @@ fn readme_tour_runs() {
         }
     }
 }
+
+#[test]
+fn readme_backward_program_is_what_matdiff_prints() {
+    let readme = include_str!("../README.md");
+    let marker = "`∂L/∂(Wq, Wk, Wv, γ1, β1, W1, b1, W2, b2, γ2, β2)`:\n\n```text\n";
+    let start = readme.find(marker).expect("the transformer program in the README") + marker.len();
+    let shown = &readme[start..start + readme[start..].find("```").expect("end of the block")];
+    let script: String = include_str!("../examples/transformer_block.mdiff")
+        .lines()
+        .filter(|l| !l.starts_with('∂'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut s = matdiff::Session::default();
+    let out = s.run(&format!("{script}∂L/∂(Wq, Wk, Wv, γ1, β1, W1, b1, W2, b2, γ2, β2)")).expect("runs");
+    let Some(matdiff::session::Outcome::Backward(b)) = out.last() else { panic!("a backward program") };
+    assert_eq!(s.renderer().backward(b, &[], &mut Default::default()), shown.trim_end());
+}
