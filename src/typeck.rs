@@ -863,6 +863,13 @@ impl<'a> Checker<'a> {
                     ("t", "X' or Xᵀ"),
                 ];
                 let alias = ALIASES.iter().find(|(a, _)| *a == n).map(|(_, b)| *b);
+                if ["grad", "jacobian", "hessian", "simplify", "shape"].contains(&n) {
+                    return Err(Error::name(name.span, format!("`{n}(…)` is a query, not a function"), "a query")
+                        .with_help(format!(
+                            "write it on a line of its own, as in `{n}(L, W)`; a derivative cannot yet be part \
+                             of an expression or a definition"
+                        )));
+                }
                 let help = match alias.or(close) {
                     Some(k) => format!("did you mean `{k}`? To use a new scalar function, declare it: `{n}: R -> R`"),
                     None => {
