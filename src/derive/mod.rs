@@ -653,6 +653,7 @@ pub fn backward(cx: Context<'_>, f: Function, vars: &[Ident], span: Span) -> Res
     }
     let adjoints = simplified_adjoints(&folder, slice.adjoints, settings, sweeps);
     let written = Rc::new(written);
+    let closure = crate::diff::backward::Closure::new(&adjoints);
     // Which adjoints must write their identities' sizes, decided once.
     let with_adjoints = env.with_definitions(&adjoints);
     let sized: std::collections::HashSet<&Name> =
@@ -669,7 +670,7 @@ pub fn backward(cx: Context<'_>, f: Function, vars: &[Ident], span: Span) -> Res
             if !large {
                 expr = crate::egraph::simplify(&expr, conv.order, settings.limits).expr;
             }
-            let own = crate::diff::backward::needed(&adjoints, &[&expr]);
+            let own = closure.of(&expr);
             let lhs = Lhs::Gradient { f: label.clone(), x: x.name.clone() };
             Answer {
                 sized_identities: !reads_back(&with_adjoints, &expr, conv.order, true)

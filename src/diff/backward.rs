@@ -246,28 +246,43 @@ fn tidied(e: &Expr) -> Expr {
     crate::simplify::tidy(e)
 }
 
-/// The adjoints of `adjoints` (in the order computed, each using only
-/// earlier ones) that `roots` use, directly or through other adjoints.
-pub fn needed(adjoints: &[(Name, Expr)], roots: &[&Expr]) -> Adjoints {
-    let index: HashMap<Name, usize> = adjoints.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
-    let mut needed = vec![false; adjoints.len()];
-    let mut found = Vec::new();
-    for r in roots {
-        uses(r, &index, &mut found);
+/// Which of a list of adjoints (in the order computed, each using only
+/// earlier ones) an expression uses, directly or through other adjoints.
+pub struct Closure<'a> {
+    adjoints: &'a [(Name, Expr)],
+    index: HashMap<Name, usize>,
+    /// The adjoints each adjoint's value uses directly.
+    deps: Vec<Vec<usize>>,
+}
+
+impl<'a> Closure<'a> {
+    /// Reads each adjoint's value once.
+    pub fn new(adjoints: &'a [(Name, Expr)]) -> Closure<'a> {
+        let index: HashMap<Name, usize> = adjoints.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
+        let deps = adjoints
+            .iter()
+            .map(|(_, b)| {
+                let mut found = Vec::new();
+                uses(b, &index, &mut found);
+                found
+            })
+            .collect();
+        Closure { adjoints, index, deps }
     }
-    for j in found {
-        needed[j] = true;
-    }
-    for i in (0..adjoints.len()).rev() {
-        if needed[i] {
-            let mut found = Vec::new();
-            uses(&adjoints[i].1, &index, &mut found);
-            for j in found {
-                needed[j] = true;
+
+    /// The adjoints `root` uses, in the order computed.
+    pub fn of(&self, root: &Expr) -> Adjoints {
+        let mut needed = vec![false; self.adjoints.len()];
+        let mut stack = Vec::new();
+        uses(root, &self.index, &mut stack);
+        while let Some(i) = stack.pop() {
+            if !needed[i] {
+                needed[i] = true;
+                stack.extend(&self.deps[i]);
             }
         }
+        self.adjoints.iter().zip(needed).filter(|(_, n)| *n).map(|(a, _)| a.clone()).collect()
     }
-    adjoints.iter().zip(needed).filter(|(_, n)| *n).map(|(a, _)| a.clone()).collect()
 }
 
 /// A name for the adjoint of `u` that no name in `taken` has: `δu`, else
