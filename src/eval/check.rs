@@ -3,7 +3,7 @@
 //! A check is a second opinion: every finite difference is of the function
 //! as written, evaluated by [`super::reference`] straight from the parsed
 //! script on arrays, never of the typed, simplified form under test. Only
-//! the answer itself is evaluated from the IR ([`Evaluator`]), under the
+//! the answer itself is evaluated from the IR ([`super::Evaluator`]), under the
 //! conventions it was derived under.
 //!
 //! - A gradient or Jacobian is compared with the Jacobian of `vec(F)` by
