@@ -162,3 +162,22 @@ fn a_program_refuses_what_it_cannot_answer() {
     let b = program(&mut s, "∂L/∂(A, B)");
     assert_eq!(b.gradients[1].text(), "0");
 }
+
+#[test]
+fn hessians_through_residual_chains_print_in_size_linear_in_depth() {
+    let hessian = |layers: usize| {
+        let mut s = Session::default();
+        let a = s.answers(&format!("{}hessian(L, x)", residual_chain(layers))).unwrap().remove(0);
+        let printed = s.renderer().answer(&a, None);
+        (s, a, printed.len())
+    };
+    let (_, _, small) = hessian(16);
+    let (_, _, large) = hessian(64);
+    assert!(large <= 5 * small, "the Hessian grows {small} → {large} bytes from 16 to 64 layers");
+    // It names the gradient's shared adjoints and the Jacobians by them, and checks.
+    let (s, a, _) = hessian(5);
+    assert!(a.adjoints.iter().any(|(n, _)| n.starts_with('δ')), "{:?}", a.adjoints);
+    assert!(a.adjoints.iter().any(|(n, _)| n.starts_with("J_")), "{:?}", a.adjoints);
+    let err = s.check(&a).unwrap().unwrap();
+    assert!(err < TOLERANCE, "{}: {err}", a.text());
+}

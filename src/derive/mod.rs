@@ -370,6 +370,7 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
             variable(env, x)?;
             let d = chain::jacobian(env, &typed, &label, &x.name, conv, x.span)?;
             let lhs = d.steps.last().expect("answer step").lhs.clone();
+            adjoints = d.named.clone();
             (Some(lhs), d)
         }
         Query::Hessian { x, y } => {
@@ -384,10 +385,11 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
             }
             let y = y.as_ref().map(|y| y.name.as_str());
             let (d, _) = chain::hessian(env, &typed, &label, &x.name, y, conv.order, x.span)?;
+            adjoints = d.named.clone();
             (Some(d.steps.last().expect("answer step").lhs.clone()), d)
         }
         Query::Simplify | Query::Show | Query::Shape => {
-            (None, Derivation { answer: crate::simplify::tidy(&typed), steps: vec![] })
+            (None, Derivation { answer: crate::simplify::tidy(&typed), steps: vec![], named: vec![] })
         }
     };
     let folder = chain::Folder::new(env);
@@ -569,7 +571,7 @@ fn gradient(env: &Env, f: &Expr, label: &str, x: &Ident, settings: Settings, swe
             }
         }
     }
-    Ok(Gradient { lhs, derivation: Derivation { answer, steps }, adjoints, presimplified })
+    Ok(Gradient { lhs, derivation: Derivation { answer, steps, named: vec![] }, adjoints, presimplified })
 }
 
 /// The backward program of a scalar `f`, from one reverse sweep shared by

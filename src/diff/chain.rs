@@ -5,7 +5,7 @@
 //! Definitions are processed from the last to the first (reverse
 //! topological order), so each intermediate is visited once.
 
-use super::backward::{self, Program};
+use super::backward::{self, Adjoints, Program};
 use super::identify::{self, NotIdentified};
 use crate::error::{Error, Result, Span};
 use crate::ir::{self, Expr, Name, Op, VecOrder};
@@ -71,6 +71,10 @@ pub struct Derivation {
     pub answer: Expr,
     /// The steps, in textbook order; the last one is the answer.
     pub steps: Vec<Step>,
+    /// Intermediates the answer uses by name, in the order computed: the
+    /// adjoints `δu` of a gradient and the Jacobians `J_u` of a Jacobian
+    /// sweep that more than one path would otherwise repeat.
+    pub named: Adjoints,
 }
 
 /// The names that depend on `x` (including `x`), following definitions.
@@ -192,6 +196,10 @@ pub fn jacobian(env: &Env, f: &Expr, f_label: &str, x: &str, conv: Conventions, 
         Ok(())
     };
     edge(&root.label, &root.d, None, &mut steps, &mut acc)?;
+    // The Jacobian by a definition used on several paths is named once
+    // (`J_u`), so that the paths through it do not each repeat it.
+    let mut named: Adjoints = Vec::new();
+    let mut taken = BTreeSet::new();
     for u in env.defs.iter().rev() {
         if u == x || !dep.contains(u) {
             continue;
@@ -199,9 +207,18 @@ pub fn jacobian(env: &Env, f: &Expr, f_label: &str, x: &str, conv: Conventions, 
         let Some(parts) = acc.remove(u.as_str()) else {
             continue;
         };
-        let ju = ir::sum_of(parts.iter().map(|(j, _)| j.clone()).collect());
+        let mut ju = ir::sum_of(parts.iter().map(|(j, _)| j.clone()).collect());
         let paths: Vec<Vec<Lhs>> = parts.into_iter().map(|(_, p)| p).filter(|p| !p.is_empty()).collect();
         let du = restrict(&super::differential(env.definition(u).expect("definition")), &keep);
+        let mut uses = Vec::new();
+        du.diff_names(&mut uses);
+        if uses.len() > 1 && !backward::is_atomic(&ju) {
+            let name = jacobian_name(u, &|n| env.names.contains_key(n) || taken.contains(n));
+            taken.insert(name.clone());
+            let v = ir::var(&name, ju.shape.clone(), false);
+            named.push((name.as_str().into(), crate::simplify::tidy(&ju)));
+            ju = v;
+        }
         edge(u, &du, Some((&ju, &paths)), &mut steps, &mut acc)?;
     }
     let parts = acc.remove(x).unwrap_or_default();
@@ -224,7 +241,20 @@ pub fn jacobian(env: &Env, f: &Expr, f_label: &str, x: &str, conv: Conventions, 
         steps.pop();
     }
     steps.push(Step { lhs, formula: chained.then_some(formula), reshape: false, rhs: answer.clone() });
-    Ok(Derivation { answer, steps })
+    Ok(Derivation { answer, steps, named })
+}
+
+/// A name for the Jacobian by `u` that no name in `taken` has: `J_u`, else
+/// `J_u_2`, ….
+fn jacobian_name(u: &str, taken: &dyn Fn(&str) -> bool) -> String {
+    let base = format!("J_{u}");
+    let mut name = base.clone();
+    let mut k = 2;
+    while taken(&name) {
+        name = format!("{base}_{k}");
+        k += 1;
+    }
+    name
 }
 
 /// What `f` stands for: the definition of a defined name, else `f` itself.
@@ -334,7 +364,7 @@ pub fn gradient(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, sp
         vec![Step { lhs: Lhs::Differential(root.label.clone()), formula: None, reshape: false, rhs: root.d.clone() }];
     steps.extend(passed.iter().zip(roots).map(|(u, g)| step(u, g)));
     steps.push(step(x, answer.clone()));
-    Ok(Derivation { answer, steps })
+    Ok(Derivation { answer, steps, named: vec![] })
 }
 
 /// `dF` in the names `F` mentions directly. For a scalar `F` it is written
@@ -374,7 +404,7 @@ pub fn differential(env: &Env, f: &Expr, f_label: &str, varies: &dyn Fn(&str) ->
     };
     let steps =
         vec![Step { lhs: Lhs::Differential(f_label.to_string()), formula: None, reshape: false, rhs: answer.clone() }];
-    Derivation { answer, steps }
+    Derivation { answer, steps, named: vec![] }
 }
 
 /// The Hessian of a scalar `F`: the Jacobian `∂g/∂vec(X)ᵀ` of its gradient
@@ -391,14 +421,33 @@ pub fn hessian(
     order: VecOrder,
     span: Span,
 ) -> Result<(Derivation, Expr)> {
-    let g = gradient(env, f, f_label, x, order, span)?;
-    let grad = g.answer.clone();
+    let xe = check_wrt(env, x, span)?;
+    if !f.shape.is_scalar() {
+        return Err(Error::unsupported(span, format!("`{f_label}` is {}, not a scalar", f.shape)));
+    }
+    // The gradient as a backward program, its shared adjoints named; the
+    // Jacobian sweep then goes through those names like any definition, and
+    // names its own shared Jacobians, so neither repeats a path.
+    let dep = dependents(env, x);
+    let keep = |n: &str| dep.contains(n);
+    let root = root(env, f, f_label, &keep, x);
+    let (_, program) = reverse(env, &root.d, &keep, Some(x), order).map_err(|e| Error::unsupported(span, e.0))?;
+    let g0 = program.grads.get(x).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone()));
+    let slice = program.written(&[g0], false);
+    let grad = slice.roots[0].clone();
+    let inner = env.with_definitions(&slice.adjoints);
     let gv = if grad.shape.cols.is_one() { grad.clone() } else { ir::vec(grad.clone(), order) };
     let conv = Conventions { layout: Layout::Numerator, order };
-    let j = jacobian(env, &gv, f_label, y.unwrap_or(x), conv, span)?;
+    let j = jacobian(&inner, &gv, f_label, y.unwrap_or(x), conv, span)?;
     let answer = crate::simplify::tidy(&j.answer);
+    let mut named = slice.adjoints;
+    named.extend(j.named);
     let is_matrix = |n: &str| !env.leaf(n).is_some_and(|e| e.shape.is_vector());
-    let mut steps = g.steps;
+    let step = |lhs: Lhs, rhs: Expr| Step { lhs, formula: None, reshape: false, rhs };
+    let mut steps = vec![
+        step(Lhs::Differential(root.label.clone()), root.d.clone()),
+        step(Lhs::Gradient { f: root.label.clone(), x: x.to_string() }, grad),
+    ];
     steps.push(Step {
         lhs: Lhs::Hessian {
             f: f_label.to_string(),
@@ -410,7 +459,7 @@ pub fn hessian(
         reshape: false,
         rhs: answer.clone(),
     });
-    Ok((Derivation { answer, steps }, gv))
+    Ok((Derivation { answer, steps, named }, gv))
 }
 
 /// The second differential `d²F`, holding the differentials of the
@@ -430,7 +479,7 @@ pub fn second_differential(env: &Env, f: &Expr, f_label: &str, varies: &dyn Fn(&
         },
         Step { lhs: Lhs::SecondDifferential(f_label.to_string()), formula: None, reshape: false, rhs: second.clone() },
     ];
-    Derivation { answer: second, steps }
+    Derivation { answer: second, steps, named: vec![] }
 }
 
 /// `d(e)` in the differentials of declared matrices only: a defined name's
