@@ -6,8 +6,6 @@ use matdiff::codegen::Item;
 use matdiff::diff::chain::{Conventions, Layout};
 use matdiff::ir::VecOrder;
 use matdiff::session::{Options, Outcome, Session};
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 /// Reads the generated modules and the gradients asked for from stdin, then
 /// checks every gradient function against central differences of the case's
@@ -187,15 +185,7 @@ fn gradients_match_finite_differences(example: &str, script: &str, gradients: &[
         modules.push(serde_json::json!({ "conventions": conventions, "module": module, "functions": functions }));
     }
     let input = serde_json::json!({ "modules": modules, "gradients": gradients });
-    let mut child = Command::new("python3")
-        .args(["-c", &DRIVER.replace("\nCASE\n", reference)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (CI installs it with numpy)");
-    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::python::run(&DRIVER.replace("\nCASE\n", reference), input.to_string());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{example}:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("largest relative error"), "{example}: {stdout}");

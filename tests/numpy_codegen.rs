@@ -6,8 +6,7 @@ use matdiff::eval::check::random_values;
 use matdiff::eval::{Evaluator, Mat};
 use matdiff::session::{Options, Session};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const DRIVER: &str = r#"
 import inspect, json, keyword, math, re, sys, unicodedata
@@ -95,15 +94,7 @@ fn agree_in(script: &str, options: Options, dtype: &str) -> usize {
         "module": module, "functions": names, "mats": mats, "diffs": diff_json, "sizes": sizes, "dtype": dtype,
         "funcs": funcs,
     });
-    let mut child = Command::new("python3")
-        .args(["-c", &crate::python::with_user_functions(DRIVER)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (CI installs it with numpy)");
-    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::python::run(&crate::python::with_user_functions(DRIVER), input.to_string());
     assert!(out.status.success(), "python failed:\n{}\n{module}", String::from_utf8_lossy(&out.stderr));
     let results: Vec<Vec<Vec<f64>>> = serde_json::from_slice(&out.stdout).unwrap();
     for (a, got) in answers.iter().zip(&results) {

@@ -1223,7 +1223,6 @@ type Expected = (String, String, Mat);
 /// Runs the NumPy functions of a batch of scripts in one Python process and
 /// compares them with the evaluator: the failures, by script.
 fn numpy_batch(cases: &[WeakCase]) -> (Vec<(usize, Fail)>, usize) {
-    use std::io::Write;
     let mut input = Vec::new();
     let mut expected: Vec<(usize, Vec<Expected>, String)> = Vec::new();
     let mut fails = Vec::new();
@@ -1277,18 +1276,8 @@ fn numpy_batch(cases: &[WeakCase]) -> (Vec<(usize, Fail)>, usize) {
     if input.is_empty() {
         return (fails, 0);
     }
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", &crate::python::with_user_functions(NUMPY_DRIVER)])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
     let payload = serde_json::Value::Array(input).to_string();
-    let mut stdin = child.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || stdin.write_all(payload.as_bytes()));
-    let out = child.wait_with_output().expect("python3 finishes");
-    let _ = writer.join();
+    let out = crate::python::run(&crate::python::with_user_functions(NUMPY_DRIVER), payload);
     assert!(out.status.success(), "the NumPy driver failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("the driver prints JSON");
     let mut compared = 0;

@@ -288,7 +288,11 @@ impl<'a> Closure<'a> {
 /// A name for the adjoint of `u` that no name in `taken` has: `δu`, else
 /// `δu_2`, `δu_3`, ….
 pub fn adjoint_name(u: &str, taken: &dyn Fn(&str) -> bool) -> String {
-    let base = format!("δ{u}");
+    fresh(format!("δ{u}"), taken)
+}
+
+/// `base`, else the first of `base_2`, `base_3`, … that `taken` refuses.
+pub fn fresh(base: String, taken: &dyn Fn(&str) -> bool) -> String {
     let mut name = base.clone();
     let mut k = 2;
     while taken(&name) {

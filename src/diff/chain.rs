@@ -213,7 +213,7 @@ pub fn jacobian(env: &Env, f: &Expr, f_label: &str, x: &str, conv: Conventions, 
         let mut uses = Vec::new();
         du.diff_names(&mut uses);
         if uses.len() > 1 && !backward::is_atomic(&ju) {
-            let name = jacobian_name(u, &|n| env.names.contains_key(n) || taken.contains(n));
+            let name = backward::fresh(format!("J_{u}"), &|n| env.names.contains_key(n) || taken.contains(n));
             taken.insert(name.clone());
             let v = ir::var(&name, ju.shape.clone(), false);
             named.push((name.as_str().into(), crate::simplify::tidy(&ju)));
@@ -242,19 +242,6 @@ pub fn jacobian(env: &Env, f: &Expr, f_label: &str, x: &str, conv: Conventions, 
     }
     steps.push(Step { lhs, formula: chained.then_some(formula), reshape: false, rhs: answer.clone() });
     Ok(Derivation { answer, steps, named })
-}
-
-/// A name for the Jacobian by `u` that no name in `taken` has: `J_u`, else
-/// `J_u_2`, ….
-fn jacobian_name(u: &str, taken: &dyn Fn(&str) -> bool) -> String {
-    let base = format!("J_{u}");
-    let mut name = base.clone();
-    let mut k = 2;
-    while taken(&name) {
-        name = format!("{base}_{k}");
-        k += 1;
-    }
-    name
 }
 
 /// What `f` stands for: the definition of a defined name, else `f` itself.

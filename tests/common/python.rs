@@ -17,3 +17,22 @@ def user(name, k):
 pub fn with_user_functions(driver: &str) -> String {
     format!("import math\nimport numpy as np\n{USER_FUNCTIONS}\n{driver}")
 }
+
+/// Runs the Python `program` with `input` on its standard input, written
+/// from another thread so that neither side waits on a full pipe.
+pub fn run(program: &str, input: String) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("python3")
+        .args(["-c", program])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (CI installs it with numpy)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("python3 finishes");
+    let _ = writer.join();
+    out
+}
