@@ -676,6 +676,14 @@ impl Gen<'_> {
             }
             Op::Transpose(x) => b.transpose(&self.expr(x)),
             Op::Inverse(x) => b.inv(&self.expr(x)),
+            // ‖y‖²: the sum of squares, not the square of a square root.
+            Op::Power(x, 2) if matches!(x.op, Op::Norm(_)) => {
+                let Op::Norm(y) = &x.op else { unreachable!() };
+                let y = self.expr(y);
+                scalar(b.sum(&b.mul(&y, &y)))
+            }
+            // A power of a 1×1 value is a power of a number.
+            Op::Power(x, k) if x.shape.is_scalar() => b.pow(&self.expr(x), &BigRational::from_integer((*k).into())),
             Op::Power(x, k) => b.matrix_power(&self.expr(x), *k),
             Op::Hadamard(x, y) => {
                 let x = self.expr(x);
