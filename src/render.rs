@@ -70,12 +70,20 @@ impl Renderer {
         if !matches!(fmt, Format::Json | Format::Numpy) {
             for (i, (name, body)) in a.adjoints.iter().enumerate() {
                 if shown.insert((name.clone(), body.clone())) {
+                    // With steps, what the adjoint is: δd2 = ∂L/∂d2 = ….
+                    let meaning = match (&a.lhs, a.adjoint_of.get(name)) {
+                        (Some(Lhs::Gradient { f, .. }), Some(u)) if self.steps => {
+                            let l = Lhs::Gradient { f: f.clone(), x: u.to_string() };
+                            format!("{} = ", self.lhs(&l))
+                        }
+                        _ => String::new(),
+                    };
                     let (name, value) = if fmt == Format::Latex {
                         (print::latex::name(name, !body.shape.is_scalar()), print::latex(body))
                     } else {
                         a.adjoint_line(i, notation)
                     };
-                    lines.push(format!("{name} = {value}"));
+                    lines.push(format!("{name} = {meaning}{value}"));
                 }
             }
         }

@@ -30,6 +30,7 @@ pub struct Options {
 
 /// What a statement produced.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per statement: boxing buys nothing
 pub enum Outcome {
     /// Names were declared.
     Declared,

@@ -38,6 +38,13 @@ fn the_seed_network_as_the_lecture_writes_it() {
         r.backward(&b, &[], &mut Default::default())
     };
     assert!(ascii.contains("delta_d2 = "), "{ascii}");
+    // With steps, each adjoint says what it is.
+    let steps = {
+        let mut r = s.renderer();
+        r.steps = true;
+        r.backward(&b, &[], &mut Default::default())
+    };
+    assert!(steps.contains("δd1 = ∂L/∂d1 = δd2 W2ᵀ ∘ f1'(d1)"), "{steps}");
     for g in &b.gradients {
         let err = s.check(g).unwrap().unwrap();
         assert!(err < TOLERANCE, "{}: {err}", g.text());

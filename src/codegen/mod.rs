@@ -897,6 +897,7 @@ pub fn functions(env: &Env, answers: &[crate::derive::Answer]) -> Vec<Function> 
 
 /// What a function is generated for: an answer, or a backward program.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per query, built once: boxing buys nothing
 pub enum Item {
     /// One function computing the answer.
     Answer(crate::derive::Answer),

@@ -149,6 +149,9 @@ pub struct Answer {
     /// (`δd2 = …`): those of a backward program used more than once. Each
     /// mentions only the script's names and the adjoints before it.
     pub adjoints: Adjoints,
+    /// The definition each named adjoint belongs to (`δd2` is `∂L/∂d2`),
+    /// for the derivation's lines.
+    pub adjoint_of: Rc<HashMap<Name, Name>>,
     /// The derivation, ending with the answer (with steps kept).
     pub steps: Vec<Step>,
     /// The query's span in the source.
@@ -345,6 +348,7 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
     }
     let mut varying = Vec::new();
     let mut adjoints = Vec::new();
+    let mut adjoint_of = Rc::default();
     let mut presimplified = false;
     let (lhs, deriv) = match query {
         Query::Differential => {
@@ -363,6 +367,7 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
         Query::Gradient { x } if typed.shape.is_scalar() => {
             let g = gradient(env, &typed, &label, x, settings, sweeps)?;
             adjoints = g.adjoints;
+            adjoint_of = g.adjoint_of;
             presimplified = g.presimplified;
             (Some(g.lhs), g.derivation)
         }
@@ -427,6 +432,7 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
     Ok(Answer {
         sized_identities,
         adjoints,
+        adjoint_of,
         query: query.clone(),
         lhs,
         expr,
@@ -524,6 +530,8 @@ struct Gradient {
     derivation: Derivation,
     /// The adjoints it names.
     adjoints: Adjoints,
+    /// The definition of each adjoint.
+    adjoint_of: Rc<HashMap<Name, Name>>,
     /// Whether it is already simplified, piece by piece.
     presimplified: bool,
 }
@@ -538,8 +546,9 @@ fn gradient(env: &Env, f: &Expr, label: &str, x: &Ident, settings: Settings, swe
     let lhs = Lhs::Gradient { f: label.to_string(), x: x.name.clone() };
     if matches!(&f.op, Op::Var { name, .. } if **name == *x.name) {
         let derivation = chain::gradient(env, f, label, &x.name, conv.order, x.span)?;
-        return Ok(Gradient { lhs, derivation, adjoints: vec![], presimplified: false });
+        return Ok(Gradient { lhs, derivation, adjoints: vec![], adjoint_of: Rc::default(), presimplified: false });
     }
+    let key = (f.clone(), env.defs.len(), conv.order);
     let program = program(env, f, conv.order, sweeps, x.span)?;
     let root = program.grads.get(x.name.as_str()).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone()));
     let mut slice = program.written(std::slice::from_ref(&root), false);
@@ -548,7 +557,6 @@ fn gradient(env: &Env, f: &Expr, label: &str, x: &Ident, settings: Settings, swe
     let presimplified = larger_than(&slice.roots[0], WHOLE_SIMPLIFY_NODES);
     if presimplified {
         let folder = chain::Folder::new(env);
-        let key = (f.clone(), env.defs.len(), conv.order);
         let program = sweeps.programs.get_mut(&key).expect("the program just made");
         program.simplify_settled(&mut |e| crate::egraph::simplify(&folder.fold(e), conv.order, settings.limits).expr);
         slice = program.written(&[root], true);
@@ -571,7 +579,8 @@ fn gradient(env: &Env, f: &Expr, label: &str, x: &Ident, settings: Settings, swe
             }
         }
     }
-    Ok(Gradient { lhs, derivation: Derivation { answer, steps, named: vec![] }, adjoints, presimplified })
+    let adjoint_of = Rc::clone(&sweeps.programs[&key].of);
+    Ok(Gradient { lhs, derivation: Derivation { answer, steps, named: vec![] }, adjoints, adjoint_of, presimplified })
 }
 
 /// The backward program of a scalar `f`, from one reverse sweep shared by
@@ -643,6 +652,7 @@ pub fn backward(cx: Context<'_>, f: Function, vars: &[Ident], span: Span) -> Res
         .map(|(x, xe)| program.grads.get(x.name.as_str()).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone())))
         .collect();
     let mut slice = program.written(&roots, false);
+    let adjoint_of = Rc::clone(&program.of);
     let folder = chain::Folder::new(env);
     // Deep gradients written inline are put together from adjoints simplified
     // one by one, as for a single query.
@@ -678,6 +688,7 @@ pub fn backward(cx: Context<'_>, f: Function, vars: &[Ident], span: Span) -> Res
                 sized_identities: !reads_back(&with_adjoints, &expr, conv.order, true)
                     || own.iter().any(|(n, _)| sized.contains(n)),
                 adjoints: own,
+                adjoint_of: Rc::clone(&adjoint_of),
                 query: Query::Gradient { x: x.clone() },
                 lhs: Some(lhs.clone()),
                 steps: vec![Step { lhs, formula: None, reshape: false, rhs: expr.clone() }],

@@ -31,6 +31,8 @@ pub struct Program {
     pub grads: BTreeMap<Name, Expr>,
     /// The definitions passed, whose gradients are their adjoints.
     pub passed: HashSet<Name>,
+    /// The definition each adjoint is the adjoint of (`δd2` of `d2`).
+    pub of: std::rc::Rc<HashMap<Name, Name>>,
     /// Whether each adjoint is used more than once in the whole program,
     /// and so keeps its name.
     shared: Vec<bool>,

@@ -282,6 +282,7 @@ fn reverse(
             let name = backward::adjoint_name(u, &|n| env.names.contains_key(n) || taken.contains(n));
             taken.insert(name.clone());
             let v = ir::var(&name, bar.shape.clone(), false);
+            std::rc::Rc::make_mut(&mut program.of).insert(name.as_str().into(), u.as_str().into());
             program.adjoints.push((name.as_str().into(), bar));
             v
         };
