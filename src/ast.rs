@@ -107,6 +107,13 @@ pub enum Stmt {
         /// Its definition.
         body: Expr,
     },
+    /// `g = ∂f/∂x`, `H = hessian(f, x)`: a derivative defined as a value.
+    DerivativeDef {
+        /// The defined name.
+        name: Ident,
+        /// The derivative: a gradient, Jacobian or Hessian query.
+        query: Box<Stmt>,
+    },
     /// `∂F/∂(X, Y, …)` or `grad(F, X, Y, …)`: the gradients of a scalar by
     /// several variables, as one backward program.
     Gradients {
@@ -139,6 +146,7 @@ impl Stmt {
             Stmt::Decl { names, shape_span, .. } => names[0].span.to(*shape_span),
             Stmt::FnDecl { names } => names[0].span,
             Stmt::Def { name, body } => name.span.to(body.span),
+            Stmt::DerivativeDef { name, query } => name.span.to(query.span()),
             Stmt::Query { span, .. } | Stmt::Gradients { span, .. } => *span,
         }
     }

@@ -97,6 +97,10 @@ impl Session {
     pub fn prepare(&mut self, src: &str) -> Result<Vec<Stmt>> {
         let stmts = crate::syntax::parse(src)?;
         for s in &stmts {
+            let s = match s {
+                Stmt::DerivativeDef { query, .. } => &**query,
+                s => s,
+            };
             if let Stmt::Query { wrt, wrt2, .. } = s {
                 self.targets.extend(wrt.iter().chain(wrt2).map(|w| w.name.clone()));
             }
@@ -147,7 +151,7 @@ impl Session {
         // Undo log: the names this statement may introduce, and the definitions so far.
         let introduced: Vec<&str> = match stmt {
             Stmt::Decl { names, .. } | Stmt::FnDecl { names } => names.iter().map(|n| n.name.as_str()).collect(),
-            Stmt::Def { name, .. } => vec![name.name.as_str()],
+            Stmt::Def { name, .. } | Stmt::DerivativeDef { name, .. } => vec![name.name.as_str()],
             Stmt::Query { .. } | Stmt::Gradients { .. } => vec![],
         };
         let fresh: Vec<&str> = introduced.into_iter().filter(|n| !self.env.names.contains_key(*n)).collect();
@@ -206,8 +210,37 @@ impl Session {
                 let power_terms = self.env.power_terms(&t);
                 self.env.names.insert(
                     name.name.clone(),
-                    (Binding::Def { body: t, written: Some(written), power_terms }, name.span),
+                    (Binding::Def { body: t, written: Some(written), derived: None, power_terms }, name.span),
                 );
+                self.env.defs.push(name.name.clone());
+                Ok(Outcome::Defined { name: name.name.clone(), shape })
+            }
+            Stmt::DerivativeDef { name, query } => {
+                self.env.check_new(name, src)?;
+                let Outcome::Answer(a) = self.exec_inner(query, src)? else {
+                    unreachable!("a derivative query answers")
+                };
+                let Stmt::Query { kind, wrt, wrt2, .. } = &**query else { unreachable!("the parser makes queries") };
+                // The answer's named adjoints are definitions its value uses.
+                for (n, body) in &a.adjoints {
+                    if !self.env.names.contains_key(&**n) {
+                        let def = Binding::Def { body: body.clone(), written: None, derived: None, power_terms: 1 };
+                        self.env.names.insert(n.to_string(), (def, name.span));
+                        self.env.defs.push(n.to_string());
+                    }
+                }
+                let derived = crate::typeck::Derived {
+                    kind: *kind,
+                    function: std::rc::Rc::clone(&a.written),
+                    wrt: wrt.as_ref().map(|w| w.name.clone()).unwrap_or_default(),
+                    wrt2: wrt2.as_ref().map(|w| w.name.clone()),
+                    conventions: a.conventions,
+                };
+                let shape = a.expr.shape.clone();
+                let power_terms = self.env.power_terms(&a.expr);
+                let def =
+                    Binding::Def { body: a.expr, written: None, derived: Some(std::rc::Rc::new(derived)), power_terms };
+                self.env.names.insert(name.name.clone(), (def, name.span));
                 self.env.defs.push(name.name.clone());
                 Ok(Outcome::Defined { name: name.name.clone(), shape })
             }

@@ -26,8 +26,13 @@ pub enum Binding {
         /// The definition.
         body: Expr,
         /// The definition as written, for the reference evaluator; `None`
-        /// for the names an answer introduces (adjoints of a backward program).
+        /// for the names an answer introduces (adjoints of a backward
+        /// program) and for derivatives.
         written: Option<std::rc::Rc<Written>>,
+        /// For a derivative defined as a value (`g = ∂f/∂x`): what it is the
+        /// derivative of, which the reference evaluator differentiates
+        /// numerically.
+        derived: Option<std::rc::Rc<Derived>>,
         /// How many terms its differential expands a matrix power into,
         /// through the definitions it uses ([`crate::ir::power_terms`]).
         power_terms: u64,
@@ -48,6 +53,21 @@ pub struct Written {
     pub identities: std::collections::HashMap<Span, Dim>,
     /// The `vec` order in force when it was typed.
     pub order: VecOrder,
+}
+
+/// A derivative defined as a value: `g = ∂f/∂x`, `H = hessian(f, x)`.
+#[derive(Debug, Clone)]
+pub struct Derived {
+    /// Which derivative.
+    pub kind: ast::QueryKind,
+    /// The function, as written.
+    pub function: std::rc::Rc<Written>,
+    /// The variable.
+    pub wrt: String,
+    /// The second variable of a mixed Hessian.
+    pub wrt2: Option<String>,
+    /// The conventions it was derived under (layout and `vec` order).
+    pub conventions: crate::conventions::Conventions,
 }
 
 /// Declarations and definitions in force.
@@ -141,7 +161,7 @@ impl Env {
     pub fn with_definitions(&self, defs: &[(ir::Name, Expr)]) -> Env {
         let mut env = self.clone();
         for (name, body) in defs {
-            let def = Binding::Def { body: body.clone(), written: None, power_terms: 1 };
+            let def = Binding::Def { body: body.clone(), written: None, derived: None, power_terms: 1 };
             env.names.insert(name.to_string(), (def, Span::default()));
             env.defs.push(name.to_string());
         }
@@ -866,8 +886,8 @@ impl<'a> Checker<'a> {
                 if ["grad", "jacobian", "hessian", "simplify", "shape"].contains(&n) {
                     return Err(Error::name(name.span, format!("`{n}(…)` is a query, not a function"), "a query")
                         .with_help(format!(
-                            "write it on a line of its own, as in `{n}(L, W)`; a derivative cannot yet be part \
-                             of an expression or a definition"
+                            "define it first, as in `g = {n}(L, W)`, then use the name: a derivative is a \
+                             value, but not yet part of a larger expression"
                         )));
                 }
                 let help = match alias.or(close) {

@@ -1,5 +1,5 @@
 //! The library's own tests, in one binary: derivatives against finite
-//! differences and the reference evaluator, backward programs, Hessians, equality saturation,
+//! differences and the reference evaluator, backward programs, derivatives as values, Hessians, equality saturation,
 //! operation counts, printing round trips and the random-script properties.
 
 #[path = "common/along.rs"]
@@ -8,6 +8,8 @@ mod along;
 mod backward;
 #[path = "derivatives.rs"]
 mod derivatives;
+#[path = "derived.rs"]
+mod derived;
 #[path = "egraph.rs"]
 mod egraph;
 #[path = "hessians.rs"]

@@ -34,6 +34,9 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// Central-difference step.
 const STEP: f64 = 1e-5;
+/// The step of the five-point differences taken of a function that uses a
+/// derivative defined as a value (see [`reference::derivative`]).
+const NESTED_STEP: f64 = 1e-3;
 /// Largest relative error accepted.
 pub const TOLERANCE: f64 = 1e-5;
 
@@ -181,18 +184,29 @@ fn numeric_jacobian(
         Ok(vec_of(&f_at(env, f, &vals)?, order))
     };
     let n_out = at(x0.clone())?.nrows();
+    // A function of a derivative defined as a value is itself evaluated by
+    // differences, whose rounding a small step would magnify: five-point
+    // differences with a wider step keep both errors small.
+    let nested = env.names.values().any(|(b, _)| matches!(b, Binding::Def { derived: Some(_), .. }));
     let mut j = Mat::zeros(n_out, r * c);
     for i in 0..r {
         for k in 0..c {
-            let h = STEP * x0[(i, k)].abs().max(1.0);
-            let (mut plus, mut minus) = (x0.clone(), x0.clone());
-            plus[(i, k)] += h;
-            minus[(i, k)] -= h;
-            let (plus, minus) = (at(plus)?, at(minus)?);
-            if plus.nrows() != n_out || minus.nrows() != n_out {
-                return Err(EvalError("the function's shape changes with its arguments".into()));
-            }
-            let col = (plus - minus) / (2.0 * h);
+            let scale = x0[(i, k)].abs().max(1.0);
+            let h = if nested { NESTED_STEP * scale } else { STEP * scale };
+            let along = |t: f64| {
+                let mut x = x0.clone();
+                x[(i, k)] += t;
+                let v = at(x)?;
+                if v.nrows() != n_out {
+                    return Err(EvalError("the function's shape changes with its arguments".into()));
+                }
+                Ok(v)
+            };
+            let col = if nested {
+                ((along(h)? - along(-h)?) * 8.0 - (along(2.0 * h)? - along(-2.0 * h)?)) / (12.0 * h)
+            } else {
+                (along(h)? - along(-h)?) / (2.0 * h)
+            };
             j.set_column(super::vec_index(i, k, r, c, order), &col.column(0));
         }
     }

@@ -141,6 +141,9 @@ fn detailed_error(text: &str) -> Option<pest::error::Error<Rule>> {
 }
 
 fn check_depth(stmt: &Stmt) -> Result<()> {
+    if let Stmt::DerivativeDef { query, .. } = stmt {
+        return check_depth(query);
+    }
     if let Stmt::Query { expr, .. } | Stmt::Def { body: expr, .. } = stmt {
         if expr.depth() > MAX_DEPTH {
             return Err(Error::limit(expr.span, format!("this expression nests more than {MAX_DEPTH} levels deep")));
@@ -556,8 +559,21 @@ fn statement(p: Pair<Rule>) -> Result<Stmt> {
         Rule::definition => {
             let mut inner = p.into_inner();
             let name = ident(inner.next().expect("name"));
-            let body = expr(inner.next().expect("body"))?;
-            Ok(Stmt::Def { name, body })
+            let rhs = inner.next().expect("body");
+            if rhs.as_rule() == Rule::expr {
+                return Ok(Stmt::Def { name, body: expr(rhs)? });
+            }
+            let rhs_span = span(&rhs);
+            match statement(rhs)? {
+                Stmt::Query { kind: QueryKind::Simplify, expr: body, .. } => Ok(Stmt::Def { name, body }),
+                q @ Stmt::Query { kind: QueryKind::Gradient | QueryKind::Jacobian | QueryKind::Hessian, .. } => {
+                    Ok(Stmt::DerivativeDef { name, query: Box::new(q) })
+                }
+                _ => Err(Error::syntax(rhs_span, "a definition holds one value", "not a value").with_help(
+                    "define one derivative at a time, as in `g = ∂L/∂W` or `H = hessian(L, w)`; \
+                     several gradients at once are a query of their own: `∂L/∂(W1, b1)`",
+                )),
+            }
         }
         Rule::second_query => {
             let e = expr(p.into_inner().next().expect("expr"))?;
