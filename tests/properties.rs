@@ -1345,6 +1345,47 @@ proptest! {
     }
 }
 
+/// Random scripts whose gradient, defined as a value, is differentiated once
+/// more: `Gd = grad(L, v)`, `Qd = sum(Gd ∘ Gd)`, `grad(Qd, v)`. Each is cheap
+/// to derive but costly to check (differences of differences).
+const DERIVED_CASES: u32 = 400;
+
+/// What differences of differences may miss by: the reference's rounding,
+/// about `ε |L| / h` per inner difference, divided by the check's own step,
+/// is some 1e-8 in absolute terms for losses near 1e3, which the check's
+/// relative floor (1e-3) reports as up to 1e-5. Answers are held to this at
+/// every set of values, or to [`TOLERANCE`] at the first.
+const NESTED_NOISE: f64 = 1e-4;
+
+proptest! {
+    #![proptest_config(config(DERIVED_CASES, Some(0x6d61_7464_6966_6636)))]
+
+    /// The gradient of a function of a derived gradient agrees with finite
+    /// differences of the reference's own differences of the script as
+    /// written, at three sets of random values (a kink or a pole met at one
+    /// of them is noise, as elsewhere, when the others agree).
+    #[test]
+    fn derived_gradients_differentiated_again(case in weak_cases(CI_CONSTRUCTS)) {
+        let text = &case.script.text;
+        let v = text.lines().find_map(|l| l.strip_prefix("hessian(L, ")?.strip_suffix(')')).unwrap_or("x");
+        let src = format!("{text}Gd = grad(L, {v})\nQd = sum(Gd ∘ Gd)\ngrad(Qd, {v})\n");
+        let mut s = Session::new(Options { conventions: case.conv, ..Default::default() });
+        // Scripts the engine refuses are the other properties' business.
+        let Ok(answers) = catch(|| s.answers(&src)).unwrap_or_else(|p| panic!("panic: {p}\n{src}")) else {
+            return Ok(());
+        };
+        let a = answers.last().expect("the last query");
+        let errors: Vec<f64> = [0x5eed, 2, 3]
+            .iter()
+            .map(|&seed| matdiff::eval::check::check(&s.env, a, a.conventions, seed).ok().flatten().unwrap_or(f64::INFINITY))
+            .collect();
+        let passed = errors[0] <= TOLERANCE
+            || errors.iter().all(|&e| e <= NESTED_NOISE)
+            || (errors[0] <= NOISE && errors[1..].iter().all(|&e| e <= TOLERANCE));
+        prop_assert!(passed, "relative errors {errors:?}: {}\n{src}", a.text());
+    }
+}
+
 proptest! {
     #![proptest_config(config(NUMPY_BATCHES, Some(0x6d61_7464_6966_6635)))]
 

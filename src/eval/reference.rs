@@ -44,31 +44,47 @@ pub fn evaluate(env: &Env, written: &Written, values: &Values) -> Result<Mat, Ev
     Reference { env, values, cache: HashMap::new() }.expr(&written.expr, written)
 }
 
-/// The step of the finite differences that evaluate a derivative defined as
-/// a value. Extrapolated five-point differences err by about `STEP⁶` times a
-/// seventh derivative, a smooth error, and by about `ε |f| / STEP` of
-/// rounding, which every later difference divides by its own step: a wide
-/// step keeps a Hessian's nested differences, differenced once more by a
-/// check, near 1e-7.
-const DERIVATIVE_STEP: f64 = 3e-2;
+/// The widest step of the finite differences that evaluate a derivative
+/// defined as a value; [`partial`] also tries half, a quarter and an eighth.
+/// A wide step's error is truncation (smooth, about `h⁶` times a seventh
+/// derivative), a narrow step's is rounding (about `ε |f| / h`, which every
+/// later difference divides by its own step): the right step depends on the
+/// function, so the one where successive estimates agree best is taken.
+const DERIVATIVE_STEP: f64 = 4e-2;
 
 /// `∂F/∂x` along one entry `(i, j)` of `x0`: five-point central differences
-/// with steps `h` and `2h`, Richardson-extrapolated (error `O(h⁶)`).
+/// with steps `h` and `2h`, Richardson-extrapolated (error `O(h⁶)`), for
+/// `h` = [`DERIVATIVE_STEP`] / 2ᵏ (k = 0…3), taking the estimate that agrees
+/// best with the one at the next wider step.
 fn partial(f: &dyn Fn(&Mat) -> Result<Mat, EvalError>, x0: &Mat, i: usize, j: usize) -> Result<Mat, EvalError> {
-    let h = DERIVATIVE_STEP;
     let at = |t: f64| {
         let mut x = x0.clone();
         x[(i, j)] += t;
         f(&x)
     };
-    let v: Vec<Mat> = [1.0, -1.0, 2.0, -2.0, 4.0, -4.0].iter().map(|k| at(k * h)).collect::<Result<_, _>>()?;
-    if v.iter().any(|m| m.shape() != v[0].shape()) {
+    // Values at ±h0·2ᵐ for m = -3…2, keyed by m.
+    let h0 = DERIVATIVE_STEP / 8.0;
+    let mut plus = Vec::new();
+    let mut minus = Vec::new();
+    for m in 0..6 {
+        let t = h0 * f64::from(1 << m);
+        plus.push(at(t)?);
+        minus.push(at(-t)?);
+    }
+    if plus.iter().chain(&minus).any(|m| m.shape() != plus[0].shape()) {
         return err("the function's shape changes with its arguments");
     }
-    let five = |a: &Mat, b: &Mat, c: &Mat, d: &Mat, h: f64| ((a - b) * 8.0 - (c - d)) / (12.0 * h);
-    let fine = five(&v[0], &v[1], &v[2], &v[3], h);
-    let coarse = five(&v[2], &v[3], &v[4], &v[5], 2.0 * h);
-    Ok((fine * 16.0 - coarse) / 15.0)
+    let five =
+        |m: usize| ((&plus[m] - &minus[m]) * 8.0 - (&plus[m + 1] - &minus[m + 1])) / (12.0 * h0 * f64::from(1 << m));
+    // The extrapolated estimate with steps h0·2ᵐ and h0·2ᵐ⁺¹, m = 0…3.
+    let estimates: Vec<Mat> = (0..4).map(|m| (five(m) * 16.0 - five(m + 1)) / 15.0).collect();
+    let best = (0..3)
+        .min_by(|&a, &b| {
+            let gap = |m: usize| (&estimates[m] - &estimates[m + 1]).amax();
+            gap(a).total_cmp(&gap(b))
+        })
+        .unwrap_or(0);
+    Ok(estimates[best].clone())
 }
 
 /// The numerator-layout Jacobian `∂vec(F)/∂vec(x)ᵀ`.
