@@ -353,3 +353,21 @@ print("ok")
     assert!(out.status.success(), "{}\n{module}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
+
+#[test]
+fn results_are_writable_arrays_of_their_own() {
+    // ∂sum(A ∘ B)/∂A is B itself, and a broadcast row is a read-only view:
+    // the results must still be fresh, writable arrays.
+    for script in ["A, B: 2 x 2; grad(sum(A ∘ B), A)", "X: 2 x 2; r: 1 x 2; grad(sum(X ∘ (ones(2, 1) r)), X)"] {
+        let mut s = Session::default();
+        let answers = s.answers(script).unwrap();
+        let module = s.numpy(&answers).unwrap();
+        let (out, _) = run_python(
+            &module,
+            "assert r.flags.writeable and r.flags.owndata or r.base is None, r.flags\n\
+             assert not any(np.shares_memory(r, a) for a in args.values())\n\
+             r *= 0\nprint('ok')",
+        );
+        assert_eq!(out, "ok", "{script}");
+    }
+}

@@ -106,8 +106,10 @@ impl Backend for NumPy {
         format!("{x}.shape[{axis}]")
     }
 
+    // A copy: no result may be an input array itself, or a read-only
+    // broadcast view of one, that a caller's in-place update would corrupt.
     fn array(&self, x: &str) -> String {
-        format!("np.asarray({x}, dtype=_dtype)")
+        format!("np.array({x}, dtype=_dtype)")
     }
 
     fn filled(&self, x: &str, rows: &str, cols: &str) -> String {
