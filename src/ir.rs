@@ -528,12 +528,17 @@ pub fn sum_of(terms: Vec<Expr>) -> Expr {
     }
 }
 
+/// Sums longer than this collect like terms through a hash index.
+const LONG_SUM: usize = 16;
+
 /// Groups terms by their non-numeric part, summing coefficients; numbers are
 /// folded into one constant at the end.
 fn collect(terms: Vec<Expr>) -> Vec<(BigRational, Expr)> {
     let mut collected: Vec<(BigRational, Expr)> = Vec::new();
-    // Where each term is, so that a long sum is collected in linear time.
-    let mut at: std::collections::HashMap<Expr, usize> = std::collections::HashMap::new();
+    // Where each term is, for long sums only: most sums have two or three
+    // terms, and this runs on every sum built, so those are scanned.
+    let mut at: Option<std::collections::HashMap<Expr, usize>> =
+        (terms.len() > LONG_SUM).then(std::collections::HashMap::new);
     let mut constant = rat(0);
     for t in terms {
         if t.is_zero() {
@@ -544,10 +549,16 @@ fn collect(terms: Vec<Expr>) -> Vec<(BigRational, Expr)> {
             continue;
         }
         let (c, x) = t.split_coef();
-        match at.get(&x) {
-            Some(&i) => collected[i].0 += c,
+        let found = match &at {
+            Some(at) => at.get(&x).copied(),
+            None => collected.iter().position(|(_, y)| *y == x),
+        };
+        match found {
+            Some(i) => collected[i].0 += c,
             None => {
-                at.insert(x.clone(), collected.len());
+                if let Some(at) = &mut at {
+                    at.insert(x.clone(), collected.len());
+                }
                 collected.push((c, x));
             }
         }
