@@ -11,7 +11,7 @@
 
 use crate::ast::{Ident, QueryKind};
 pub use crate::conventions::Conventions;
-use crate::diff::backward::{larger_than, Adjoints, Program, WHOLE_SIMPLIFY_NODES};
+use crate::diff::backward::{larger_than, Adjoints, Program, Slice, WHOLE_SIMPLIFY_NODES};
 use crate::diff::chain::{self, Derivation};
 pub use crate::diff::chain::{Lhs, Step};
 use crate::egraph::Limits;
@@ -548,19 +548,11 @@ fn gradient(env: &Env, f: &Expr, label: &str, x: &Ident, settings: Settings, swe
         let derivation = chain::gradient(env, f, label, &x.name, conv.order, x.span)?;
         return Ok(Gradient { lhs, derivation, adjoints: vec![], adjoint_of: Rc::default(), presimplified: false });
     }
-    let key = (f.clone(), env.defs.len(), conv.order);
     let program = program(env, f, conv.order, sweeps, x.span)?;
     let root = program.grads.get(x.name.as_str()).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone()));
-    let mut slice = program.written(std::slice::from_ref(&root), false);
-    // A deep chain written inline is put together from adjoints simplified
-    // one by one (each once for all queries), not simplified as a whole.
-    let presimplified = larger_than(&slice.roots[0], WHOLE_SIMPLIFY_NODES);
-    if presimplified {
-        let folder = chain::Folder::new(env);
-        let program = sweeps.programs.get_mut(&key).expect("the program just made");
-        program.simplify_settled(&mut |e| crate::egraph::simplify(&folder.fold(e), conv.order, settings.limits).expr);
-        slice = program.written(&[root], true);
-    }
+    let adjoint_of = Rc::clone(&program.of);
+    let (slice, large) = write_roots(env, f, &[root], settings, sweeps);
+    let presimplified = large[0];
     let adjoints = slice.adjoints;
     let answer = slice.roots.into_iter().next().expect("the answer");
     let mut steps = vec![Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: answer.clone() }];
@@ -579,7 +571,6 @@ fn gradient(env: &Env, f: &Expr, label: &str, x: &Ident, settings: Settings, swe
             }
         }
     }
-    let adjoint_of = Rc::clone(&sweeps.programs[&key].of);
     Ok(Gradient { lhs, derivation: Derivation { answer, steps, named: vec![] }, adjoints, adjoint_of, presimplified })
 }
 
@@ -592,6 +583,24 @@ fn program<'s>(env: &Env, f: &Expr, order: VecOrder, sweeps: &'s mut Sweeps, spa
         sweeps.programs.insert(key.clone(), sweep);
     }
     Ok(&sweeps.programs[&key])
+}
+
+/// `roots` of `f`'s backward program (made by [`program`]) with the adjoints
+/// they use by name (see [`Program::written`]), and which roots are too
+/// large to simplify as a whole: those are put together from the program's
+/// adjoints simplified one by one (each once for every query), so a deep
+/// chain written inline costs many small simplifications, not one large one.
+fn write_roots(env: &Env, f: &Expr, roots: &[Expr], settings: Settings, sweeps: &mut Sweeps) -> (Slice, Vec<bool>) {
+    let order = settings.conventions.order;
+    let program = sweeps.programs.get_mut(&(f.clone(), env.defs.len(), order)).expect("made by `program`");
+    let slice = program.written(roots, false);
+    let large: Vec<bool> = slice.roots.iter().map(|r| larger_than(r, WHOLE_SIMPLIFY_NODES)).collect();
+    if !large.contains(&true) {
+        return (slice, large);
+    }
+    let folder = chain::Folder::new(env);
+    program.simplify_settled(&mut |e| crate::egraph::simplify(&folder.fold(e), order, settings.limits).expr);
+    (program.written(roots, true), large)
 }
 
 /// Every gradient of a scalar at once, `∂L/∂(W1, b1, W2, b2)`: one backward
@@ -651,18 +660,9 @@ pub fn backward(cx: Context<'_>, f: Function, vars: &[Ident], span: Span) -> Res
         .zip(&leaves)
         .map(|(x, xe)| program.grads.get(x.name.as_str()).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone())))
         .collect();
-    let mut slice = program.written(&roots, false);
     let adjoint_of = Rc::clone(&program.of);
+    let (slice, large) = write_roots(env, &typed, &roots, settings, sweeps);
     let folder = chain::Folder::new(env);
-    // Deep gradients written inline are put together from adjoints simplified
-    // one by one, as for a single query.
-    let large: Vec<bool> = slice.roots.iter().map(|r| larger_than(r, WHOLE_SIMPLIFY_NODES)).collect();
-    if large.iter().any(|&l| l) {
-        let key = (typed.clone(), env.defs.len(), conv.order);
-        let program = sweeps.programs.get_mut(&key).expect("the program just made");
-        program.simplify_settled(&mut |e| crate::egraph::simplify(&folder.fold(e), conv.order, settings.limits).expr);
-        slice = program.written(&roots, true);
-    }
     let adjoints = simplified_adjoints(&folder, slice.adjoints, settings, sweeps);
     let written = Rc::new(written);
     let closure = crate::diff::backward::Closure::new(&adjoints);

@@ -320,10 +320,17 @@ pub fn too_large(span: Span, nodes: u64) -> Error {
     )
 }
 
-/// `∂F/∂X` for scalar `F`, shaped like `X`, by reverse mode through
-/// definitions, written out in full, with the gradient by each
-/// intermediate on the way as a step.
-pub fn gradient(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, span: Span) -> Result<Derivation> {
+/// The reverse sweep from a scalar `F` through the definitions that depend
+/// on `x`: `F`'s differential, the definitions passed, the program, and the
+/// gradient by `x` in the program's adjoint names.
+fn backward_by(
+    env: &Env,
+    f: &Expr,
+    f_label: &str,
+    x: &str,
+    order: VecOrder,
+    span: Span,
+) -> Result<(Root, Vec<String>, Program, Expr)> {
     let xe = check_wrt(env, x, span)?;
     if !f.shape.is_scalar() {
         return Err(Error::unsupported(
@@ -338,8 +345,17 @@ pub fn gradient(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, sp
     let keep = |n: &str| dep.contains(n);
     let root = root(env, f, f_label, &keep, x);
     let (passed, program) = reverse(env, &root.d, &keep, Some(x), order).map_err(|e| Error::unsupported(span, e.0))?;
+    let g = program.grads.get(x).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone()));
+    Ok((root, passed, program, g))
+}
+
+/// `∂F/∂X` for scalar `F`, shaped like `X`, by reverse mode through
+/// definitions, written out in full, with the gradient by each
+/// intermediate on the way as a step.
+pub fn gradient(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, span: Span) -> Result<Derivation> {
+    let (root, passed, program, g) = backward_by(env, f, f_label, x, order, span)?;
     let mut roots: Vec<Expr> = passed.iter().map(|u| program.grads[u.as_str()].clone()).collect();
-    roots.push(program.grads.get(x).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone())));
+    roots.push(g);
     let mut roots = program.inline_all(&roots).map_err(|n| too_large(span, n))?;
     let answer = roots.pop().expect("the answer");
     let step = |x: &str, rhs: Expr| Step {
@@ -409,18 +425,10 @@ pub fn hessian(
     order: VecOrder,
     span: Span,
 ) -> Result<(Derivation, Expr)> {
-    let xe = check_wrt(env, x, span)?;
-    if !f.shape.is_scalar() {
-        return Err(Error::unsupported(span, format!("`{f_label}` is {}, not a scalar", f.shape)));
-    }
     // The gradient as a backward program, its shared adjoints named; the
     // Jacobian sweep then goes through those names like any definition, and
     // names its own shared Jacobians, so neither repeats a path.
-    let dep = dependents(env, x);
-    let keep = |n: &str| dep.contains(n);
-    let root = root(env, f, f_label, &keep, x);
-    let (_, program) = reverse(env, &root.d, &keep, Some(x), order).map_err(|e| Error::unsupported(span, e.0))?;
-    let g0 = program.grads.get(x).cloned().unwrap_or_else(|| ir::zero(xe.shape.clone()));
+    let (root, _, program, g0) = backward_by(env, f, f_label, x, order, span)?;
     let slice = program.written(&[g0], false);
     let grad = slice.roots[0].clone();
     let inner = env.with_definitions(&slice.adjoints);
