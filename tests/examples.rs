@@ -69,3 +69,17 @@ fn readme_backward_program_is_what_matdiff_prints() {
     let Some(matdiff::session::Outcome::Backward(b)) = out.last() else { panic!("a backward program") };
     assert_eq!(s.renderer().backward(b, &[], &mut Default::default()), shown.trim_end());
 }
+
+#[test]
+fn readme_derivative_as_value_runs_and_checks() {
+    let readme = include_str!("../README.md");
+    let marker = "## Derivatives as values";
+    let at = readme.find(marker).expect("the section");
+    let start = at + readme[at..].find("```text\n").expect("its example") + "```text\n".len();
+    let block = &readme[start..start + readme[start..].find("```").expect("end of the block")];
+    let mut s = matdiff::Session::default();
+    let answers = s.answers(block).unwrap_or_else(|e| panic!("{}", e.render("README.md", block)));
+    assert_eq!(answers.len(), 1);
+    let err = s.check(&answers[0]).expect("evaluates").expect("a derivative");
+    assert!(err < matdiff::eval::check::TOLERANCE, "{}: {err}", s.render(&answers[0]));
+}
