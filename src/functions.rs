@@ -1,7 +1,7 @@
 //! The built-in functions, one table row each.
 //!
 //! A row ([`Builtin`]) says everything the pipeline needs: the spellings
-//! (text, ASCII, LaTeX, NumPy), the value, the derivative or differential
+//! (text, ASCII, LaTeX, and the code of NumPy, JAX and PyTorch), the value, the derivative or differential
 //! (written with the IR's own operations, so identification and reverse
 //! mode need no new rule), the shape rule and the cost. Adding a function
 //! is adding a row here, plus its tests; typing, differentials, printing,
@@ -70,7 +70,7 @@ const fn elementwise(
     eval: fn(f64) -> f64,
     derivative: fn(&Expr) -> Expr,
     at_zero: Option<i64>,
-    numpy: &'static str,
+    [numpy, jax, torch]: [&'static str; 3],
     cost: f64,
 ) -> Builtin {
     Builtin {
@@ -80,20 +80,32 @@ const fn elementwise(
         kind: Kind::Elementwise { eval, derivative, at_zero },
         numpy,
         numpy_helper: None,
+        jax,
+        jax_helper: None,
+        torch,
+        torch_helper: None,
         cost,
     }
 }
 
+/// The code of a function that NumPy, JAX and PyTorch all call `name`:
+/// `np.name({x})`, `jnp.name({x})`, `torch.name({x})`.
+macro_rules! same {
+    ($name:literal) => {
+        [concat!("np.", $name, "({x})"), concat!("jnp.", $name, "({x})"), concat!("torch.", $name, "({x})")]
+    };
+}
+
 /// `exp`
-pub static EXP: Builtin = elementwise("exp", "exp", r"\exp", f64::exp, |x| app(&EXP, x), Some(1), "np.exp({x})", 4.0);
+pub static EXP: Builtin = elementwise("exp", "exp", r"\exp", f64::exp, |x| app(&EXP, x), Some(1), same!("exp"), 4.0);
 /// `log`, natural
 pub static LOG: Builtin =
-    elementwise("log", "log", r"\log", f64::ln, |x| ir::hadamard_div(ones(x), x.clone()), None, "np.log({x})", 4.0);
+    elementwise("log", "log", r"\log", f64::ln, |x| ir::hadamard_div(ones(x), x.clone()), None, same!("log"), 4.0);
 /// `sin`
-pub static SIN: Builtin = elementwise("sin", "sin", r"\sin", f64::sin, |x| app(&COS, x), Some(0), "np.sin({x})", 4.0);
+pub static SIN: Builtin = elementwise("sin", "sin", r"\sin", f64::sin, |x| app(&COS, x), Some(0), same!("sin"), 4.0);
 /// `cos`
 pub static COS: Builtin =
-    elementwise("cos", "cos", r"\cos", f64::cos, |x| ir::neg(app(&SIN, x)), Some(1), "np.cos({x})", 4.0);
+    elementwise("cos", "cos", r"\cos", f64::cos, |x| ir::neg(app(&SIN, x)), Some(1), same!("cos"), 4.0);
 /// `tanh`, with `tanh' = 1 - tanh²`
 pub static TANH: Builtin = elementwise(
     "tanh",
@@ -102,7 +114,7 @@ pub static TANH: Builtin = elementwise(
     f64::tanh,
     |x| ir::sub(ones(x), ir::hadamard_pow(app(&TANH, x), rat(2))),
     Some(0),
-    "np.tanh({x})",
+    same!("tanh"),
     4.0,
 );
 /// `σ`, the logistic sigmoid, with `σ' = σ ∘ (1 - σ)`
@@ -117,6 +129,10 @@ pub static SIGMOID: Builtin = Builtin {
     },
     numpy: "_sigmoid({x})",
     numpy_helper: Some(("_sigmoid", "def _sigmoid(x):\n    return 0.5 * (1.0 + np.tanh(0.5 * x))\n")),
+    jax: "_sigmoid({x})",
+    jax_helper: Some(("_sigmoid", "def _sigmoid(x):\n    return 0.5 * (1.0 + jnp.tanh(0.5 * x))\n")),
+    torch: "torch.sigmoid({x})",
+    torch_helper: None,
     cost: 4.0,
 };
 /// `sqrt`
@@ -127,20 +143,24 @@ pub static SQRT: Builtin = elementwise(
     f64::sqrt,
     |x| ir::hadamard_div(ir::scale(half(), ones(x)), app(&SQRT, x)),
     Some(0),
-    "np.sqrt({x})",
+    same!("sqrt"),
     4.0,
 );
 /// `softplus(x) = log(1 + eˣ)`, with `softplus' = σ`
-pub static SOFTPLUS: Builtin = elementwise(
-    "softplus",
-    "softplus",
-    r"\operatorname{softplus}",
-    |x| x.max(0.0) + (-x.abs()).exp().ln_1p(),
-    |x| app(&SIGMOID, x),
-    None,
-    "np.logaddexp(0.0, {x})",
-    4.0,
-);
+pub static SOFTPLUS: Builtin = Builtin {
+    torch: "_softplus({x})",
+    torch_helper: Some(("_softplus", "def _softplus(x):\n    return torch.logaddexp(x, torch.zeros_like(x))\n")),
+    ..elementwise(
+        "softplus",
+        "softplus",
+        r"\operatorname{softplus}",
+        |x| x.max(0.0) + (-x.abs()).exp().ln_1p(),
+        |x| app(&SIGMOID, x),
+        None,
+        ["np.logaddexp(0.0, {x})", "jnp.logaddexp(0.0, {x})", ""],
+        4.0,
+    )
+};
 /// `relu(x) = max(x, 0)`, with `relu' = step`
 pub static RELU: Builtin = elementwise(
     "relu",
@@ -149,12 +169,12 @@ pub static RELU: Builtin = elementwise(
     |x| x.max(0.0),
     |x| app(&STEP, x),
     Some(0),
-    "np.maximum({x}, 0.0)",
+    ["np.maximum({x}, 0.0)", "jnp.maximum({x}, 0.0)", "torch.relu({x})"],
     4.0,
 );
 /// `abs`, with `abs' = sign`
 pub static ABS: Builtin =
-    elementwise("abs", "abs", r"\operatorname{abs}", f64::abs, |x| app(&SIGN, x), Some(0), "np.abs({x})", 4.0);
+    elementwise("abs", "abs", r"\operatorname{abs}", f64::abs, |x| app(&SIGN, x), Some(0), same!("abs"), 4.0);
 /// The Heaviside step, 0 at 0: the derivative of `relu`.
 pub static STEP: Builtin = elementwise(
     "step",
@@ -163,7 +183,7 @@ pub static STEP: Builtin = elementwise(
     |x| f64::from(u8::from(x > 0.0)),
     |x| ir::zero(x.shape.clone()),
     Some(0),
-    "({x} > 0).astype(_dtype)",
+    ["({x} > 0).astype(_dtype)", "({x} > 0).astype(_dtype)", "({x} > 0).to(_dtype)"],
     4.0,
 );
 /// The sign function, 0 at 0: the derivative of `abs`.
@@ -182,7 +202,7 @@ pub static SIGN: Builtin = elementwise(
     },
     |x| ir::zero(x.shape.clone()),
     Some(0),
-    "np.sign({x})",
+    same!("sign"),
     4.0,
 );
 /// `mean(X)`, the mean of all entries (1×1): `d mean(X) = sum(dX) / (m n)`.
@@ -197,6 +217,10 @@ pub static MEAN: Builtin = Builtin {
     },
     numpy: "np.mean({x}, keepdims=True)",
     numpy_helper: None,
+    jax: "jnp.mean({x}, keepdims=True)",
+    jax_helper: None,
+    torch: "torch.mean({x}).reshape(1, 1)",
+    torch_helper: None,
     cost: 1.0,
 };
 
@@ -283,6 +307,18 @@ pub static SOFTMAX: Builtin = Builtin {
          e = np.exp(x - np.max(x, axis=axis, keepdims=True))\n    \
          return e / np.sum(e, axis=axis, keepdims=True)\n",
     )),
+    jax: "_softmax({x})",
+    jax_helper: Some((
+        "_softmax",
+        "def _softmax(x):\n    axis = 0 if x.shape[1] == 1 else 1\n    \
+         e = jnp.exp(x - jnp.max(x, axis=axis, keepdims=True))\n    \
+         return e / jnp.sum(e, axis=axis, keepdims=True)\n",
+    )),
+    torch: "_softmax({x})",
+    torch_helper: Some((
+        "_softmax",
+        "def _softmax(x):\n    return torch.softmax(x, dim=0 if x.shape[1] == 1 else 1)\n",
+    )),
     cost: 8.0,
 };
 
@@ -312,6 +348,18 @@ pub static LOG_SOFTMAX: Builtin = Builtin {
          z = x - np.max(x, axis=axis, keepdims=True)\n    \
          return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))\n",
     )),
+    jax: "_log_softmax({x})",
+    jax_helper: Some((
+        "_log_softmax",
+        "def _log_softmax(x):\n    axis = 0 if x.shape[1] == 1 else 1\n    \
+         z = x - jnp.max(x, axis=axis, keepdims=True)\n    \
+         return z - jnp.log(jnp.sum(jnp.exp(z), axis=axis, keepdims=True))\n",
+    )),
+    torch: "_log_softmax({x})",
+    torch_helper: Some((
+        "_log_softmax",
+        "def _log_softmax(x):\n    return torch.log_softmax(x, dim=0 if x.shape[1] == 1 else 1)\n",
+    )),
     cost: 8.0,
 };
 
@@ -339,6 +387,18 @@ pub static LOGSUMEXP: Builtin = Builtin {
         "def _logsumexp(x):\n    axis = 0 if x.shape[1] == 1 else 1\n    \
          m = np.max(x, axis=axis, keepdims=True)\n    \
          return m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))\n",
+    )),
+    jax: "_logsumexp({x})",
+    jax_helper: Some((
+        "_logsumexp",
+        "def _logsumexp(x):\n    axis = 0 if x.shape[1] == 1 else 1\n    \
+         m = jnp.max(x, axis=axis, keepdims=True)\n    \
+         return m + jnp.log(jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True))\n",
+    )),
+    torch: "_logsumexp({x})",
+    torch_helper: Some((
+        "_logsumexp",
+        "def _logsumexp(x):\n    return torch.logsumexp(x, dim=0 if x.shape[1] == 1 else 1, keepdim=True)\n",
     )),
     cost: 8.0,
 };

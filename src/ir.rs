@@ -54,6 +54,16 @@ pub struct Builtin {
     pub numpy: &'static str,
     /// A helper the NumPy code calls, as (name, Python source), if any.
     pub numpy_helper: Option<(&'static str, &'static str)>,
+    /// JAX code (`jax.numpy` as `jnp`), with `{x}` for the argument; `_dtype`
+    /// as in NumPy.
+    pub jax: &'static str,
+    /// A helper the JAX code calls, as (name, Python source), if any.
+    pub jax_helper: Option<(&'static str, &'static str)>,
+    /// PyTorch code, with `{x}` for the argument (a 2-D tensor); `_dtype` and
+    /// `_device` are the dtype and device of the generated function's inputs.
+    pub torch: &'static str,
+    /// A helper the PyTorch code calls, as (name, Python source), if any.
+    pub torch_helper: Option<(&'static str, &'static str)>,
     /// Floating-point operations per entry of the argument, for cost models.
     pub cost: f64,
 }

@@ -1,6 +1,6 @@
 //! Answers and definitions as the user sees them: text, ASCII, LaTeX and
 //! JSON lines, with the left-hand sides and derivation steps a textbook
-//! writes. (NumPy code is [`crate::codegen`]'s.)
+//! writes. (NumPy, JAX and PyTorch code is [`crate::codegen`]'s.)
 
 use crate::ast::QueryKind;
 use crate::derive::{Answer, Backward, Lhs, Step};
@@ -23,6 +23,29 @@ pub enum Format {
     Json,
     /// A Python module with one NumPy function per query.
     Numpy,
+    /// A Python module with one JAX (`jax.numpy`) function per query.
+    Jax,
+    /// A Python module with one PyTorch function per query.
+    Torch,
+}
+
+impl Format {
+    /// The code generator's backend of a format that is Python code
+    /// (`numpy`, `jax`, `torch`); `None` for the notations.
+    ///
+    /// ```
+    /// use matdiff::session::Format;
+    /// assert_eq!(Format::Torch.backend().unwrap().name(), "PyTorch");
+    /// assert!(Format::Latex.backend().is_none());
+    /// ```
+    pub fn backend(self) -> Option<&'static dyn crate::codegen::Backend> {
+        match self {
+            Format::Numpy => Some(&crate::codegen::numpy::NumPy),
+            Format::Jax => Some(&crate::codegen::jax::Jax),
+            Format::Torch => Some(&crate::codegen::torch::Torch),
+            Format::Text | Format::Ascii | Format::Latex | Format::Json => None,
+        }
+    }
 }
 
 /// Renders in one format, with or without derivation steps.
@@ -35,10 +58,10 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    /// A definition's line: its name and shape (`None` in the NumPy format).
+    /// A definition's line: its name and shape (`None` in the code formats).
     pub fn definition(&self, name: &str, shape: &Shape) -> Option<String> {
         Some(match self.format {
-            Format::Numpy => return None,
+            Format::Numpy | Format::Jax | Format::Torch => return None,
             Format::Json => serde_json::json!({ "definition": name, "shape": shape_json(shape) }).to_string(),
             Format::Ascii => format!("{name}: {}", shape.display(true)),
             Format::Latex => format!(
@@ -67,7 +90,7 @@ impl Renderer {
         let fmt = self.format;
         let notation = if fmt == Format::Ascii { Notation::Ascii } else { Notation::Unicode };
         let mut lines = Vec::new();
-        if !matches!(fmt, Format::Json | Format::Numpy) {
+        if !matches!(fmt, Format::Json | Format::Numpy | Format::Jax | Format::Torch) {
             for (i, (name, body)) in a.adjoints.iter().enumerate() {
                 if shown.insert((name.clone(), body.clone())) {
                     // With steps, what the adjoint is: δd2 = ∂L/∂d2 = ….
@@ -101,7 +124,9 @@ impl Renderer {
         };
         let shape = |s: &Shape| s.display(fmt == Format::Ascii);
         match fmt {
-            Format::Numpy => unreachable!("the session renders NumPy code through codegen"),
+            Format::Numpy | Format::Jax | Format::Torch => {
+                unreachable!("the session renders code through codegen")
+            }
             Format::Json => self.json(a, check).to_string(),
             _ => match a.kind() {
                 QueryKind::Shape => format!("{}: {}", expr(&a.function), shape(&a.function.shape)),

@@ -78,13 +78,34 @@ impl Session {
     /// assert!(py.contains("def grad_q1_x(A, x):"));
     /// ```
     pub fn numpy(&self, answers: &[Answer]) -> Result<String> {
-        crate::codegen::numpy::module(&self.env, &crate::codegen::functions(&self.env, answers))
+        self.code(&crate::codegen::numpy::NumPy, answers)
     }
 
     /// A Python module with one NumPy function per item: an answer, or a
     /// backward program (`value_and_grad_L`, see [`crate::codegen::functions_of`]).
     pub fn numpy_of(&self, items: &[crate::codegen::Item]) -> Result<String> {
-        crate::codegen::numpy::module(&self.env, &crate::codegen::functions_of(&self.env, items))
+        self.code_of(&crate::codegen::numpy::NumPy, items)
+    }
+
+    /// A Python module with one function per answer, in order, written for
+    /// a backend: NumPy, JAX or PyTorch ([`Format::backend`]). Every
+    /// backend's function has the same name and parameters.
+    ///
+    /// ```
+    /// use matdiff::session::{Format, Session};
+    /// let mut s = Session::default();
+    /// let answers = s.answers("x: n; A: n x n; grad(x^T A x, x)").unwrap();
+    /// let py = s.code(Format::Torch.backend().unwrap(), &answers).unwrap();
+    /// assert!(py.starts_with("import torch\n") && py.contains("def grad_q1_x(A, x):"));
+    /// ```
+    pub fn code(&self, backend: &dyn crate::codegen::Backend, answers: &[Answer]) -> Result<String> {
+        crate::codegen::module(backend, &self.env, &crate::codegen::functions(&self.env, answers))
+    }
+
+    /// A Python module with one function per item (an answer, or a backward
+    /// program, `value_and_grad_L`), written for a backend.
+    pub fn code_of(&self, backend: &dyn crate::codegen::Backend, items: &[crate::codegen::Item]) -> Result<String> {
+        crate::codegen::module(backend, &self.env, &crate::codegen::functions_of(&self.env, items))
     }
 
     /// Changes the `vec` order for the statements that follow.
@@ -313,12 +334,12 @@ impl Session {
     }
 
     /// Renders an outcome in the session's format (`None` for declarations,
-    /// and for everything in the NumPy format, whose module is printed once
-    /// for all answers by [`Session::numpy`]).
+    /// and for everything in the code formats, whose module is printed once
+    /// for all answers by [`Session::code`]).
     pub fn render_outcome(&self, o: &Outcome) -> Option<String> {
         match o {
             Outcome::Declared => None,
-            _ if self.options.format == Format::Numpy => None,
+            _ if self.options.format.backend().is_some() => None,
             Outcome::Defined { name, shape } => self.renderer().definition(name, shape),
             Outcome::Answer(a) => Some(self.render(a)),
             Outcome::Backward(b) => Some(self.renderer().backward(b, &[], &mut Shown::new())),
@@ -331,9 +352,9 @@ impl Session {
     }
 
     /// Renders an answer in the session's format, with the result of its
-    /// numeric check (see [`Renderer::answer`]). The NumPy format gives the
-    /// answer's module, or the reason it cannot be generated as a Python
-    /// comment.
+    /// numeric check (see [`Renderer::answer`]). The code formats (NumPy,
+    /// JAX, PyTorch) give the answer's module, or the reason it cannot be
+    /// generated as a Python comment.
     pub fn render_checked(&self, a: &Answer, check: Option<CheckResult>) -> String {
         self.render_after(a, check, &mut Shown::new())
     }
@@ -341,12 +362,12 @@ impl Session {
     /// Renders an answer after others of the same output: named adjoints
     /// already in `shown` are not written again (see [`Renderer::answer_after`]).
     pub fn render_after(&self, a: &Answer, check: Option<CheckResult>, shown: &mut Shown) -> String {
-        match self.options.format {
-            Format::Numpy => match self.numpy(std::slice::from_ref(a)) {
+        match self.options.format.backend() {
+            Some(backend) => match self.code(backend, std::slice::from_ref(a)) {
                 Ok(module) => module,
                 Err(e) => format!("# {e}\n"),
             },
-            _ => self.renderer().answer_after(a, check, shown),
+            None => self.renderer().answer_after(a, check, shown),
         }
     }
 }

@@ -119,7 +119,8 @@ fn agree_in(script: &str, options: Options, dtype: &str) -> usize {
     answers.len()
 }
 
-const CASES: &[&str] = &[
+/// Scripts whose every query's code is run (the framework tests reuse them).
+pub(crate) const CASES: &[&str] = &[
     include_str!("../examples/backprop.mdiff"),
     include_str!("../examples/least_squares.mdiff"),
     include_str!("../examples/logistic.mdiff"),

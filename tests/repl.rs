@@ -53,7 +53,7 @@ fn repl_recovers_from_errors_and_answers() -> Result<(), rexpect::error::Error> 
 }
 
 #[test]
-fn repl_format_numpy_prints_each_answer_as_python() -> Result<(), rexpect::error::Error> {
+fn repl_code_formats_print_each_answer_as_python() -> Result<(), rexpect::error::Error> {
     let home = std::env::temp_dir().join(format!("matdiff-repl-numpy-{}", std::process::id()));
     std::fs::create_dir_all(&home).expect("temp dir");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_matdiff"));
@@ -69,6 +69,21 @@ fn repl_format_numpy_prints_each_answer_as_python() -> Result<(), rexpect::error
     p.exp_string("def grad_f_x(A, x):")?;
     p.exp_string("_dtype = np.result_type(A, x, 1.0)")?;
     p.exp_string("return np.array(")?;
+    p.exp_string("matdiff>")?;
+    // The same function for JAX and for PyTorch.
+    p.send_line(":format jax")?;
+    p.exp_string("matdiff>")?;
+    p.send_line("grad(f, x)")?;
+    p.exp_string("import jax.numpy as jnp")?;
+    p.exp_string("def grad_f_x(A, x):")?;
+    p.exp_string("_dtype = jnp.result_type(A, x, 1.0)")?;
+    p.exp_string("matdiff>")?;
+    p.send_line(":format torch")?;
+    p.exp_string("matdiff>")?;
+    p.send_line("grad(f, x)")?;
+    p.exp_string("import torch")?;
+    p.exp_string("def grad_f_x(A, x):")?;
+    p.exp_string("_dtype, _device = _dtype_device(A, x)")?;
     p.exp_string("matdiff>")?;
     p.send_line(":quit")?;
     p.exp_eof()?;

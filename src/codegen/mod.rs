@@ -6,9 +6,10 @@
 //! in how each operation is spelled (`np.trace(x)`, `jnp.trace(x)`,
 //! `torch.trace(x)`); what a function computes does not. So this module is
 //! the generator, which decides everything that is not spelling, and a
-//! [`Backend`] writes each operation it asks for. [`numpy`] is the NumPy
-//! backend; a new framework is another implementation of [`Backend`], and
-//! every backend gives a query the same function with the same parameters.
+//! [`Backend`] writes each operation it asks for. [`numpy`], [`jax`] and
+//! [`torch`] are the NumPy, JAX and PyTorch backends; a new framework is
+//! another implementation of [`Backend`], and every backend gives a query
+//! the same function with the same parameters.
 //!
 //! **What the generator decides.** Each function takes the declared
 //! matrices its answer depends on (in alphabetical order, 2-D arrays of their
@@ -25,7 +26,9 @@
 //! (see [`Identifiers`]): Greek letters are spelled out (`λ` is `lam`, `σ` is
 //! `sigma`, `Λ` is `Lambda`), and two user names that would meet on one
 //! identifier get suffixes `_2`, `_3`. Names the generator makes itself start
-//! with `_` (`_t1`, `_dtype`, `_sigmoid`), which user names never do.
+//! with `_` (`_t1`, `_dtype`, `_sigmoid`), which user names never do, and
+//! user names avoid every backend's module aliases (`np`, `jnp`, `jax`,
+//! `torch`; [`RESERVED`]).
 //!
 //! **Sizes.** A symbolic size is read from the arrays' shapes
 //! (`n = A.shape[0]`, `m = v.shape[0] // (2 * n)` for `v: 2·n·m`); a size no
@@ -44,8 +47,10 @@
 //! refused at generation time with an error naming the array, instead of
 //! emitting code that allocates gigabytes.
 
+pub mod jax;
 mod names;
 pub mod numpy;
+pub mod torch;
 
 pub use names::{ascii, identifier, size_expr, Identifiers, RESERVED};
 
@@ -311,6 +316,45 @@ pub fn python_float(r: &BigRational) -> String {
         format!("{v:.1}")
     } else {
         format!("{v:?}")
+    }
+}
+
+/// A Python `def` line: the positional parameters, then `*` and the
+/// keyword-only ones, if any. Every Python backend writes it so.
+pub fn python_signature(name: &str, positional: &[String], keyword: &[String]) -> String {
+    let mut params = positional.to_vec();
+    if !keyword.is_empty() {
+        params.push("*".to_string());
+        params.extend_from_slice(keyword);
+    }
+    format!("def {name}({}):", params.join(", "))
+}
+
+/// A Python docstring of one line, its backslashes and quotes escaped.
+pub fn python_docstring(doc: &str) -> String {
+    format!("\"\"\"{}\"\"\"", doc.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A parenthesised Python sum of terms with signs (`(a - b + c)`), for
+/// backends whose arrays add with `+` and `-`.
+pub fn python_sum(terms: &[(Sign, String)]) -> String {
+    let mut text = String::from("(");
+    for (i, (sign, term)) in terms.iter().enumerate() {
+        if i > 0 {
+            text.push_str(if *sign == Sign::Minus { " - " } else { " + " });
+        }
+        text.push_str(term);
+    }
+    text.push(')');
+    text
+}
+
+/// `x ** k` in Python: an integer power as an integer, others as a float.
+pub fn python_power(x: &str, k: &BigRational) -> String {
+    if k.is_integer() {
+        format!("({x} ** {k})")
+    } else {
+        format!("({x} ** {})", python_float(k))
     }
 }
 

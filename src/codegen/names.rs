@@ -12,12 +12,13 @@ const KEYWORDS: &[&str] = &[
     "nonlocal", "not", "or", "pass", "raise", "return", "try", "type", "while", "with", "yield", "_",
 ];
 
-/// The module aliases that the code of any backend refers to (`np`), which
+/// The module aliases that the code of any backend refers to (`np`, `jnp`,
+/// `jax`, `torch`), which
 /// user names therefore avoid. There is one list for all backends, so that
 /// every backend gives a function the same parameter names; a backend whose
 /// code names another module adds its alias here (see
 /// [`Backend::reserved`](super::Backend::reserved)).
-pub const RESERVED: &[&str] = &["np"];
+pub const RESERVED: &[&str] = &["np", "jnp", "jax", "torch"];
 
 const GREEK: &[(char, &str)] = &[
     ('α', "alpha"),
@@ -101,7 +102,7 @@ pub fn ascii(text: &str) -> String {
 
 /// A valid Python identifier from any text: [`ascii`], then `x` if it is
 /// empty or starts with a digit, and `_` after a keyword or a name of
-/// [`RESERVED`] (`np`).
+/// [`RESERVED`] (`np`, `torch`, …).
 pub fn identifier(text: &str) -> String {
     let mut s = ascii(text);
     if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {

@@ -11,7 +11,7 @@
 //! and sizes ([`Identifiers`], [`identifier`], [`ascii`], [`size_expr`]) are
 //! shared by every backend and re-exported here.
 
-use super::{python_float, Backend, Sign};
+use super::{python_docstring, python_float, python_power, python_signature, python_sum, Backend, Sign};
 use crate::error::Error;
 use crate::ir::{Builtin, VecOrder};
 use crate::typeck::Env;
@@ -78,16 +78,11 @@ impl Backend for NumPy {
     }
 
     fn signature(&self, name: &str, positional: &[String], keyword: &[String]) -> String {
-        let mut params = positional.to_vec();
-        if !keyword.is_empty() {
-            params.push("*".to_string());
-            params.extend_from_slice(keyword);
-        }
-        format!("def {name}({}):", params.join(", "))
+        python_signature(name, positional, keyword)
     }
 
     fn docstring(&self, doc: &str) -> String {
-        format!("\"\"\"{}\"\"\"", doc.replace('\\', "\\\\").replace('"', "\\\""))
+        python_docstring(doc)
     }
 
     fn dtype_line(&self, arrays: &[String]) -> String {
@@ -145,15 +140,7 @@ impl Backend for NumPy {
     }
 
     fn add(&self, terms: &[(Sign, String)]) -> String {
-        let mut text = String::from("(");
-        for (i, (sign, term)) in terms.iter().enumerate() {
-            if i > 0 {
-                text.push_str(if *sign == Sign::Minus { " - " } else { " + " });
-            }
-            text.push_str(term);
-        }
-        text.push(')');
-        text
+        python_sum(terms)
     }
 
     fn mul(&self, a: &str, b: &str) -> String {
@@ -165,11 +152,7 @@ impl Backend for NumPy {
     }
 
     fn pow(&self, x: &str, k: &BigRational) -> String {
-        if k.is_integer() {
-            format!("({x} ** {k})")
-        } else {
-            format!("({x} ** {})", python_float(k))
-        }
+        python_power(x, k)
     }
 
     fn matrix_power(&self, x: &str, k: i64) -> String {

@@ -215,3 +215,33 @@ fn a_built_in_function_the_backend_cannot_spell_is_an_error() {
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
     assert!(err.to_string().contains("Prefix") && err.to_string().contains("tanh"), "{err}");
 }
+
+#[test]
+fn every_backend_spells_every_built_in_function_and_reserves_its_aliases() {
+    let backends: [&dyn Backend; 3] = [&numpy::NumPy, &jax::Jax, &torch::Torch];
+    for b in backends {
+        assert!(b.reserved().iter().all(|r| RESERVED.contains(r)), "{}", b.name());
+        let helpers: Vec<&str> = b.helpers().iter().map(|(name, _)| *name).collect();
+        for f in crate::functions::BUILTINS {
+            let code = b.builtin(f).unwrap_or_else(|| panic!("{} cannot spell {}", b.name(), f.ascii));
+            assert!(code.contains("{x}"), "{}: {code}", b.name());
+            // A helper the spelling calls is one the backend defines.
+            if let Some(call) = code.strip_prefix('_') {
+                let name = format!("_{}", call.split('(').next().unwrap());
+                assert!(helpers.contains(&name.as_str()), "{}: {name}", b.name());
+            }
+        }
+    }
+    // Each backend's code names its own module only.
+    let (s, fs) =
+        functions("X: m x n; w: n; grad(sum(softplus(X w)) + sum(softmax(X)), w); grad(tr(kron(X, X)ᵀ kron(X, X)), X)");
+    for (b, alias, others) in [
+        (&numpy::NumPy as &dyn Backend, "np.", ["jnp.", "torch."]),
+        (&jax::Jax, "jnp.", [" np.", "torch."]),
+        (&torch::Torch, "torch.", ["np.", "jnp."]),
+    ] {
+        let code = module(b, &s.env, &fs).unwrap();
+        assert!(code.contains(alias), "{code}");
+        assert!(others.iter().all(|o| !code.contains(o)), "{code}");
+    }
+}

@@ -19,6 +19,8 @@ enum FormatArg {
     Latex,
     Json,
     Numpy,
+    Jax,
+    Torch,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -82,6 +84,8 @@ fn options(cli: &Cli) -> Options {
             FormatArg::Latex => Format::Latex,
             FormatArg::Json => Format::Json,
             FormatArg::Numpy => Format::Numpy,
+            FormatArg::Jax => Format::Jax,
+            FormatArg::Torch => Format::Torch,
         },
         steps: cli.steps,
         limits: Default::default(),
@@ -102,16 +106,17 @@ fn options(cli: &Cli) -> Options {
 ///
 /// Answers go to `out` in the session's format. With `check`, each
 /// derivative is compared with finite differences: in JSON the result is a
-/// field of the answer's object; in the NumPy format it is reported on
-/// stderr, so that stdout stays a Python module; otherwise a line follows
-/// the answer. NumPy code is printed per answer when `numpy_each` is set
-/// (the REPL); otherwise the caller prints one module at the end.
+/// field of the answer's object; in the code formats (NumPy, JAX, PyTorch)
+/// it is reported on stderr, so that stdout stays a Python module;
+/// otherwise a line follows the answer. Code is printed per answer when
+/// `code_each` is set (the REPL); otherwise the caller prints one module at
+/// the end.
 pub(crate) fn run_script(
     session: &mut Session,
     name: &str,
     src: &str,
     check: bool,
-    numpy_each: bool,
+    code_each: bool,
     items: &mut Vec<Item>,
     out: &mut impl Write,
 ) -> bool {
@@ -158,10 +163,10 @@ pub(crate) fn run_script(
                 None
             });
         }
-        match session.options.format {
-            Format::Numpy => match session.numpy_of(std::slice::from_ref(&item)) {
+        match (session.options.format, session.options.format.backend()) {
+            (_, Some(backend)) => match session.code_of(backend, std::slice::from_ref(&item)) {
                 Ok(module) => {
-                    if numpy_each {
+                    if code_each {
                         let _ = writeln!(out, "{module}");
                     }
                     for c in checks.iter().flatten().filter(|c| c.passed) {
@@ -174,7 +179,7 @@ pub(crate) fn run_script(
                     return false;
                 }
             },
-            Format::Json => {
+            (Format::Json, _) => {
                 let text = match &o {
                     Outcome::Backward(b) => session.renderer().backward(b, &checks, &mut shown),
                     _ => session.render_after(answers[0], checks[0], &mut shown),
@@ -259,8 +264,8 @@ fn run(cli: Cli) -> u8 {
             return 1;
         }
     }
-    if session.options.format == Format::Numpy {
-        match session.numpy_of(&items) {
+    if let Some(backend) = session.options.format.backend() {
+        match session.code_of(backend, &items) {
             Ok(module) => {
                 let _ = write!(out, "{module}");
             }

@@ -25,7 +25,7 @@ Type declarations, definitions and queries, one per line (or separated by ;).
 Commands:
   :help               this text
   :steps on|off       show derivations step by step
-  :format text|ascii|latex|json|numpy
+  :format text|ascii|latex|json|numpy|jax|torch
   :layout denominator|numerator
   :vec row|col
   :check on|off       check every derivative against finite differences
@@ -158,6 +158,8 @@ fn command(session: &mut Session, check: &mut bool, cmd: &str) -> bool {
         ("format", "latex") => opts.format = Format::Latex,
         ("format", "json") => opts.format = Format::Json,
         ("format", "numpy") => opts.format = Format::Numpy,
+        ("format", "jax") => opts.format = Format::Jax,
+        ("format", "torch") => opts.format = Format::Torch,
         ("layout", "denominator") => opts.conventions.layout = Layout::Denominator,
         ("layout", "numerator") => opts.conventions.layout = Layout::Numerator,
         ("vec", "row") => session.set_vec_order(VecOrder::Row),
