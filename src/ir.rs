@@ -606,6 +606,12 @@ pub fn scalar_mul(s: Expr, x: Expr) -> Expr {
         if let Some(d) = x.as_num() {
             return num(c * d);
         }
+        // c (a / t) = (c a) / t for a number a: one fraction, `2 / (xᵀ x)`.
+        if let Op::Div(a, t) = &x.op {
+            if let Some(a) = a.as_num() {
+                return div(num(c * a), t.clone());
+            }
+        }
         if let Op::Scale(t, y) = &x.op {
             if let Some(d) = t.as_num() {
                 return scalar_mul(num(c * d), y.clone());
@@ -671,6 +677,18 @@ pub fn matmul(a: Expr, b: Expr) -> Expr {
     if let (Op::MatMul(p, q), Op::DiagMat(y)) = (&a.op, &b.op) {
         if let Op::DiagMat(x) = &q.op {
             return matmul(p.clone(), diag_mat(hadamard(x.clone(), oriented_like(y, x))));
+        }
+    }
+    // (P ⊗ Q) vec(X) = vec(P X Qᵀ) with `vec` by rows, vec(Q X Pᵀ) by
+    // columns: the Kronecker product is never built (`2 vec(O - Y)`, not
+    // `2((O - Y) ⊗ I) vec(I)`).
+    if let (Op::Kron(p, q), Op::Vec(x, o)) = (&a.op, &b.op) {
+        let (left, right) = match o {
+            VecOrder::Row => (p, q),
+            VecOrder::Col => (q, p),
+        };
+        if left.shape.cols == x.shape.rows && right.shape.cols == x.shape.cols {
+            return vec(matmul(matmul(left.clone(), x.clone()), transpose(right.clone())), *o);
         }
     }
     // (A ⊗ B)(C ⊗ D) = AC ⊗ BD when the inner sizes agree.

@@ -97,7 +97,7 @@ impl Renderer {
                     let meaning = match (&a.lhs, a.adjoint_of.get(name)) {
                         (Some(Lhs::Gradient { f, .. }), Some(u)) if self.steps => {
                             let l = Lhs::Gradient { f: f.clone(), x: u.to_string() };
-                            format!("{} = ", self.lhs(&l))
+                            format!("{} = ", self.lhs(&l, &bold_names(a)))
                         }
                         _ => String::new(),
                     };
@@ -132,11 +132,11 @@ impl Renderer {
                 QueryKind::Shape => format!("{}: {}", expr(&a.function), shape(&a.function.shape)),
                 QueryKind::Show => format!("{} : {}", expr(&a.expr), shape(&a.expr.shape)),
                 QueryKind::Simplify => expr(&a.expr),
-                _ if self.steps && !a.steps.is_empty() => self.render_steps(&a.steps),
+                _ if self.steps && !a.steps.is_empty() => self.render_steps(&a.steps, &bold_names(a)),
                 _ => {
                     let rhs = if fmt == Format::Latex { print::latex(&a.expr) } else { a.render(notation) };
                     match &a.lhs {
-                        Some(lhs) => format!("{} = {rhs}", self.lhs(lhs)),
+                        Some(lhs) => format!("{} = {rhs}", self.lhs(lhs, &bold_names(a))),
                         None => rhs,
                     }
                 }
@@ -167,7 +167,8 @@ impl Renderer {
         }
         let derivative = !matches!(a.kind(), QueryKind::Shape | QueryKind::Show | QueryKind::Simplify);
         if self.steps && derivative {
-            let lines = step_lines(&a.steps, LineStyle::Unicode);
+            let bold = bold_names(a);
+            let lines = step_lines(&a.steps, LineStyle::Unicode, &bold);
             let steps: Vec<serde_json::Value> = a
                 .steps
                 .iter()
@@ -176,7 +177,7 @@ impl Renderer {
                     serde_json::json!({
                         "lhs": lhs_text(&s.lhs, Notation::Unicode),
                         "lhs_ascii": lhs_text(&s.lhs, Notation::Ascii),
-                        "lhs_latex": lhs_latex(&s.lhs),
+                        "lhs_latex": lhs_latex(&s.lhs, &bold),
                         "text": print::text(&s.rhs),
                         "ascii": print::ascii(&s.rhs),
                         "latex": print::latex(&s.rhs),
@@ -232,21 +233,21 @@ impl Renderer {
         .to_string()
     }
 
-    fn lhs(&self, l: &Lhs) -> String {
+    fn lhs(&self, l: &Lhs, bold: &Bold) -> String {
         match self.format {
-            Format::Latex => lhs_latex(l),
+            Format::Latex => lhs_latex(l, bold),
             Format::Ascii => lhs_text(l, Notation::Ascii),
             _ => lhs_text(l, Notation::Unicode),
         }
     }
 
-    fn render_steps(&self, steps: &[Step]) -> String {
+    fn render_steps(&self, steps: &[Step], bold: &Bold) -> String {
         let style = match self.format {
             Format::Latex => LineStyle::Latex,
             Format::Ascii => LineStyle::Ascii,
             _ => LineStyle::Unicode,
         };
-        let lines = step_lines(steps, style);
+        let lines = step_lines(steps, style, bold);
         if style == LineStyle::Latex {
             format!(
                 "\\begin{{aligned}}\n{}\n\\end{{aligned}}",
@@ -320,9 +321,9 @@ enum LineStyle {
 /// reshape followed by a step with the same left-hand side (a gradient made
 /// symmetric) is written `vec⁻¹(previous) = rhs`, so that the last line
 /// alone names the answer.
-fn step_lines(steps: &[Step], style: LineStyle) -> Vec<String> {
+fn step_lines(steps: &[Step], style: LineStyle, bold: &Bold) -> Vec<String> {
     let lhs = |l: &Lhs| match style {
-        LineStyle::Latex => lhs_latex(l),
+        LineStyle::Latex => lhs_latex(l, bold),
         LineStyle::Ascii => lhs_text(l, Notation::Ascii),
         LineStyle::Unicode => lhs_text(l, Notation::Unicode),
     };
@@ -387,11 +388,62 @@ pub fn lhs_text(l: &Lhs, n: Notation) -> String {
     }
 }
 
-fn lhs_latex(l: &Lhs) -> String {
+/// The names an answer writes as matrices or vectors (in bold in LaTeX):
+/// those of its function, its value, its steps and adjoints that are not
+/// 1×1, and the variable of a gradient or Kronecker form that is not.
+type Bold = HashSet<String>;
+
+fn bold_names(a: &Answer) -> Bold {
+    let mut out = Bold::new();
+    let mut stack: Vec<Expr> = vec![a.function.clone(), a.expr.clone()];
+    stack.extend(a.steps.iter().map(|s| s.rhs.clone()));
+    stack.extend(a.adjoints.iter().map(|(_, b)| b.clone()));
+    let mut seen = HashSet::new();
+    while let Some(e) = stack.pop() {
+        if !seen.insert(e.clone()) {
+            continue;
+        }
+        match &e.op {
+            crate::ir::Op::Var { name, .. } | crate::ir::Op::Diff(name) if !e.shape.is_scalar() => {
+                out.insert(name.to_string());
+            }
+            op => stack.extend(op.children().into_iter().cloned()),
+        }
+    }
+    // A Jacobian's sides from its shape: one row per entry of the variable
+    // in denominator layout, one column per entry in numerator layout.
+    let denominator = a.conventions.layout == crate::conventions::Layout::Denominator;
+    for s in &a.steps {
+        if let Lhs::Jacobian { f, x, .. } = &s.lhs {
+            let (rows, cols) = (&s.rhs.shape.rows, &s.rhs.shape.cols);
+            let (lx, lf) = if denominator { (rows, cols) } else { (cols, rows) };
+            if !lx.is_one() {
+                out.insert(x.clone());
+            }
+            if !lf.is_one() {
+                out.insert(f.clone());
+            }
+        }
+    }
+    for s in a.steps.iter().map(|s| &s.lhs).chain(&a.lhs) {
+        match s {
+            Lhs::Gradient { x, .. } if !a.expr.shape.is_scalar() && Some(s) == a.lhs.as_ref() => {
+                out.insert(x.clone());
+            }
+            Lhs::Jacobian { x, vec: true, .. } => {
+                out.insert(x.clone());
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn lhs_latex(l: &Lhs, bold: &Bold) -> String {
     use crate::print::latex::name;
     let n = |s: &str| {
         if s.chars().all(|c| c.is_alphanumeric() || c == '_') {
-            name(s, false)
+            name(s, bold.contains(s))
         } else {
             s.to_string()
         }

@@ -63,6 +63,17 @@ rule_tests! {
     hadamard_scalars: "(2 x) ∘ (3 y)" => "6(x ∘ y)",
     constants_fold: "(2 + 3) A - A" => "4 A",
     power_merge: "A A⁻¹ A A" => "A²",
+    // Elementwise algebra: expanded, cancelled where a factor is known
+    // nonzero, collected, factored.
+    hadamard_reciprocal_of_positive: "exp(x) ∘ (1 ./ exp(x))" => "ones(n, 1)",
+    hadamard_cancel_after_expanding: "(x + y) ∘ exp(x) ./ exp(x)" => "x + y",
+    hadamard_reciprocal_of_unknown_sign_stays: "x ∘ (1 ./ x)" => "x ∘ (1 ./ x)",
+    hadamard_cancel_one_minus_sigmoid: "σ(x) ∘ (1 - σ(x)) ./ (1 - σ(x))" => "σ(x)",
+    hadamard_factor: "x ∘ y + x ∘ A x" => "x ∘ (y + A x)",
+    hadamard_expand_and_collect: "(x + y) ∘ (x - y) + y ∘ y" => "x .^ 2",
+    scalar_fractions_combine: "(1 / (xᵀ x)) x + (2 / (xᵀ x)) y" => "(1 / (xᵀ x)) (x + 2 y)",
+    scalar_fraction_of_unknown_sign_stays: "2 s x / (t s)" => "2 s x / (t s)",
+    kron_times_vec: "(A ⊗ B) vec(C)" => "vec(A C Bᵀ)",
 }
 
 #[test]

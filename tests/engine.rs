@@ -1,6 +1,7 @@
 //! The library's own tests, in one binary: derivatives against finite
 //! differences and the reference evaluator, backward programs, derivatives as values, Hessians, equality saturation,
-//! operation counts, printing round trips and the random-script properties.
+//! operation counts, printing round trips, the random-script properties and
+//! the golden table of textbook results.
 
 #[path = "common/along.rs"]
 mod along;
@@ -24,3 +25,5 @@ mod properties;
 mod python;
 #[path = "roundtrip.rs"]
 mod roundtrip;
+#[path = "textbook.rs"]
+mod textbook;

@@ -133,7 +133,7 @@ pub struct Settings {
 #[derive(Debug, Clone, Default)]
 pub struct Sweeps {
     programs: HashMap<(Expr, usize, VecOrder), Program>,
-    simplified: HashMap<(Expr, VecOrder), Expr>,
+    simplified: HashMap<(Expr, VecOrder, usize), Expr>,
 }
 
 /// The answer to a query.
@@ -416,9 +416,9 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
     // forms and differentials keep their textbook shape.
     if matches!(query, Query::Simplify | Query::Show | Query::Gradient { .. } | Query::Hessian { .. }) && !presimplified
     {
-        expr = crate::egraph::simplify(&expr, conv.order, settings.limits).expr;
+        expr = crate::egraph::simplify_in(&expr, conv.order, settings.limits, &known(env)).expr;
     }
-    let adjoints = simplified_adjoints(&folder, adjoints, settings, sweeps);
+    let adjoints = simplified_adjoints(env, &folder, adjoints, settings, sweeps);
     // The derivation ends with the answer itself, as printed without steps:
     // the last step gets the simplified form, and a gradient made symmetric
     // gets a line of its own after the unsymmetric one.
@@ -445,6 +445,13 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
     })
 }
 
+/// What the simplifier may use of the session's definitions.
+fn known(env: &Env) -> crate::egraph::Known {
+    crate::egraph::Known::new(
+        env.defs.iter().filter_map(|n| Some((Name::from(n.as_str()), env.definition(n)?.clone()))).collect(),
+    )
+}
+
 /// Whether the gradient by `x` is taken in the space of symmetric matrices:
 /// `x` is declared symmetric (and is not 1×1).
 fn symmetric_variable(env: &Env, x: &Ident, gradient: &Expr) -> bool {
@@ -455,28 +462,51 @@ fn symmetric_variable(env: &Env, x: &Ident, gradient: &Expr) -> bool {
 /// With respect to a symmetric matrix, the gradient is the one in the space
 /// of symmetric matrices: `(G + Gᵀ)/2`, whatever form of F was simplified
 /// with `Sᵀ = S`.
+/// `eᵀ` with the transpose pushed through sums, scales, quotients,
+/// products and inverses down to the leaves.
+fn transposed(e: &Expr) -> Expr {
+    match &e.op {
+        Op::Add(ts) => ir::sum_of(ts.iter().map(transposed).collect()),
+        Op::Scale(s, x) => ir::scalar_mul(s.clone(), transposed(x)),
+        Op::Div(a, s) => ir::div(transposed(a), s.clone()),
+        Op::MatMul(a, b) => ir::matmul(transposed(b), transposed(a)),
+        Op::Hadamard(a, b) => ir::hadamard(transposed(a), transposed(b)),
+        Op::Inverse(x) => ir::inverse(transposed(x)),
+        _ => ir::transpose(e.clone()),
+    }
+}
+
+/// A gradient that is already symmetric (`Gᵀ` is written as `G`, product
+/// chains read flat, with `Sᵀ = S` for a symmetric `S`) is its own
+/// symmetrisation.
 fn symmetrise(g: Expr) -> Expr {
+    let t = crate::simplify::tidy(&transposed(&g));
+    if crate::print::text(&t) == crate::print::text(&g) {
+        return g;
+    }
     let half = ir::BigRational::new(1.into(), 2.into());
-    crate::simplify::tidy(&ir::scale(half, ir::sum_of(vec![g.clone(), ir::transpose(g)])))
+    crate::simplify::tidy(&ir::scale(half, ir::sum_of(vec![g.clone(), t])))
 }
 
 /// Named adjoints in the user's names and simplified, each once for every
 /// query that uses it.
 fn simplified_adjoints(
+    env: &Env,
     folder: &chain::Folder,
     adjoints: Adjoints,
     settings: Settings,
     sweeps: &mut Sweeps,
 ) -> Adjoints {
     let order = settings.conventions.order;
+    let known = known(env);
     adjoints
         .into_iter()
         .map(|(name, body)| {
-            let key = (folder.fold(&body), order);
+            let key = (folder.fold(&body), order, env.defs.len());
             let simple = match sweeps.simplified.get(&key) {
                 Some(s) => s.clone(),
                 None => {
-                    let s = crate::egraph::simplify(&key.0, order, settings.limits).expr;
+                    let s = crate::egraph::simplify_in(&key.0, order, settings.limits, &known).expr;
                     sweeps.simplified.insert(key, s.clone());
                     s
                 }
@@ -599,7 +629,8 @@ fn write_roots(env: &Env, f: &Expr, roots: &[Expr], settings: Settings, sweeps: 
         return (slice, large);
     }
     let folder = chain::Folder::new(env);
-    program.simplify_settled(&mut |e| crate::egraph::simplify(&folder.fold(e), order, settings.limits).expr);
+    let known = known(env);
+    program.simplify_settled(&mut |e| crate::egraph::simplify_in(&folder.fold(e), order, settings.limits, &known).expr);
     (program.written(roots, true), large)
 }
 
@@ -663,7 +694,8 @@ pub fn backward(cx: Context<'_>, f: Function, vars: &[Ident], span: Span) -> Res
     let adjoint_of = Rc::clone(&program.of);
     let (slice, large) = write_roots(env, &typed, &roots, settings, sweeps);
     let folder = chain::Folder::new(env);
-    let adjoints = simplified_adjoints(&folder, slice.adjoints, settings, sweeps);
+    let adjoints = simplified_adjoints(env, &folder, slice.adjoints, settings, sweeps);
+    let known = known(env);
     let written = Rc::new(written);
     let closure = crate::diff::backward::Closure::new(&adjoints);
     // Which adjoints must write their identities' sizes, decided once.
@@ -680,7 +712,7 @@ pub fn backward(cx: Context<'_>, f: Function, vars: &[Ident], span: Span) -> Res
                 expr = symmetrise(expr);
             }
             if !large {
-                expr = crate::egraph::simplify(&expr, conv.order, settings.limits).expr;
+                expr = crate::egraph::simplify_in(&expr, conv.order, settings.limits, &known).expr;
             }
             let own = closure.of(&expr);
             let lhs = Lhs::Gradient { f: label.clone(), x: x.name.clone() };

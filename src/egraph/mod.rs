@@ -9,7 +9,10 @@
 //! orders win. The runner is bounded in nodes, iterations and time; when a
 //! bound is hit, the cheapest expression found so far is returned.
 
+pub mod elementwise;
 pub mod rules;
+
+pub use elementwise::Known;
 
 use crate::ir::{self, Expr, Func, Op, VecOrder};
 use crate::shape::{Dim, Shape};
@@ -112,6 +115,9 @@ pub struct Shapes {
     pub funcs: HashMap<Symbol, Func>,
     /// The `vec` order of the session.
     pub order: VecOrder,
+    /// The leaf symbol of each opaque subexpression, so that one
+    /// subexpression added twice is one leaf.
+    symbols: HashMap<Expr, Symbol>,
 }
 
 /// The e-graph type used here.
@@ -317,7 +323,14 @@ impl ToEgg<'_> {
     fn leaf(&mut self, e: &Expr) -> Id {
         let sym = match &e.op {
             Op::Var { name, .. } => Symbol::from(&**name),
-            _ => Symbol::from(format!("#{}", self.analysis.leaves.len())),
+            _ => match self.analysis.symbols.get(e) {
+                Some(s) => *s,
+                None => {
+                    let s = Symbol::from(format!("#{}", self.analysis.leaves.len()));
+                    self.analysis.symbols.insert(e.clone(), s);
+                    s
+                }
+            },
         };
         self.analysis.leaves.insert(sym, e.clone());
         self.rec.add(Math::Leaf(sym))
@@ -385,6 +398,11 @@ impl ToEgg<'_> {
 }
 
 fn from_egg(rec: &RecExpr<Math>, analysis: &Shapes) -> Option<Expr> {
+    from_egg_all(rec, analysis)?.pop()
+}
+
+/// The expression of every node of `rec`, in order.
+fn from_egg_all(rec: &RecExpr<Math>, analysis: &Shapes) -> Option<Vec<Expr>> {
     let mut built: Vec<Expr> = Vec::with_capacity(rec.len());
     for node in rec.as_ref() {
         let c = |i: &Id| built[usize::from(*i)].clone();
@@ -419,7 +437,7 @@ fn from_egg(rec: &RecExpr<Math>, analysis: &Shapes) -> Option<Expr> {
         };
         built.push(e);
     }
-    built.pop()
+    Some(built)
 }
 
 thread_local! {
@@ -439,25 +457,133 @@ thread_local! {
 /// assert_eq!(matdiff::print::text(&s.expr), "a ∘ b");
 /// ```
 pub fn simplify(e: &Expr, order: VecOrder, limits: Limits) -> Simplified {
-    let mut analysis = Shapes { order, ..Shapes::default() };
-    let rec = {
-        let mut t = ToEgg { rec: RecExpr::default(), memo: HashMap::new(), analysis: &mut analysis };
-        t.go(e);
-        t.rec
-    };
+    simplify_in(e, order, limits, &Known::default())
+}
+
+fn to_rec(e: &Expr, analysis: &mut Shapes) -> RecExpr<Math> {
+    let mut t = ToEgg { rec: RecExpr::default(), memo: HashMap::new(), analysis };
+    t.go(e);
+    t.rec
+}
+
+/// [`simplify`] with what the session knows of its names: each region of
+/// elementwise algebra is added with its form from [`elementwise`], and a
+/// subexpression equal to a definition's body is made equal to the name,
+/// which costs nothing, so the answer reads in the user's names.
+pub fn simplify_in(e: &Expr, order: VecOrder, limits: Limits, known: &Known) -> Simplified {
+    let mut egraph = Graph::new(Shapes { order, ..Shapes::default() });
+    let rec = to_rec(e, &mut egraph.analysis);
+    let root = egraph.add_expr(&rec);
+    add_regions(&mut egraph, e, known);
     let before = cost(e, order);
-    let runner = Runner::<Math, Shapes>::new(analysis)
-        .with_node_limit(limits.nodes)
-        .with_iter_limit(limits.iterations)
-        .with_time_limit(limits.time)
-        .with_expr(&rec)
-        .run(RULES.with(|r| r.clone()).iter());
-    let root = runner.roots[0];
-    let stop = format!("{:?}", runner.stop_reason.as_ref().map_or("none".into(), |r| format!("{r:?}")));
-    let (after, best) = Extractor::new(&runner.egraph, Flops::new(&runner.egraph)).find_best(root);
-    match from_egg(&best, &runner.egraph.analysis) {
-        Some(x) if after < before && x.shape == e.shape => Simplified { expr: x, cost: (after, before), stop },
+    let start = std::time::Instant::now();
+    let mut stop = String::from("none");
+    // Two rounds at most: the regions of elementwise algebra that the
+    // first round's rules put together are written out, and the second
+    // round (when time is left) works on them too.
+    let mut best = None;
+    for round in 0..2 {
+        let time = limits.time.saturating_sub(start.elapsed());
+        if round == 0 || !time.is_zero() {
+            let mut runner = Runner::<Math, Shapes>::new(Shapes::default())
+                .with_node_limit(limits.nodes)
+                .with_iter_limit(limits.iterations)
+                .with_time_limit(time)
+                .with_egraph(egraph);
+            runner.roots.push(root);
+            let runner = runner.run(RULES.with(|r| r.clone()).iter());
+            stop = format!("{:?}", runner.stop_reason.as_ref().map_or("none".into(), |r| format!("{r:?}")));
+            egraph = runner.egraph;
+        }
+        fold_definitions(&mut egraph, e, known);
+        let root = egraph.find(root);
+        let (after, rec) = Extractor::new(&egraph, Flops::new(&egraph)).find_best(root);
+        let Some(x) = from_egg(&rec, &egraph.analysis) else { break };
+        let again = round == 0 && add_extracted_regions(&mut egraph, &rec, known);
+        best = Some((after, x));
+        if !again {
+            break;
+        }
+    }
+    match best {
+        Some((after, x)) if after < before && x.shape == e.shape => Simplified { expr: x, cost: (after, before), stop },
         _ => Simplified { expr: e.clone(), cost: (before, before), stop },
+    }
+}
+
+/// [`add_regions`] for an extracted term: the regions of its expression,
+/// each made equal to the e-class it was extracted from (the expression's
+/// constructors may have rearranged it).
+fn add_extracted_regions(egraph: &mut Graph, rec: &RecExpr<Math>, known: &Known) -> bool {
+    let Some(built) = from_egg_all(rec, &egraph.analysis) else { return false };
+    let mut class: HashMap<Expr, Id> = HashMap::new();
+    let mut ids: Vec<Id> = Vec::with_capacity(rec.len());
+    for (i, node) in rec.as_ref().iter().enumerate() {
+        let Some(id) = egraph.lookup(node.clone().map_children(|c| ids[usize::from(c)])) else { return false };
+        ids.push(id);
+        class.entry(built[i].clone()).or_insert(id);
+    }
+    let Some(top) = built.last() else { return false };
+    let mut new = false;
+    for (region, written) in elementwise::regions(top, known) {
+        let Some(&a) = class.get(&region) else { continue };
+        let b = to_rec(&written, &mut egraph.analysis);
+        let b = egraph.add_expr(&b);
+        new |= egraph.union(a, b);
+    }
+    egraph.rebuild();
+    new
+}
+
+/// Adds each region of elementwise algebra in `e` with its written form,
+/// as equal; whether any was new.
+fn add_regions(egraph: &mut Graph, e: &Expr, known: &Known) -> bool {
+    let mut new = false;
+    for (region, written) in elementwise::regions(e, known) {
+        let a = to_rec(&region, &mut egraph.analysis);
+        let b = to_rec(&written, &mut egraph.analysis);
+        let (a, b) = (egraph.add_expr(&a), egraph.add_expr(&b));
+        new |= egraph.union(a, b);
+    }
+    egraph.rebuild();
+    new
+}
+
+/// Makes each definition whose body (or its elementwise form) is in the
+/// e-graph equal to its name. Only definitions whose names all occur in `e`
+/// can be there.
+fn fold_definitions(egraph: &mut Graph, e: &Expr, known: &Known) {
+    if known.definitions.is_empty() {
+        return;
+    }
+    let mut names = Vec::new();
+    e.var_names(&mut names);
+    let present: std::collections::HashSet<&str> = names.iter().map(|n| &**n).collect();
+    let mut changed = false;
+    for (name, body) in &known.definitions {
+        if matches!(body.op, Op::Var { .. }) {
+            continue;
+        }
+        let mut used = Vec::new();
+        body.var_names(&mut used);
+        if used.is_empty() || !used.iter().all(|n| present.contains(&**n)) {
+            continue;
+        }
+        let forms = std::iter::once(body.clone()).chain(elementwise::normalise(body, known));
+        for form in forms {
+            let rec = to_rec(&form, &mut egraph.analysis);
+            if let Some(id) = egraph.lookup_expr(&rec) {
+                let leaf = ir::var(name, body.shape.clone(), false);
+                let sym = Symbol::from(&**name);
+                egraph.analysis.leaves.insert(sym, leaf);
+                let n = egraph.add(Math::Leaf(sym));
+                egraph.union(id, n);
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        egraph.rebuild();
     }
 }
 

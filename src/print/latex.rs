@@ -17,7 +17,79 @@ pub fn latex(e: &Expr) -> String {
     out
 }
 
-/// A name as LaTeX: letters in bold for matrices, trailing digits as a subscript.
+/// The LaTeX command of a Greek letter (`λ` is `\lambda`), if it is one.
+pub fn greek(c: char) -> Option<&'static str> {
+    const LETTERS: &[(char, &str)] = &[
+        ('α', r"\alpha"),
+        ('β', r"\beta"),
+        ('γ', r"\gamma"),
+        ('δ', r"\delta"),
+        ('ε', r"\varepsilon"),
+        ('ϵ', r"\epsilon"),
+        ('ζ', r"\zeta"),
+        ('η', r"\eta"),
+        ('θ', r"\theta"),
+        ('ϑ', r"\vartheta"),
+        ('ι', r"\iota"),
+        ('κ', r"\kappa"),
+        ('λ', r"\lambda"),
+        ('μ', r"\mu"),
+        ('ν', r"\nu"),
+        ('ξ', r"\xi"),
+        ('π', r"\pi"),
+        ('ρ', r"\rho"),
+        ('σ', r"\sigma"),
+        ('τ', r"\tau"),
+        ('υ', r"\upsilon"),
+        ('φ', r"\varphi"),
+        ('ϕ', r"\phi"),
+        ('χ', r"\chi"),
+        ('ψ', r"\psi"),
+        ('ω', r"\omega"),
+        ('Γ', r"\Gamma"),
+        ('Δ', r"\Delta"),
+        ('Θ', r"\Theta"),
+        ('Λ', r"\Lambda"),
+        ('Ξ', r"\Xi"),
+        ('Π', r"\Pi"),
+        ('Σ', r"\Sigma"),
+        ('Υ', r"\Upsilon"),
+        ('Φ', r"\Phi"),
+        ('Ψ', r"\Psi"),
+        ('Ω', r"\Omega"),
+    ];
+    LETTERS.iter().find(|(g, _)| *g == c).map(|(_, l)| *l)
+}
+
+/// Letters as LaTeX: Greek letters as commands (`\lambda`, never the
+/// Unicode letter, which pdflatex refuses), others as they are.
+fn letters(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match greek(c) {
+            Some(g) => {
+                if !out.is_empty() && !out.ends_with(' ') {
+                    out.push(' ');
+                }
+                out.push_str(g);
+                out.push(' ');
+            }
+            None => out.push(c),
+        }
+    }
+    out.trim_end().to_string()
+}
+
+/// A name as LaTeX: letters in bold for matrices (`\mathbf{W}`, and
+/// `\boldsymbol{\Sigma}` for a name with Greek letters), Greek letters as
+/// commands, trailing digits as a subscript.
+///
+/// ```
+/// use matdiff::print::latex::name;
+/// assert_eq!(name("Σ", true), r"\boldsymbol{\Sigma}");
+/// assert_eq!(name("λ", false), r"\lambda");
+/// assert_eq!(name("W1", true), r"\mathbf{W}_{1}");
+/// ```
 pub fn name(n: &str, bold: bool) -> String {
     // An adjoint `δX`: δ before the name it is the adjoint of.
     if let Some(rest) = n.strip_prefix('δ').filter(|r| r.starts_with(|c: char| c.is_alphabetic())) {
@@ -26,12 +98,16 @@ pub fn name(n: &str, bold: bool) -> String {
     let split = n.find(|c: char| c.is_ascii_digit() || c == '_').unwrap_or(n.len());
     let (head, tail) = n.split_at(split);
     let tail = tail.trim_start_matches('_');
+    let has_greek = head.chars().any(|c| greek(c).is_some());
     let head = match head {
-        "σ" => r"\sigma".to_string(),
-        h if h.chars().count() > 1 && !bold => format!(r"\operatorname{{{h}}}"),
-        h => h.to_string(),
+        h if h.chars().count() > 1 && !bold && !has_greek => format!(r"\operatorname{{{h}}}"),
+        h => letters(h),
     };
-    let head = if bold { format!(r"\mathbf{{{head}}}") } else { head };
+    let head = match (bold, has_greek) {
+        (true, true) => format!(r"\boldsymbol{{{head}}}"),
+        (true, false) => format!(r"\mathbf{{{head}}}"),
+        _ => head,
+    };
     if tail.is_empty() {
         head
     } else {
@@ -39,8 +115,13 @@ pub fn name(n: &str, bold: bool) -> String {
     }
 }
 
+fn row_of_ones(e: &Expr) -> bool {
+    matches!(e.op, Op::Ones) && e.shape.rows.is_one() && !e.shape.cols.is_one()
+}
+
 fn level(e: &Expr) -> Prec {
     match &e.op {
+        Op::Ones if row_of_ones(e) => Prec::Postfix,
         Op::Add(_) => Prec::Sum,
         Op::Num(r) if r.is_negative() => Prec::Neg,
         Op::Scale(s, _) if s.as_num().is_some_and(|c| c.is_negative()) => Prec::Neg,
@@ -86,6 +167,8 @@ fn body(e: &Expr, out: &mut String) {
         }
         Op::Identity => out.push_str(r"\mathbf{I}"),
         Op::Zero => out.push_str(r"\mathbf{0}"),
+        // The ones vector with its orientation: `\mathbf{1}^\top G` sums columns.
+        Op::Ones if row_of_ones(e) => out.push_str(r"\mathbf{1}^\top"),
         Op::Ones => out.push_str(r"\mathbf{1}"),
         Op::Size(d) => {
             let parts: Vec<String> = d.as_product_text().split(' ').map(|p| name(p, false)).collect();
