@@ -606,10 +606,18 @@ pub fn scalar_mul(s: Expr, x: Expr) -> Expr {
         if let Some(d) = x.as_num() {
             return num(c * d);
         }
-        // c (a / t) = (c a) / t for a number a: one fraction, `2 / (xᵀ x)`.
+        // c (a / t) = (c a) / t for a number a: one fraction, `2 / (xᵀ x)`,
+        // its sign in front (`-2 / t`, never `(-2) / t`).
         if let Op::Div(a, t) = &x.op {
             if let Some(a) = a.as_num() {
-                return div(num(c * a), t.clone());
+                let p = c * a;
+                if p.is_positive() {
+                    return div(num(p), t.clone());
+                }
+                if !(-c.clone()).is_one() {
+                    let shape = x.shape.clone();
+                    return node(Op::Scale(int(-1), div(num(-p), t.clone())), shape);
+                }
             }
         }
         if let Op::Scale(t, y) = &x.op {
