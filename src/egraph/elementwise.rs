@@ -40,6 +40,8 @@ pub struct Known {
     by_name: HashMap<Name, usize>,
     /// Signs found so far.
     signs: std::cell::RefCell<HashMap<Expr, Sign>>,
+    /// Definitions written by elementwise algebra, once each.
+    written: std::cell::RefCell<HashMap<Name, Option<Expr>>>,
 }
 
 /// What is known of the sign of every entry.
@@ -57,7 +59,18 @@ impl Known {
     /// Knowledge of the given definitions.
     pub fn new(definitions: Vec<(Name, Expr)>) -> Known {
         let by_name = definitions.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
-        Known { definitions, by_name, signs: Default::default() }
+        Known { definitions, by_name, signs: Default::default(), written: Default::default() }
+    }
+
+    /// A definition's body written by elementwise algebra ([`normalise`]),
+    /// when that differs from the body.
+    pub fn written(&self, name: &str) -> Option<Expr> {
+        if let Some(w) = self.written.borrow().get(name) {
+            return w.clone();
+        }
+        let w = self.definition(name).and_then(|b| normalise(b, self));
+        self.written.borrow_mut().insert(name.into(), w.clone());
+        w
     }
 
     /// The definition of a name.

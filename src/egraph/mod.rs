@@ -476,39 +476,36 @@ pub fn simplify_in(e: &Expr, order: VecOrder, limits: Limits, known: &Known) -> 
     let root = egraph.add_expr(&rec);
     add_regions(&mut egraph, e, known);
     let before = cost(e, order);
-    let start = std::time::Instant::now();
-    let mut stop = String::from("none");
-    // Two rounds at most: the regions of elementwise algebra that the
-    // first round's rules put together are written out, and the second
-    // round (when time is left) works on them too.
-    let mut best = None;
-    for round in 0..2 {
-        let time = limits.time.saturating_sub(start.elapsed());
-        if round == 0 || !time.is_zero() {
-            let mut runner = Runner::<Math, Shapes>::new(Shapes::default())
-                .with_node_limit(limits.nodes)
-                .with_iter_limit(limits.iterations)
-                .with_time_limit(time)
-                .with_egraph(egraph);
-            runner.roots.push(root);
-            let runner = runner.run(RULES.with(|r| r.clone()).iter());
-            stop = format!("{:?}", runner.stop_reason.as_ref().map_or("none".into(), |r| format!("{r:?}")));
-            egraph = runner.egraph;
-        }
-        fold_definitions(&mut egraph, e, known);
-        let root = egraph.find(root);
-        let (after, rec) = Extractor::new(&egraph, Flops::new(&egraph)).find_best(root);
-        let Some(x) = from_egg(&rec, &egraph.analysis) else { break };
-        let again = round == 0 && add_extracted_regions(&mut egraph, &rec, known);
-        best = Some((after, x));
-        if !again {
-            break;
+    let mut runner = Runner::<Math, Shapes>::new(Shapes::default())
+        .with_node_limit(limits.nodes)
+        .with_iter_limit(limits.iterations)
+        .with_time_limit(limits.time)
+        .with_egraph(egraph);
+    runner.roots.push(root);
+    let runner = runner.run(RULES.with(|r| r.clone()).iter());
+    let stop = format!("{:?}", runner.stop_reason.as_ref().map_or("none".into(), |r| format!("{r:?}")));
+    let mut egraph = runner.egraph;
+    fold_definitions(&mut egraph, e, known);
+    let mut best = extract(&egraph, root);
+    // The cheapest form may have put together regions of elementwise
+    // algebra that the input did not have: their written forms are added
+    // too, and the extraction made once more (the rules are not run again,
+    // so the limits hold).
+    if let Some((_, rec)) = &best {
+        if add_extracted_regions(&mut egraph, rec, known) {
+            best = extract(&egraph, root);
         }
     }
-    match best {
+    match best.and_then(|(after, rec)| Some((after, from_egg(&rec, &egraph.analysis)?))) {
         Some((after, x)) if after < before && x.shape == e.shape => Simplified { expr: x, cost: (after, before), stop },
         _ => Simplified { expr: e.clone(), cost: (before, before), stop },
     }
+}
+
+/// The cheapest term of the root's e-class, with its cost.
+fn extract(egraph: &Graph, root: Id) -> Option<(f64, RecExpr<Math>)> {
+    let root = egraph.find(root);
+    Some(Extractor::new(egraph, Flops::new(egraph)).find_best(root))
 }
 
 /// [`add_regions`] for an extracted term: the regions of its expression,
@@ -525,8 +522,12 @@ fn add_extracted_regions(egraph: &mut Graph, rec: &RecExpr<Math>, known: &Known)
     }
     let Some(top) = built.last() else { return false };
     let mut new = false;
+    let order = egraph.analysis.order;
     for (region, written) in elementwise::regions(top, known) {
         let Some(&a) = class.get(&region) else { continue };
+        if cost(&written, order) >= cost(&region, order) {
+            continue;
+        }
         let b = to_rec(&written, &mut egraph.analysis);
         let b = egraph.add_expr(&b);
         new |= egraph.union(a, b);
@@ -569,7 +570,7 @@ fn fold_definitions(egraph: &mut Graph, e: &Expr, known: &Known) {
         if used.is_empty() || !used.iter().all(|n| present.contains(&**n)) {
             continue;
         }
-        let forms = std::iter::once(body.clone()).chain(elementwise::normalise(body, known));
+        let forms = std::iter::once(body.clone()).chain(known.written(name));
         for form in forms {
             let rec = to_rec(&form, &mut egraph.analysis);
             if let Some(id) = egraph.lookup_expr(&rec) {
