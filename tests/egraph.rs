@@ -130,3 +130,43 @@ fn extraction_is_deterministic() {
         assert_eq!(run(), first);
     }
 }
+
+/// Random elementwise expressions over operands of every sign (`x`, `y`,
+/// positive `exp(x)`, `σ(y)`, `1 - σ(x)`, a size, 1×1 `s` and `xᵀ y`):
+/// `simplify` (which reads each as a polynomial, expands, cancels what is
+/// known nonzero and factors) keeps the value, at random values.
+#[test]
+fn elementwise_algebra_keeps_the_value() {
+    use rand::Rng;
+    const ATOMS: &[&str] = &["x", "y", "exp(x)", "σ(y)", "(1 - σ(x))", "n", "s", "(xᵀ y)", "2", "A x"];
+    fn gen(rng: &mut StdRng, depth: u32) -> String {
+        if depth == 0 || rng.random_range(0..4) == 0 {
+            return ATOMS[rng.random_range(0..ATOMS.len())].to_string();
+        }
+        const POSITIVE: &[&str] = &["exp(x)", "σ(y)", "(1 - σ(x))", "n", "(1 + exp(y))"];
+        let (a, b) = (gen(rng, depth - 1), gen(rng, depth - 1));
+        let p = POSITIVE[rng.random_range(0..POSITIVE.len())];
+        match rng.random_range(0..5) {
+            0 => format!("({a} + {b})"),
+            1 => format!("({a} - {b})"),
+            2 => format!("({a} ∘ {b})"),
+            3 => format!("({a} ./ {p})"),
+            _ => format!("({a} ∘ {p} ∘ (1 ./ {p}))"),
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(0xe1e);
+    for _ in 0..150 {
+        // A vector operand first, so that the whole is n×1.
+        let e = format!("x ∘ {}", gen(&mut rng, 3));
+        let mut session = Session::default();
+        let a = session.answers(&format!("{DECLS}\nsimplify({e})")).unwrap_or_else(|err| panic!("{e}: {err}"));
+        let original = a[0].function.clone();
+        for seed in 0..2 {
+            let values = random_values(&session.env, &mut StdRng::seed_from_u64(seed), false);
+            let before = Evaluator::new(&session.env, &values).eval(&original).expect("evaluates");
+            let after = a[0].value(&session.env, &values).expect("evaluates");
+            let err = (&before - &after).norm() / before.norm().max(1.0);
+            assert!(err < 1e-9, "simplify({e}) = {} is wrong by {err}", matdiff::print::text(&a[0].expr));
+        }
+    }
+}

@@ -42,7 +42,13 @@ pub struct Known {
     signs: std::cell::RefCell<HashMap<Expr, Sign>>,
     /// Definitions written by elementwise algebra, once each.
     written: std::cell::RefCell<HashMap<Name, Option<Expr>>>,
+    /// The names each definition's body uses, and the definitions by the
+    /// first name their body uses; made when first needed.
+    uses: std::cell::OnceCell<Uses>,
 }
+
+/// The names each definition uses, and the definitions by their first name.
+type Uses = (Vec<Vec<Name>>, HashMap<Name, Vec<usize>>);
 
 /// What is known of the sign of every entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +65,42 @@ impl Known {
     /// Knowledge of the given definitions.
     pub fn new(definitions: Vec<(Name, Expr)>) -> Known {
         let by_name = definitions.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
-        Known { definitions, by_name, signs: Default::default(), written: Default::default() }
+        Known { definitions, by_name, signs: Default::default(), written: Default::default(), uses: Default::default() }
+    }
+
+    /// The definitions (by index, in the order defined) whose bodies use
+    /// names only from `present` and are not a bare name: those whose body
+    /// can occur in an expression over those names.
+    pub fn candidates(&self, present: &std::collections::HashSet<&str>) -> Vec<usize> {
+        let (uses, by_first) = self.uses.get_or_init(|| {
+            let uses: Vec<Vec<Name>> = self
+                .definitions
+                .iter()
+                .map(|(_, b)| {
+                    let mut u = Vec::new();
+                    if !matches!(b.op, Op::Var { .. }) {
+                        b.var_names(&mut u);
+                    }
+                    u
+                })
+                .collect();
+            let mut by_first: HashMap<Name, Vec<usize>> = HashMap::new();
+            for (i, u) in uses.iter().enumerate() {
+                if let Some(first) = u.first() {
+                    by_first.entry(first.clone()).or_default().push(i);
+                }
+            }
+            (uses, by_first)
+        });
+        let mut out: Vec<usize> = present
+            .iter()
+            .filter_map(|p| by_first.get(*p))
+            .flatten()
+            .copied()
+            .filter(|&i| uses[i].iter().all(|n| present.contains(&**n)))
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// A definition's body written by elementwise algebra ([`normalise`]),

@@ -561,15 +561,8 @@ fn fold_definitions(egraph: &mut Graph, e: &Expr, known: &Known) {
     e.var_names(&mut names);
     let present: std::collections::HashSet<&str> = names.iter().map(|n| &**n).collect();
     let mut changed = false;
-    for (name, body) in &known.definitions {
-        if matches!(body.op, Op::Var { .. }) {
-            continue;
-        }
-        let mut used = Vec::new();
-        body.var_names(&mut used);
-        if used.is_empty() || !used.iter().all(|n| present.contains(&**n)) {
-            continue;
-        }
+    for i in known.candidates(&present) {
+        let (name, body) = &known.definitions[i];
         let forms = std::iter::once(body.clone()).chain(known.written(name));
         for form in forms {
             let rec = to_rec(&form, &mut egraph.analysis);
