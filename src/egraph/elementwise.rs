@@ -30,6 +30,9 @@ use std::collections::{BTreeMap, HashMap};
 pub const MAX_TERMS: usize = 48;
 /// The largest exponent of one atom in a term.
 pub const MAX_EXPONENT: i64 = 8;
+/// The most nodes of a region read (shared subexpressions count each time
+/// they are met, so a deeply shared region is given up, not unfolded).
+pub const MAX_NODES: usize = 2_000;
 
 /// What the session knows of its names: their definitions (for folding a
 /// subexpression into the name that holds it, and for signs).
@@ -193,6 +196,8 @@ struct Region<'k> {
     index: HashMap<Expr, usize>,
     /// Atoms that stand for sums, with the sum they stand for.
     sums: HashMap<usize, Poly>,
+    /// Nodes read so far (see [`MAX_NODES`]).
+    read: usize,
 }
 
 /// Gives up on a region.
@@ -316,32 +321,46 @@ impl Region<'_> {
         }
     }
 
+    /// Counts a node read; gives up past [`MAX_NODES`].
+    fn read(&mut self) -> R<()> {
+        self.read += 1;
+        if self.read > MAX_NODES {
+            return Err(GiveUp);
+        }
+        Ok(())
+    }
+
     /// The factors of a product, with their exponents.
-    fn factors(&self, e: &Expr, k: i64, out: &mut Vec<(Expr, i64)>) {
-        if !self.inside(e) {
+    fn factors(&mut self, e: &Expr, k: i64, out: &mut Vec<(Expr, i64)>) -> R<()> {
+        self.read()?;
+        if !self.inside(e) || k.abs() > MAX_EXPONENT {
             out.push((e.clone(), k));
-            return;
+            return Ok(());
         }
         match &e.op {
             Op::Hadamard(a, b) | Op::Scale(a, b) | Op::MatMul(a, b) => {
-                self.factors(a, k, out);
-                self.factors(b, k, out);
+                self.factors(a, k, out)?;
+                self.factors(b, k, out)
             }
             Op::HadamardDiv(a, b) | Op::Div(a, b) => {
-                self.factors(a, k, out);
-                self.factors(b, -k, out);
+                self.factors(a, k, out)?;
+                self.factors(b, -k, out)
             }
             Op::HadamardPow(a, p) => {
                 let p = p.to_integer().to_i64().unwrap_or(1);
-                self.factors(a, k * p, out);
+                self.factors(a, k * p, out)
             }
             Op::Power(a, p) => self.factors(a, k * p, out),
-            _ => out.push((e.clone(), k)),
+            _ => {
+                out.push((e.clone(), k));
+                Ok(())
+            }
         }
     }
 
     /// `e` as a polynomial in the region's atoms.
     fn poly(&mut self, e: &Expr) -> R<Poly> {
+        self.read()?;
         if !self.inside(e) {
             return Ok(BTreeMap::from([(BTreeMap::from([(self.atom(e), 1)]), BigRational::one())]));
         }
@@ -362,7 +381,7 @@ impl Region<'_> {
             }
             _ => {
                 let mut fs = Vec::new();
-                self.factors(e, 1, &mut fs);
+                self.factors(e, 1, &mut fs)?;
                 self.product(fs)
             }
         }
@@ -554,13 +573,22 @@ fn power_of(x: Expr, k: i64) -> Expr {
 /// Whether `e` is a region worth reading as a polynomial: elementwise
 /// algebra with a product, quotient or power in it.
 fn nonlinear(e: &Expr) -> bool {
-    match &e.op {
-        Op::Hadamard(..) | Op::HadamardDiv(..) | Op::HadamardPow(..) | Op::Div(..) => true,
-        Op::Power(x, _) => x.shape.is_scalar(),
-        Op::Add(ts) => ts.iter().any(nonlinear),
-        Op::Scale(s, x) => nonlinear(s) || nonlinear(x),
-        _ => false,
+    // Each node once: regions may share subexpressions deeply.
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![e.clone()];
+    while let Some(x) = stack.pop() {
+        if !seen.insert(x.clone()) || seen.len() > MAX_NODES {
+            continue;
+        }
+        match &x.op {
+            Op::Hadamard(..) | Op::HadamardDiv(..) | Op::HadamardPow(..) | Op::Div(..) => return true,
+            Op::Power(y, _) if y.shape.is_scalar() => return true,
+            Op::Add(ts) => stack.extend(ts.iter().cloned()),
+            Op::Scale(a, b) => stack.extend([a.clone(), b.clone()]),
+            _ => {}
+        }
     }
+    false
 }
 
 /// `e` written by elementwise algebra (see the module docs), or `None` when
@@ -569,8 +597,14 @@ pub fn normalise(e: &Expr, known: &Known) -> Option<Expr> {
     if !nonlinear(e) {
         return None;
     }
-    let mut region =
-        Region { known, shape: e.shape.clone(), atoms: Vec::new(), index: HashMap::new(), sums: HashMap::new() };
+    let mut region = Region {
+        known,
+        shape: e.shape.clone(),
+        atoms: Vec::new(),
+        index: HashMap::new(),
+        sums: HashMap::new(),
+        read: 0,
+    };
     if !region.inside(e) {
         return None;
     }
