@@ -67,6 +67,8 @@ pub enum QueryKind {
     Differential,
     /// `d²(F)`
     SecondDifferential,
+    /// `d³(F)`
+    ThirdDifferential,
     /// `∂F/∂X` or `grad(F, X)`: a gradient shaped like `X` for scalar `F`.
     Gradient,
     /// `∂F/∂Xᵀ`, `∂F/∂vec(X)ᵀ` or `jacobian(F, X)`.

@@ -373,6 +373,10 @@ pub fn lhs_text(l: &Lhs, n: Notation) -> String {
             Notation::Unicode => format!("d²{f}"),
             Notation::Ascii => format!("d^2{f}"),
         },
+        Lhs::ThirdDifferential(f) => match n {
+            Notation::Unicode => format!("d³{f}"),
+            Notation::Ascii => format!("d^3{f}"),
+        },
         Lhs::Jacobian { f, x, vec: true } => format!("{d}{f}/{d}vec({x}){t}"),
         Lhs::Jacobian { f, x, vec: false } => format!("{d}{f}/{d}{x}{t}"),
         Lhs::Gradient { f, x } => format!("{d}{f}/{d}{x}"),
@@ -399,6 +403,7 @@ fn lhs_latex(l: &Lhs) -> String {
     match l {
         Lhs::Differential(f) => format!(r"\mathrm{{d}}{}", n(f)),
         Lhs::SecondDifferential(f) => format!(r"\mathrm{{d}}^2{}", n(f)),
+        Lhs::ThirdDifferential(f) => format!(r"\mathrm{{d}}^3{}", n(f)),
         Lhs::Jacobian { f, x, vec: true } => {
             format!(r"\frac{{\partial {}}}{{\partial \operatorname{{vec}}({})^\top}}", n(f), n(x))
         }

@@ -284,7 +284,9 @@ impl Session {
                 let (typed, written) = self.env.check_written(expr, self.options.conventions.order)?;
                 let label = label_of(&src[expr.span.start..expr.span.end]);
                 let varying = match kind {
-                    QueryKind::Differential | QueryKind::SecondDifferential => self.varying(),
+                    QueryKind::Differential | QueryKind::SecondDifferential | QueryKind::ThirdDifferential => {
+                        self.varying()
+                    }
                     _ => BTreeSet::new(),
                 };
                 let all = self.targets.is_empty();

@@ -575,6 +575,10 @@ fn statement(p: Pair<Rule>) -> Result<Stmt> {
                 )),
             }
         }
+        Rule::third_query => {
+            let e = expr(p.into_inner().next().expect("expr"))?;
+            Ok(Stmt::Query { kind: QueryKind::ThirdDifferential, expr: e, wrt: None, wrt2: None, span: sp })
+        }
         Rule::second_query => {
             let e = expr(p.into_inner().next().expect("expr"))?;
             Ok(Stmt::Query { kind: QueryKind::SecondDifferential, expr: e, wrt: None, wrt2: None, span: sp })
