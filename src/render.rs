@@ -74,6 +74,19 @@ impl Renderer {
         })
     }
 
+    /// A name given to a derivative used inside an expression, with what it
+    /// stands for: `g = ∂D/∂x: 1×d`.
+    pub fn lifted(&self, name: &str, meaning: &str, shape: &Shape) -> Option<String> {
+        Some(match self.format {
+            Format::Json => {
+                serde_json::json!({ "definition": name, "of": meaning, "shape": shape_json(shape) }).to_string()
+            }
+            Format::Ascii => format!("{name} = {meaning}: {}", shape.display(true)),
+            Format::Text => format!("{name} = {meaning}: {shape}"),
+            _ => return self.definition(name, shape),
+        })
+    }
+
     /// An answer, with the result of its numeric check. In JSON the check
     /// (and, with steps, the derivation) is part of the answer's object;
     /// other formats show the answer alone.

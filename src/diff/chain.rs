@@ -101,23 +101,41 @@ pub fn fold_names(env: &Env, e: &Expr) -> Expr {
 /// [`fold_names`] for many expressions, with the definitions looked up once.
 pub struct Folder<'e> {
     bodies: std::collections::HashMap<&'e Expr, &'e str>,
+    /// Names whose values are derivatives.
+    derived: std::collections::HashSet<&'e str>,
 }
 
 impl<'e> Folder<'e> {
     /// The definitions of `env`, by body.
     pub fn new(env: &'e Env) -> Folder<'e> {
-        Folder { bodies: env.defs.iter().filter_map(|n| Some((env.definition(n)?, n.as_str()))).collect() }
+        let derived = env
+            .defs
+            .iter()
+            .filter(|n| matches!(env.names.get(*n), Some((crate::typeck::Binding::Def { derived: Some(_), .. }, _))))
+            .map(String::as_str)
+            .collect();
+        Folder { bodies: env.defs.iter().filter_map(|n| Some((env.definition(n)?, n.as_str()))).collect(), derived }
     }
 
-    /// `e` with every subexpression equal to a definition written as its name.
+    /// `e` with every subexpression equal to a definition written as its
+    /// name; a whole answer equal to a derivative defined as a value is
+    /// still written out (`∂f/∂x = 2 x`, not `∂f/∂x = g`).
     pub fn fold(&self, e: &Expr) -> Expr {
         if self.bodies.is_empty() {
             return e.clone();
         }
-        ir::map_bottom_up(e, &mut |n| match self.bodies.get(&n) {
-            Some(name) if !matches!(n.op, Op::Var { .. }) => ir::var(name, n.shape.clone(), false),
-            _ => n,
-        })
+        let fold = |e: &Expr| {
+            ir::map_bottom_up(e, &mut |n| match self.bodies.get(&n) {
+                Some(name) if !matches!(n.op, Op::Var { .. }) => ir::var(name, n.shape.clone(), false),
+                _ => n,
+            })
+        };
+        match self.bodies.get(e) {
+            Some(name) if self.derived.contains(name) => {
+                ir::rebuild(e, e.op.children().into_iter().map(fold).collect())
+            }
+            _ => fold(e),
+        }
     }
 }
 
