@@ -65,6 +65,8 @@ pub struct Session {
     /// Hessian-vector products by lifted name, with what to define if
     /// their vector turns out to be a matrix.
     fallbacks: std::collections::HashMap<String, crate::syntax::lift::Fallback>,
+    /// The named adjoints that the values of lifted derivatives use.
+    hidden: BTreeSet<String>,
 }
 
 impl Session {
@@ -333,6 +335,9 @@ impl Session {
         // The answer's named adjoints are definitions its value uses.
         for (n, body) in &a.adjoints {
             if !self.env.names.contains_key(&**n) {
+                if self.meanings.contains_key(&name.name) {
+                    self.hidden.insert(n.to_string());
+                }
                 let def = Binding::Def { body: body.clone(), written: None, derived: None, power_terms: 1 };
                 self.env.names.insert(n.to_string(), (def, name.span));
                 self.env.defs.push(n.to_string());
@@ -363,14 +368,13 @@ impl Session {
     /// their values (whose own lifted names are replaced in turn).
     fn inline_lifted(&self, e: crate::ir::Expr) -> crate::ir::Expr {
         let mut e = e;
-        for _ in 0..=self.meanings.len() {
-            if !self.meanings.keys().any(|n| e.mentions(n)) {
+        let lifted = |n: &str| self.meanings.contains_key(n) || self.hidden.contains(n);
+        for _ in 0..=self.meanings.len() + self.hidden.len() {
+            if !self.meanings.keys().chain(&self.hidden).any(|n| e.mentions(n)) {
                 break;
             }
             e = crate::ir::map_bottom_up(&e, &mut |x| match &x.op {
-                crate::ir::Op::Var { name, .. } if self.meanings.contains_key(&**name) => {
-                    self.env.definition(name).cloned().unwrap_or(x)
-                }
+                crate::ir::Op::Var { name, .. } if lifted(name) => self.env.definition(name).cloned().unwrap_or(x),
                 _ => x,
             });
         }

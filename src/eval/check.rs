@@ -308,7 +308,7 @@ fn compare(got: &Mat, expected: &Mat) -> Result<f64, EvalError> {
 /// `conv` is the conventions the answer was derived under
 /// ([`Answer::conventions`], which is what [`crate::Session::check`] passes).
 pub fn check(env: &Env, answer: &Answer, conv: Conventions, seed: u64) -> Result<Option<f64>, EvalError> {
-    if !answer.query.is_derivative() {
+    if !answer.query.is_derivative() && !matches!(answer.kind(), QueryKind::Show | QueryKind::Simplify) {
         return Ok(None);
     }
     let f = &answer.written;
@@ -341,6 +341,12 @@ fn check_once(
         QueryKind::ThirdDifferential => third_differential(env, answer, f, values, rng),
         QueryKind::Differential => differential(env, answer, f, values, rng),
         QueryKind::Hessian => hessian(env, answer, f, conv, values, rng),
+        // A value (a simplified expression, or one holding derivatives)
+        // against the script's own evaluation of what was written.
+        QueryKind::Show | QueryKind::Simplify => {
+            let want = f_at(env, f, values)?;
+            Ok(relative_error(&answer.value(env, values)?, &want))
+        }
         _ => first_order(env, answer, f, conv, values, rng),
     }
 }

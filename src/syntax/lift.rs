@@ -81,10 +81,15 @@ pub fn lift(stmts: Vec<Stmt>, src: &str, scope: &Scope) -> Lifted {
     cx.out
 }
 
-/// Every word of the script that could be a name.
+/// Every word of the script, comments aside, that could be a name.
 fn words(src: &str) -> HashSet<String> {
     let is_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || ('\u{391}'..='\u{3C9}').contains(&c);
-    src.split(|c: char| !is_char(c)).filter(|w| !w.is_empty()).map(str::to_string).collect()
+    src.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(|l| l.split(|c: char| !is_char(c)))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 struct Lifter<'a> {
