@@ -291,12 +291,28 @@ impl<'a> Checker<'a> {
         if self.uni.is_empty() {
             return e;
         }
-        ir::map_bottom_up(&e, &mut |n| match &n.op {
+        self.zonk_node(&e)
+    }
+
+    /// [`Checker::zonk`] of one node. Mid-pass, sizes unified only as far as
+    /// they can be so far may resolve a sum's or an elementwise operation's
+    /// operands to unequal shapes; such a node is left as it is, and the
+    /// unifier's final check reports the conflict.
+    fn zonk_node(&self, e: &Expr) -> Expr {
+        let kids: Vec<Expr> = e.op.children().into_iter().map(|c| self.zonk_node(c)).collect();
+        let elementwise = matches!(e.op, ir::Op::Add(_) | ir::Op::Hadamard(..) | ir::Op::HadamardDiv(..));
+        let mut fixed = kids.iter().map(|k| &k.shape).filter(|s| !s.has_vars());
+        if elementwise && fixed.next().is_some_and(|first| fixed.any(|s| s != first)) {
+            return e.clone();
+        }
+        let same = kids.iter().zip(e.op.children()).all(|(a, b)| std::ptr::eq(a, b) || a == b);
+        let n = if same { e.clone() } else { ir::rebuild(e, kids) };
+        match &n.op {
             ir::Op::Identity if n.shape.has_vars() => ir::identity(self.uni.resolve(&n.shape.rows)),
             ir::Op::Zero if n.shape.has_vars() => ir::zero(self.uni.resolve_shape(&n.shape)),
             ir::Op::Ones if n.shape.has_vars() => ir::ones(self.uni.resolve_shape(&n.shape)),
             _ => n,
-        })
+        }
     }
 
     fn settle(&self, e: Expr) -> Expr {

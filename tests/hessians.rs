@@ -198,3 +198,16 @@ fn a_hessian_needs_a_scalar() {
     let err = s.run("x: n; A: n x n; hessian(A x, x)").unwrap_err();
     assert!(err.to_string().contains("not a scalar"), "{err}");
 }
+
+/// Re-reading a printed Kronecker-form Hessian, whose bare `I`s are sized
+/// only once every size is known, used to stop at a sum of unequal shapes
+/// met halfway; it now reads back, or falls back to sized identities.
+#[test]
+fn a_kronecker_hessian_with_ambiguous_identities_is_derived() {
+    let q = "P: 2 x 2; s: scalar; H2 = (ones(3, 3) ∘ sum(P')); \
+             L = (sum((tanh(H2) ⊗ (P ./ (2 + σ(s)))) ∘ (tanh(H2) ⊗ (P ./ (2 + σ(s))))) / 36); hessian(L, P)";
+    let mut s = Session::default();
+    let a = s.answers(q).unwrap_or_else(|e| panic!("{e}")).pop().expect("an answer");
+    let err = s.check(&a).expect("evaluates").expect("a derivative");
+    assert!(err < check::TOLERANCE, "{} (error {err})", s.render(&a));
+}
