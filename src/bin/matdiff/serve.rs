@@ -306,7 +306,9 @@ fn derive_request(job: Job, limits: Limits) {
         },
         Err(e) => limit_error(&e),
     };
-    json_response(request, &value);
+    // Written on a thread of its own too: a client that does not read its
+    // answer holds that thread, not a worker.
+    std::thread::spawn(move || json_response(request, &value));
 }
 
 /// The answer to a derivation that ran out of time or memory.
