@@ -144,6 +144,14 @@ async function derive() {
 function show(body, ms) {
   const answers = $("answers");
   const definitions = $("definitions");
+  showError(body.error);
+  // A script that does not parse answers nothing: the last answers stay, faded,
+  // until it does.
+  if (body.error && !body.items.some((i) => i.definition === undefined)) {
+    if (answers.childElementCount) answers.classList.add("stale");
+    setStatus(body.error.line ? `error at line ${body.error.line}` : body.error.message, "bad");
+    return;
+  }
   answers.replaceChildren();
   definitions.replaceChildren();
   let count = 0;
@@ -160,7 +168,6 @@ function show(body, ms) {
     answers.append(item.gradients ? backwardCard(item, key) : answerCard(item, key));
     count += item.gradients ? item.gradients.length : 1;
   }
-  showError(body.error);
   if (body.error) setStatus(body.error.line ? `error at line ${body.error.line}` : body.error.message, "bad");
   else setStatus(`${count} answer${count === 1 ? "" : "s"} · ${ms} ms`, "ok");
 }
@@ -175,7 +182,7 @@ function lhsLatex(a) {
 
 function aligned(lines) {
   if (lines.length === 1) return lines[0].replace(" &= ", " = ");
-  return `\\begin{aligned}${lines.join(" \\\\ ")}\\end{aligned}`;
+  return `\\begin{aligned}${lines.join(" \\\\[0.5em] ")}\\end{aligned}`;
 }
 
 function answerLatex(a) {
@@ -217,9 +224,9 @@ function rule(step, index) {
   return ["identified", ""];
 }
 
-function stepsBox(steps, key) {
+function stepsBox(steps, key, of) {
   if (!steps || !steps.length) return null;
-  const box = el("details", { class: "steps" }, el("summary", {}, `Steps (${steps.length})`));
+  const box = el("details", { class: "steps" }, el("summary", {}, `Steps${of ? " of " + of : ""} (${steps.length})`));
   if (openSteps.has(key)) box.open = true;
   box.addEventListener("toggle", () => (box.open ? openSteps.add(key) : openSteps.delete(key)));
   const list = el("ol");
@@ -291,7 +298,7 @@ function answerCard(a, key) {
 function backwardCard(b, key) {
   const lines = b.adjoints.map((d) => `${d.name_latex} &= ${d.latex}`);
   for (const g of b.gradients) lines.push(`${lhsLatex(g) || g.query} &= ${g.latex}`);
-  const steps = b.gradients.map((g, i) => stepsBox(g.steps, `${key}/${i}`)).filter(Boolean);
+  const steps = b.gradients.map((g, i) => stepsBox(g.steps, `${key}/${i}`, g.query)).filter(Boolean);
   const card = el("article", { class: "answer backward", "data-query": b.query },
     head(b.query, "", b.gradients),
     math(aligned(lines)),
