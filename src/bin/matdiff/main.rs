@@ -39,7 +39,12 @@ enum VecArg {
 /// Symbolic matrix-differential calculus: differentials, the chain rule and
 /// Magnus–Neudecker identification of derivatives.
 #[derive(Debug, Parser)]
-#[command(name = "matdiff", version, about)]
+#[command(
+    name = "matdiff",
+    version,
+    about,
+    after_help = "`matdiff serve [--port N] [--open]` serves a web page for derivations (see `matdiff serve --help`)."
+)]
 struct Cli {
     /// Scripts to run, in order.
     files: Vec<std::path::PathBuf>,

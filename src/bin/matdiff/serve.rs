@@ -183,7 +183,8 @@ fn serve(cli: &ServeCli) -> u8 {
     };
     let port = server.server_addr().to_ip().map_or(cli.port, |a| a.port());
     let url = format!("http://127.0.0.1:{port}/");
-    let limits = Limits { timeout: Duration::from_secs_f64(cli.timeout.clamp(0.1, 3600.0)), memory: cli.memory };
+    let timeout = Duration::try_from_secs_f64(cli.timeout.clamp(0.1, 3600.0)).unwrap_or(Duration::from_secs(10));
+    let limits = Limits { timeout, memory: cli.memory };
     let workers = cli.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().min(4)));
     println!(
         "matdiff serve: {url} ({} workers, queue {}, {:.0?} and {} MiB per derivation; Ctrl-C stops)",
