@@ -437,6 +437,12 @@ impl<'a> Checker<'a> {
                 self.binary(*op, ta, tb, a, b, e.span)
             }
             ExprKind::Call { name, primes, inverse, args } => self.call(name, *primes, *inverse, args, e.span),
+            // A session defines each derivative inside an expression first
+            // (`syntax::lift`) and names it; one reaches here only unlifted.
+            ExprKind::Derivative(_) => {
+                Err(Error::name(e.span, "a derivative must be defined before it is used", "a derivative")
+                    .with_help("define it as a value, as in `g = ∂f/∂x`, then use `g`"))
+            }
         }
     }
 
@@ -885,10 +891,13 @@ impl<'a> Checker<'a> {
                 let alias = ALIASES.iter().find(|(a, _)| *a == n).map(|(_, b)| *b);
                 if ["grad", "jacobian", "hessian", "simplify", "shape"].contains(&n) {
                     return Err(Error::name(name.span, format!("`{n}(…)` is a query, not a function"), "a query")
-                        .with_help(format!(
-                            "define it first, as in `g = {n}(L, W)`, then use the name: a derivative is a \
-                             value, but not yet part of a larger expression"
-                        )));
+                        .with_help(if matches!(n, "simplify" | "shape") {
+                            format!(
+                                "ask `{n}(…)` on a line of its own; inside an expression, write the expression itself"
+                            )
+                        } else {
+                            format!("a derivative is written `{n}(F, X)`, with no primes or inverse")
+                        }));
                 }
                 let help = match alias.or(close) {
                     Some(k) => format!("did you mean `{k}`? To use a new scalar function, declare it: `{n}: R -> R`"),

@@ -988,6 +988,7 @@ pub fn functions_of(env: &Env, items: &[Item]) -> Vec<Function> {
             let base = match &a.lhs {
                 Some(Lhs::Differential(f)) => format!("d_{}", ident(f)),
                 Some(Lhs::SecondDifferential(f)) => format!("d2_{}", ident(f)),
+                Some(Lhs::ThirdDifferential(f)) => format!("d3_{}", ident(f)),
                 Some(Lhs::Gradient { f, x }) => format!("grad_{}_{}", ident(f), ident(x)),
                 Some(Lhs::Jacobian { f, x, .. }) => format!("jacobian_{}_{}", ident(f), ident(x)),
                 Some(Lhs::Hessian { f, x, .. }) => format!("hessian_{}_{}", ident(f), ident(x)),

@@ -308,7 +308,7 @@ fn compare(got: &Mat, expected: &Mat) -> Result<f64, EvalError> {
 /// `conv` is the conventions the answer was derived under
 /// ([`Answer::conventions`], which is what [`crate::Session::check`] passes).
 pub fn check(env: &Env, answer: &Answer, conv: Conventions, seed: u64) -> Result<Option<f64>, EvalError> {
-    if !answer.query.is_derivative() {
+    if !answer.query.is_derivative() && !matches!(answer.kind(), QueryKind::Show | QueryKind::Simplify) {
         return Ok(None);
     }
     let f = &answer.written;
@@ -338,8 +338,15 @@ fn check_once(
 ) -> Result<f64, EvalError> {
     match answer.kind() {
         QueryKind::SecondDifferential => second_differential(env, answer, f, values, rng),
+        QueryKind::ThirdDifferential => third_differential(env, answer, f, values, rng),
         QueryKind::Differential => differential(env, answer, f, values, rng),
         QueryKind::Hessian => hessian(env, answer, f, conv, values, rng),
+        // A value (a simplified expression, or one holding derivatives)
+        // against the script's own evaluation of what was written.
+        QueryKind::Show | QueryKind::Simplify => {
+            let want = f_at(env, f, values)?;
+            Ok(relative_error(&answer.value(env, values)?, &want))
+        }
         _ => first_order(env, answer, f, conv, values, rng),
     }
 }
@@ -387,6 +394,40 @@ fn second_differential(
     vals.diffs = names.iter().cloned().zip(dirs).collect();
     let got = answer.value(env, &vals)?;
     compare_second(&got, &expected, second_difference_noise(centre.amax(), h))
+}
+
+/// The step of third differences (Richardson-extrapolated with half of it).
+const THIRD_STEP: f64 = 5e-3;
+
+/// `d³F` along random directions `dX`, against the third central difference
+/// `(F(2h) - 2F(h) + 2F(-h) - F(-2h)) / 2h³`, Richardson-extrapolated.
+fn third_differential(
+    env: &Env,
+    answer: &Answer,
+    f: &Written,
+    values: &Values,
+    rng: &mut StdRng,
+) -> Result<f64, EvalError> {
+    let names = &answer.varying;
+    let (held, at) = hold(env, values, names, f.order)?;
+    let dirs: Vec<Mat> = names.iter().zip(&at).map(|(n, x0)| direction(env, n, x0, rng)).collect();
+    let centre = f_at(env, f, &held)?;
+    let third = |h: f64| -> Result<Mat, EvalError> {
+        let at_step = |k: f64| -> Result<Mat, EvalError> {
+            let m = moved(env, f, &held, names, &at, &dirs, k * h)?;
+            same_shape(&m, &centre)?;
+            Ok(m)
+        };
+        Ok((at_step(2.0)? - at_step(1.0)? * 2.0 + at_step(-1.0)? * 2.0 - at_step(-2.0)?) / (2.0 * h * h * h))
+    };
+    let h = THIRD_STEP;
+    let expected = (third(h / 2.0)? * 4.0 - third(h)?) / 3.0;
+    let mut vals = values.clone();
+    vals.diffs = names.iter().cloned().zip(dirs).collect();
+    let got = answer.value(env, &vals)?;
+    // Each difference divides values rounded to about 1e-16 of their size by (h/2)³.
+    let noise = 16.0 * f64::EPSILON * centre.amax() / (h * h * h / 8.0);
+    compare_second(&got, &expected, noise)
 }
 
 /// `hessian(F, X)` and `hessian(F, X, Y)`: rows index `vec(X)`, columns
