@@ -142,6 +142,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     example!("attention"),
     example!("backprop"),
     example!("gradient_penalty"),
+    example!("hessian_vector"),
     example!("layer_norm"),
     example!("least_squares"),
     example!("logistic"),
@@ -150,6 +151,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     example!("mlp"),
     example!("newton_logistic"),
     example!("softmax_regression"),
+    example!("third_differential"),
     example!("three_layer"),
     example!("transformer_block"),
 ];
