@@ -143,7 +143,7 @@ impl Renderer {
             Format::Json => self.json(a, check).to_string(),
             _ => match a.kind() {
                 QueryKind::Shape => format!("{}: {}", expr(&a.function), shape(&a.function.shape)),
-                QueryKind::Show => format!("{} : {}", expr(&a.expr), shape(&a.expr.shape)),
+                QueryKind::Show => format!("{}: {}", expr(&a.expr), shape(&a.expr.shape)),
                 QueryKind::Simplify => expr(&a.expr),
                 _ if self.steps && !a.steps.is_empty() => self.render_steps(&a.steps),
                 _ => {

@@ -91,7 +91,7 @@ fn readme_derivative_as_value_runs_and_checks() {
     let shown: Vec<String> = out.iter().filter_map(|o| s.render_outcome(o)).collect();
     assert_eq!(shown[1], "g = ∂f/∂x: n×1", "{shown:?}");
     let Some(matdiff::session::Outcome::Answer(a)) = out.last() else { panic!("an answer") };
-    assert_eq!(s.render(a), "Aᵀ (A v ∘ exp(A x)) : n×1");
+    assert_eq!(s.render(a), "Aᵀ (A v ∘ exp(A x)): n×1");
     let err = s.check(a).expect("evaluates").expect("a value is checked");
     assert!(err < matdiff::eval::check::TOLERANCE, "{}: {err}", s.render(a));
 }
