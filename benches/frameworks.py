@@ -36,7 +36,9 @@ Times are per call, in ms, after a warm-up (which also compiles the jitted
 functions): the median and the best over `--repeat` repeats of ~`--budget`
 seconds each, the repeats of all methods interleaved so that a busy spell on
 a shared machine slows them alike. "gen/fw" is the generated code's median
-over its framework's.
+over its framework's. For JAX the table also gives XLA's cost analysis
+(flops and bytes accessed) of both compiled programs: the work each does,
+free of the timing noise of a shared machine.
 
 Usage (from the repository root, after `pip install ./python`):
 
@@ -180,6 +182,7 @@ def main():
                     if got != [dtype]:
                         failures.append(f"{model.label} {dtype} {label}: results are {'/'.join(got)}")
 
+            cost = jax_costs(jax, jnp, program, model, v64, dtype) if jax is not None else None
             times = networks.time_all([m[2] for m in methods], repeat, budget)
             print(f"{model.label}, {dtype}  (matdiff derived ∂L/∂(…) in {derive_ms:.0f} ms)")
             hdr = f"  {'method':<40} {'median ms':>10} {'best ms':>10} {'gen/fw':>8}   {'rel. err':>8}"
@@ -195,6 +198,10 @@ def main():
                     if med > fw_med:
                         slower.append(f"{model.label} {dtype} {fw}: {med / fw_med:.2f}x (best {best / fw_best:.2f}x)")
                 print(f"  {label:<40} {med * 1e3:>10.3f} {best * 1e3:>10.3f} {ratio:>8}   {errs[label]:>8.1e}")
+            if cost:
+                (gf, gb), (ff, fb) = cost
+                print(f"  XLA's cost analysis of the compiled programs: generated {gf:.3g} flops, {gb:.3g} bytes; "
+                      f"autodiff {ff:.3g} flops, {fb:.3g} bytes")
             print()
             summary.append((model, dtype, ratios))
 
@@ -247,6 +254,26 @@ def torch_generated(torch, program, model, v64, dtype):
         loss, grads = res
         return loss.cpu().numpy(), [g.cpu().numpy() for g in grads]
     return f"matdiff torch ({dev})", run, to_numpy
+
+
+def jax_costs(jax, jnp, program, model, v64, dtype):
+    """(flops, bytes accessed) of the compiled generated function and of the
+    compiled jax.value_and_grad, by XLA's cost analysis: the work each does,
+    free of timing noise. None when the backend does not report it."""
+    try:
+        fn = program.jax()
+        kw = keyword_arguments(fn, {k: jnp.asarray(a, dtype=dtype) for k, a in v64.items()}, model)
+        pnames = [p for _, p in model.params]
+        data = [k for k in model.data if k != "epsilon"]
+        ref = jax.value_and_grad(model.jax_loss, argnums=tuple(range(len(pnames))))
+        out = []
+        for f, a, k in ((fn, (), kw), (ref, [jnp.asarray(v64[k], dtype=dtype) for k in pnames + data], {})):
+            ca = jax.jit(f).lower(*a, **k).compile().cost_analysis()
+            ca = ca[0] if isinstance(ca, (list, tuple)) else ca
+            out.append((ca["flops"], ca["bytes accessed"]))
+        return out
+    except Exception:  # the analysis is optional; timings do not depend on it
+        return None
 
 
 def jax_generated(jax, jnp, program, model, v64, dtype):
