@@ -2,6 +2,7 @@
 errors, and the generated functions' signatures."""
 
 import concurrent.futures
+import pathlib
 import inspect
 
 import pytest
@@ -167,3 +168,21 @@ def test_version_and_stubs():
     assert matdiff.__version__ == "0.1.0"
     here = pathlib.Path(matdiff.__file__).parent
     assert (here / "py.typed").exists() and (here / "__init__.pyi").exists()
+
+
+EXAMPLES = sorted(p.stem for p in (pathlib.Path(__file__).resolve().parents[2] / "examples").glob("*.mdiff"))
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_example(name):
+    """Every example derives; each answer typesets, checks, and has a
+    function in each backend."""
+    answers = matdiff.derive(example(name))
+    assert answers
+    for a in answers:
+        assert a._repr_latex_().startswith("$$") and a.query in str(a)
+        err = a.check()
+        assert err is None or err <= matdiff.TOLERANCE, (a.query, err)
+        for backend in matdiff.BACKENDS:
+            source = a.code(backend)
+            assert f"def {a.function(backend).__name__}(" in source
