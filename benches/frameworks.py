@@ -17,7 +17,8 @@ parameter; its answer's `.torch()` and `.jax()` are the functions
 value_and_grad_L(...), which run the forward pass once and the backward pass
 once and return (L, (∂L/∂P1, …)). Methods, for each of float64 and float32:
 
-  matdiff torch   the generated PyTorch function
+  matdiff torch   the generated PyTorch function (with `--torch-compile`,
+                  also torch.compile of it, compared with autograd too)
   torch autograd  the same forward in torch, loss.backward()
   matdiff jax     jax.jit of the generated JAX function
   jax autodiff    jax.jit(jax.value_and_grad(loss, argnums=…)) of the same
@@ -44,7 +45,7 @@ Usage (from the repository root, after `pip install ./python`):
 
     python3 benches/frameworks.py [--models transformer,mlp] [--layers 2,4,8]
         [--dtype float64,float32] [--threads 1] [--repeat 11] [--budget 0.1]
-        [--skip torch,jax] [--quick]
+        [--skip torch,jax] [--torch-compile] [--quick]
 
 `--quick` is a smoke run: small sizes (T = 64, d = 32; N = 128, width 32,
 L = 2) and 3 repeats.
@@ -70,6 +71,8 @@ def main():
                     help="seconds per repeat and method (default 0.1; 0.005 with --quick)")
     ap.add_argument("--skip", default="", help="comma-separated frameworks not to run: torch, jax")
     ap.add_argument("--quick", action="store_true", help="small sizes and few repeats: a smoke run")
+    ap.add_argument("--torch-compile", action="store_true",
+                    help="also time torch.compile of the generated PyTorch function (slow to compile)")
     args = ap.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
@@ -158,6 +161,9 @@ def main():
             methods = []  # (framework, label, run, to_numpy, generated)
             if torch is not None:
                 methods.append(("torch",) + torch_generated(torch, program, model, v64, dtype) + (True,))
+                if args.torch_compile:
+                    methods.append(("torch.compile",)
+                                   + torch_generated(torch, program, model, v64, dtype, compiled=True) + (True,))
                 label, run, to_np = networks.torch_method(model, v64, dtype)
                 methods.append(("torch", "torch autograd " + label[len("torch "):], run, to_np, False))
             if jax is not None:
@@ -192,7 +198,8 @@ def main():
             for i, ((fw, label, _, _, generated), (med, best)) in enumerate(zip(methods, times)):
                 ratio = ""
                 if generated:
-                    fw_med, fw_best = times[i + 1]
+                    j = next(j for j in range(i + 1, len(methods)) if not methods[j][4])
+                    fw_med, fw_best = times[j]
                     ratio = f"{med / fw_med:.2f}x"
                     ratios[fw] = (med / fw_med, best / fw_best)
                     if med > fw_med:
@@ -238,10 +245,12 @@ def keyword_arguments(fn, values, model):
     return out
 
 
-def torch_generated(torch, program, model, v64, dtype):
+def torch_generated(torch, program, model, v64, dtype, compiled=False):
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     tdt = getattr(torch, dtype)
     fn = program.torch()
+    if compiled:
+        fn = torch.compile(fn)
     kw = keyword_arguments(fn, {k: torch.tensor(a, dtype=tdt, device=dev) for k, a in v64.items()}, model)
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
 
@@ -253,7 +262,7 @@ def torch_generated(torch, program, model, v64, dtype):
     def to_numpy(res):
         loss, grads = res
         return loss.cpu().numpy(), [g.cpu().numpy() for g in grads]
-    return f"matdiff torch ({dev})", run, to_numpy
+    return f"matdiff torch{', torch.compile' if compiled else ''} ({dev})", run, to_numpy
 
 
 def jax_costs(jax, jnp, program, model, v64, dtype):
