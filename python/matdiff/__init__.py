@@ -91,15 +91,15 @@ class _Source:
         self.layout = layout
         self.vec = vec
         self._lock = threading.Lock()
-        self._code: Dict[Tuple[int, str], str] = {}
+        self._code: Dict[Tuple[int, str, Optional[int]], str] = {}
         self._checks: Dict[Tuple[int, Optional[int]], Optional[float]] = {}
 
-    def code(self, index: int, backend: str) -> str:
-        key = (index, backend)
+    def code(self, index: int, backend: str, gradient: Optional[int]) -> str:
+        key = (index, backend, gradient)
         with self._lock:
             if key in self._code:
                 return self._code[key]
-        text = _core.code(self.script, index, backend, self.layout, self.vec)
+        text = _core.code(self.script, index, backend, self.layout, self.vec, gradient)
         with self._lock:
             self._code[key] = text
         return text
@@ -252,12 +252,7 @@ class Answer:
         for this answer alone."""
         if backend not in BACKENDS:
             raise ValueError(f'backend must be "numpy", "jax" or "torch", not {backend!r}')
-        if self._gradient is not None:
-            raise MatdiffError(
-                "a gradient of a program has no function of its own: "
-                "call .numpy(), .jax() or .torch() of the program (value_and_grad)"
-            )
-        return self._source.code(self._index, backend)
+        return self._source.code(self._index, backend, self._gradient)
 
     def function(self, backend: str = "numpy") -> Callable[..., Any]:
         """The generated function, executed in a fresh module: its parameters
@@ -282,8 +277,9 @@ class Answer:
 
 class Program(Answer):
     """The answer to ``∂L/∂(X, Y, …)``: one backward pass for several
-    gradients. ``gradients`` holds each as an :class:`Answer`; the generated
-    function is ``value_and_grad_L``, returning ``(L, (∂L/∂X, ∂L/∂Y, …))``.
+    gradients. ``gradients`` holds each as an :class:`Answer` (with a
+    function of its own, ``grad_L_X``); the program's generated function is
+    ``value_and_grad_L``, returning ``(L, (∂L/∂X, ∂L/∂Y, …))``.
     ``shape`` is the tuple of the gradients' shapes; ``text``, ``ascii`` and
     ``latex`` the whole program, one line per adjoint and gradient."""
 

@@ -221,10 +221,19 @@ fn derive<'py>(
 
 /// The Python module of answer `index` of `script` for a backend (`"numpy"`,
 /// `"jax"` or `"torch"`): one function with the parameters of the command
-/// line's `--format` of that name; `value_and_grad_L` for a backward program.
+/// line's `--format` of that name; `value_and_grad_L` for a backward program,
+/// or the function of its gradient `gradient` alone.
 #[pyfunction]
-#[pyo3(signature = (script, index, backend, layout = "denominator", vec = "row"))]
-fn code(py: Python<'_>, script: &str, index: usize, backend: &str, layout: &str, vec: &str) -> PyResult<String> {
+#[pyo3(signature = (script, index, backend, layout = "denominator", vec = "row", gradient = None))]
+fn code(
+    py: Python<'_>,
+    script: &str,
+    index: usize,
+    backend: &str,
+    layout: &str,
+    vec: &str,
+    gradient: Option<usize>,
+) -> PyResult<String> {
     engine(py, || {
         let format = match backend {
             "numpy" => Format::Numpy,
@@ -236,7 +245,15 @@ fn code(py: Python<'_>, script: &str, index: usize, backend: &str, layout: &str,
         };
         let backend = format.backend().ok_or_else(|| Failure::Internal("no code generator".into()))?;
         let r = run(script, layout, vec, false)?;
-        let item = r.item(index)?.0.clone();
+        let item = match (&r.item(index)?.0, gradient) {
+            (Item::Backward(b), Some(g)) => Item::Answer(
+                b.gradients
+                    .get(g)
+                    .cloned()
+                    .ok_or_else(|| Failure::Usage(format!("the program has no gradient {g}")))?,
+            ),
+            (item, _) => item.clone(),
+        };
         r.session.code_of(backend, &[item]).map_err(|e| Failure::Script(Located::of(&e, script)))
     })
 }

@@ -102,8 +102,15 @@ def test_program():
     fn = p.numpy()
     assert fn.__name__ == "value_and_grad_L"
     assert list(inspect.signature(fn).parameters) == ["W1", "W2", "X", "Y", "b1", "b2"]
-    with pytest.raises(matdiff.MatdiffError):
-        p.gradients[0].numpy()
+    # Each gradient of the program also has a function of its own.
+    import numpy as np
+    g = p.gradients[2].numpy()
+    assert g.__name__ == "grad_L_W2"
+    rng = np.random.default_rng(0)
+    v = {"X": rng.standard_normal((5, 3)), "Y": rng.standard_normal((5, 2)), "W1": rng.standard_normal((3, 4)),
+         "b1": rng.standard_normal((1, 4)), "W2": rng.standard_normal((4, 2)), "b2": rng.standard_normal((1, 2))}
+    loss, grads = fn(**v)
+    assert np.allclose(g(**{k: v[k] for k in inspect.signature(g).parameters}), grads[2])
 
 
 def test_generated_functions(seed):
