@@ -98,7 +98,8 @@ class Answer:
 
 class Program(Answer):
     """``∂L/∂(X, Y, …)``: one backward pass; the functions are
-    ``value_and_grad_L`` returning ``(L, (∂L/∂X, ∂L/∂Y, …))``."""
+    ``value_and_grad_L`` returning ``(L, (∂L/∂X, ∂L/∂Y, …))``. Each of
+    ``gradients`` also has functions of its own (``grad_L_X``)."""
 
     gradients: List[Answer]
     shape: Tuple[Shape, ...]  # type: ignore[assignment]
