@@ -289,12 +289,15 @@ def jax_generated(jax, jnp, program, model, v64, dtype):
     import numpy as np
     fn = program.jax()
     kw = keyword_arguments(fn, {k: jax.device_put(jnp.asarray(a, dtype=dtype)) for k, a in v64.items()}, model)
-    arrays = {k: a for k, a in kw.items() if k in v64}
+    # Positional arrays, as the autodiff method is called; sizes no array
+    # carries (none in these models) are bound as static Python numbers.
+    names = [k for k in kw if k in v64]
+    arrays = [kw[k] for k in names]
     sizes = {k: a for k, a in kw.items() if k not in v64}
-    jitted = jax.jit(lambda a: fn(**a, **sizes))
+    jitted = jax.jit(lambda *a: fn(**dict(zip(names, a)), **sizes)) if sizes else jax.jit(fn)
 
     def run():
-        loss, grads = jitted(arrays)
+        loss, grads = jitted(*arrays)
         loss.block_until_ready()
         for g in grads:
             g.block_until_ready()
