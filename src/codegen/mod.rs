@@ -259,6 +259,19 @@ pub trait Backend {
 
     /// The Frobenius norm, a number.
     fn norm(&self, x: &str) -> String;
+
+    /// `a ∘ (1 - b ∘ b)`, the backward of `tanh` through its output `b`,
+    /// as one operation when the backend has one (`a` and `b` of one
+    /// shape); `None` writes it out.
+    fn times_one_minus_square(&self, _a: &str, _b: &str) -> Option<String> {
+        None
+    }
+
+    /// `a ∘ step(b)`, the backward of `relu`, as one operation when the
+    /// backend has one (`a` and `b` of one shape); `None` writes it out.
+    fn times_step(&self, _a: &str, _b: &str) -> Option<String> {
+        None
+    }
 }
 
 /// The module for a backend: its header, the helpers the functions call,
@@ -612,6 +625,43 @@ struct Gen<'a> {
     unspelled: Option<&'static str>,
 }
 
+/// `h` when `e` is `1 - h ∘ h` or `1 - h.^2` (1 the all-ones matrix, or
+/// the number 1 when `h` is 1×1).
+fn one_minus_square(e: &Expr) -> Option<&Expr> {
+    let Op::Add(ts) = &e.op else { return None };
+    let [t0, t1] = ts.as_slice() else { return None };
+    let one = |t: &Expr| {
+        let (c, base) = t.split_coef();
+        c == BigRational::from_integer(1.into()) && (matches!(base.op, Op::Ones) || matches!(t.op, Op::Num(_)))
+    };
+    let minus_square = |t: &Expr| -> Option<Expr> {
+        let (c, base) = t.split_coef();
+        if c != BigRational::from_integer((-1).into()) {
+            return None;
+        }
+        match &base.op {
+            Op::HadamardPow(h, k) if *k == BigRational::from_integer(2.into()) => Some(h.clone()),
+            Op::Hadamard(h, g) if h == g => Some(h.clone()),
+            _ => None,
+        }
+    };
+    let square = if one(t0) {
+        minus_square(t1)
+    } else if one(t1) {
+        minus_square(t0)
+    } else {
+        None
+    }?;
+    // The operand as it is inside `e`, so that temporaries are shared.
+    fn find<'a>(e: &'a Expr, h: &Expr) -> Option<&'a Expr> {
+        if e == h {
+            return Some(e);
+        }
+        e.op.children().into_iter().find_map(|k| find(k, h))
+    }
+    find(e, &square)
+}
+
 /// Whether a factor is applied to a matrix without being built.
 fn structured(f: &Expr) -> bool {
     match &f.op {
@@ -730,6 +780,9 @@ impl Gen<'_> {
             Op::Power(x, k) if x.shape.is_scalar() => b.pow(&self.expr(x), &BigRational::from_integer((*k).into())),
             Op::Power(x, k) => b.matrix_power(&self.expr(x), *k),
             Op::Hadamard(x, y) => {
+                if let Some(code) = self.fused_backward(x, y) {
+                    return code;
+                }
                 let x = self.expr(x);
                 b.mul(&x, &self.expr(y))
             }
@@ -768,6 +821,34 @@ impl Gen<'_> {
                 }
             }
         }
+    }
+
+    /// `a ∘ (1 - h ∘ h)` and `a ∘ step(h)` (either factor first) in one
+    /// operation of the backend, when it has one: an eager framework then
+    /// runs one kernel instead of three, as its own autodiff does.
+    fn fused_backward(&mut self, x: &Expr, y: &Expr) -> Option<String> {
+        if x.shape != y.shape {
+            return None;
+        }
+        for (a, f) in [(x, y), (y, x)] {
+            if let Op::Apply(Func::Builtin(g), h) = &f.op {
+                if g.ascii == crate::functions::STEP.ascii && h.shape == a.shape {
+                    let (ac, hc) = (self.expr(a), self.expr(h));
+                    if let Some(code) = self.backend.times_step(&ac, &hc) {
+                        return Some(code);
+                    }
+                }
+            }
+            if let Some(h) = one_minus_square(f) {
+                if h.shape == a.shape {
+                    let (ac, hc) = (self.expr(a), self.expr(h));
+                    if let Some(code) = self.backend.times_one_minus_square(&ac, &hc) {
+                        return Some(code);
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// A term of a sum: a multiple of the all-ones matrix is just the number,

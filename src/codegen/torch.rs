@@ -262,4 +262,14 @@ impl Backend for Torch {
     fn norm(&self, x: &str) -> String {
         format!("torch.linalg.norm({x})")
     }
+
+    // Autograd's own fused kernels: one pass over the arrays instead of
+    // three, and differentiable again.
+    fn times_one_minus_square(&self, a: &str, b: &str) -> Option<String> {
+        Some(format!("torch.ops.aten.tanh_backward({a}, {b})"))
+    }
+
+    fn times_step(&self, a: &str, b: &str) -> Option<String> {
+        Some(format!("torch.ops.aten.threshold_backward({a}, {b}, 0)"))
+    }
 }
