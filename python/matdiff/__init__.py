@@ -241,8 +241,9 @@ class Answer:
 
     def check(self) -> Optional[float]:
         """The largest relative error against central finite differences at
-        random values (``None`` for a query that is not a derivative). An
-        answer passes when it is at most ``matdiff.TOLERANCE``."""
+        random values; for a bare expression or ``simplify(…)``, against the
+        script evaluated as written (``None`` for ``shape(…)``). An answer
+        passes when it is at most ``matdiff.TOLERANCE``."""
         return self._source.check(self._index, self._gradient)
 
     # Code -------------------------------------------------------------------

@@ -79,7 +79,8 @@ class Answer:
     def to_json(self) -> Dict[str, Any]: ...
     def check(self) -> Optional[float]:
         """The largest relative error against finite differences at random
-        values; ``None`` for a query that is not a derivative."""
+        values (for a bare expression or ``simplify(…)``, against the script
+        evaluated as written); ``None`` for ``shape(…)``."""
         ...
     def code(self, backend: Backend = "numpy") -> str:
         """The generated Python module for a backend."""
