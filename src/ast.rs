@@ -67,6 +67,8 @@ pub enum QueryKind {
     Differential,
     /// `d²(F)`
     SecondDifferential,
+    /// `d³(F)`
+    ThirdDifferential,
     /// `∂F/∂X` or `grad(F, X)`: a gradient shaped like `X` for scalar `F`.
     Gradient,
     /// `∂F/∂Xᵀ`, `∂F/∂vec(X)ᵀ` or `jacobian(F, X)`.
@@ -223,6 +225,9 @@ pub enum ExprKind {
         /// The arguments.
         args: Vec<Expr>,
     },
+    /// `∂F/∂X`, `grad(F, X)`, `jacobian(F, X)` or `hessian(F, X)` inside an
+    /// expression: a [`Stmt::Query`] of that kind, whose value is used.
+    Derivative(Box<Stmt>),
 }
 
 impl Expr {
@@ -233,6 +238,10 @@ impl Expr {
             ExprKind::Neg(e) | ExprKind::Postfix(e, _) | ExprKind::Norm(e) | ExprKind::Paren(e) => e.depth(),
             ExprKind::Binary(_, a, b) => a.depth().max(b.depth()),
             ExprKind::Call { args, .. } => args.iter().map(Expr::depth).max().unwrap_or(0),
+            ExprKind::Derivative(q) => match &**q {
+                Stmt::Query { expr, .. } => expr.depth(),
+                _ => 0,
+            },
         }
     }
 }

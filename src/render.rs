@@ -74,6 +74,19 @@ impl Renderer {
         })
     }
 
+    /// A name given to a derivative used inside an expression, with what it
+    /// stands for: `g = ∂D/∂x: 1×d`.
+    pub fn lifted(&self, name: &str, meaning: &str, shape: &Shape) -> Option<String> {
+        Some(match self.format {
+            Format::Json => {
+                serde_json::json!({ "definition": name, "of": meaning, "shape": shape_json(shape) }).to_string()
+            }
+            Format::Ascii => format!("{name} = {meaning}: {}", shape.display(true)),
+            Format::Text => format!("{name} = {meaning}: {shape}"),
+            _ => return self.definition(name, shape),
+        })
+    }
+
     /// An answer, with the result of its numeric check. In JSON the check
     /// (and, with steps, the derivation) is part of the answer's object;
     /// other formats show the answer alone.
@@ -130,7 +143,7 @@ impl Renderer {
             Format::Json => self.json(a, check).to_string(),
             _ => match a.kind() {
                 QueryKind::Shape => format!("{}: {}", expr(&a.function), shape(&a.function.shape)),
-                QueryKind::Show => format!("{} : {}", expr(&a.expr), shape(&a.expr.shape)),
+                QueryKind::Show => format!("{}: {}", expr(&a.expr), shape(&a.expr.shape)),
                 QueryKind::Simplify => expr(&a.expr),
                 _ if self.steps && !a.steps.is_empty() => self.render_steps(&a.steps, &bold_names(a)),
                 _ => {
@@ -374,6 +387,10 @@ pub fn lhs_text(l: &Lhs, n: Notation) -> String {
             Notation::Unicode => format!("d²{f}"),
             Notation::Ascii => format!("d^2{f}"),
         },
+        Lhs::ThirdDifferential(f) => match n {
+            Notation::Unicode => format!("d³{f}"),
+            Notation::Ascii => format!("d^3{f}"),
+        },
         Lhs::Jacobian { f, x, vec: true } => format!("{d}{f}/{d}vec({x}){t}"),
         Lhs::Jacobian { f, x, vec: false } => format!("{d}{f}/{d}{x}{t}"),
         Lhs::Gradient { f, x } => format!("{d}{f}/{d}{x}"),
@@ -451,6 +468,7 @@ fn lhs_latex(l: &Lhs, bold: &Bold) -> String {
     match l {
         Lhs::Differential(f) => format!(r"\mathrm{{d}}{}", n(f)),
         Lhs::SecondDifferential(f) => format!(r"\mathrm{{d}}^2{}", n(f)),
+        Lhs::ThirdDifferential(f) => format!(r"\mathrm{{d}}^3{}", n(f)),
         Lhs::Jacobian { f, x, vec: true } => {
             format!(r"\frac{{\partial {}}}{{\partial \operatorname{{vec}}({})^\top}}", n(f), n(x))
         }

@@ -59,6 +59,14 @@ pub struct Session {
     targets: BTreeSet<String>,
     /// Reverse sweeps of scalar functions, shared by their gradient queries.
     sweeps: Sweeps,
+    /// Names given to derivatives used inside expressions, with the text
+    /// each stands for (`g` for `∂D/∂x`).
+    meanings: std::collections::HashMap<String, String>,
+    /// Hessian-vector products by lifted name, with what to define if
+    /// their vector turns out to be a matrix.
+    fallbacks: std::collections::HashMap<String, crate::syntax::lift::Fallback>,
+    /// The named adjoints that the values of lifted derivatives use.
+    hidden: BTreeSet<String>,
 }
 
 impl Session {
@@ -116,7 +124,28 @@ impl Session {
     /// Parses a script and notes which names its derivative queries
     /// differentiate with respect to (see [`Session::exec`] for `d(F)`).
     pub fn prepare(&mut self, src: &str) -> Result<Vec<Stmt>> {
+        use crate::syntax::lift::{lift, Orientation, Scope};
         let stmts = crate::syntax::parse(src)?;
+        let env = &self.env;
+        let dim = |d: &Dim| match d.as_num() {
+            Some(k) => crate::ast::DimAst::Num(k),
+            None => crate::ast::DimAst::Sym(d.to_string()),
+        };
+        let orientation = |x: &str| match env.names.get(x) {
+            Some((Binding::Matrix { shape, .. }, _)) if shape.cols.is_one() => Some(Orientation::Column),
+            Some((Binding::Matrix { shape, .. }, _)) if shape.rows.is_one() => Some(Orientation::Row),
+            Some((Binding::Matrix { shape, .. }, _)) => Some(Orientation::Matrix(dim(&shape.rows), dim(&shape.cols))),
+            _ => None,
+        };
+        let scope = Scope {
+            taken: &|n: &str| env.names.contains_key(n),
+            dependents: &|x: &str| self.dependents([x.to_string()].into()),
+            orientation: &orientation,
+        };
+        let lifted = lift(stmts, src, &scope);
+        let stmts = lifted.stmts;
+        self.meanings.extend(lifted.meanings);
+        self.fallbacks.extend(lifted.fallbacks);
         for s in &stmts {
             let s = match s {
                 Stmt::DerivativeDef { query, .. } => &**query,
@@ -236,35 +265,29 @@ impl Session {
                 self.env.defs.push(name.name.clone());
                 Ok(Outcome::Defined { name: name.name.clone(), shape })
             }
-            Stmt::DerivativeDef { name, query } => {
-                self.env.check_new(name, src)?;
-                let Outcome::Answer(a) = self.exec_inner(query, src)? else {
-                    unreachable!("a derivative query answers")
-                };
-                let Stmt::Query { kind, wrt, wrt2, .. } = &**query else { unreachable!("the parser makes queries") };
-                // The answer's named adjoints are definitions its value uses.
-                for (n, body) in &a.adjoints {
-                    if !self.env.names.contains_key(&**n) {
-                        let def = Binding::Def { body: body.clone(), written: None, derived: None, power_terms: 1 };
-                        self.env.names.insert(n.to_string(), (def, name.span));
-                        self.env.defs.push(n.to_string());
-                    }
+            Stmt::DerivativeDef { name, query } if self.fallbacks.contains_key(&name.name) => {
+                // `hessian(f, x) v` as `∂(gᵀ v)/∂x` needs a vector `v`; with a
+                // matrix, the product is the Hessian's.
+                let Stmt::Query { expr, .. } = &**query else { unreachable!("a lifted query") };
+                let scalar = self
+                    .env
+                    .check_written(expr, self.options.conventions.order)
+                    .is_ok_and(|(t, _)| t.shape.is_scalar());
+                if scalar {
+                    return self.define_derivative(name, query, src);
                 }
-                let derived = crate::typeck::Derived {
-                    kind: *kind,
-                    function: std::rc::Rc::clone(&a.written),
-                    wrt: wrt.as_ref().map(|w| w.name.clone()).unwrap_or_default(),
-                    wrt2: wrt2.as_ref().map(|w| w.name.clone()),
-                    conventions: a.conventions,
-                };
-                let shape = a.expr.shape.clone();
-                let power_terms = self.env.power_terms(&a.expr);
-                let def =
-                    Binding::Def { body: a.expr, written: None, derived: Some(std::rc::Rc::new(derived)), power_terms };
-                self.env.names.insert(name.name.clone(), (def, name.span));
-                self.env.defs.push(name.name.clone());
-                Ok(Outcome::Defined { name: name.name.clone(), shape })
+                let fallback = self.fallbacks[&name.name].clone();
+                let Stmt::DerivativeDef { name: h, .. } = &fallback.hessian else { unreachable!("a Hessian") };
+                let h = h.name.clone();
+                self.exec(&fallback.hessian, src)?;
+                let out = self.exec(&Stmt::Def { name: name.clone(), body: fallback.product }, src);
+                if out.is_err() {
+                    self.env.names.remove(&h);
+                    self.env.defs.retain(|d| *d != h);
+                }
+                out
             }
+            Stmt::DerivativeDef { name, query } => self.define_derivative(name, query, src),
             Stmt::Gradients { expr, vars, span } => {
                 self.targets.extend(vars.iter().map(|w| w.name.clone()));
                 let (typed, written) = self.env.check_written(expr, self.options.conventions.order)?;
@@ -282,9 +305,13 @@ impl Session {
                 self.targets.extend(wrt.iter().chain(wrt2).map(|w| w.name.clone()));
                 let query = Query::new(*kind, wrt.as_ref(), wrt2.as_ref());
                 let (typed, written) = self.env.check_written(expr, self.options.conventions.order)?;
+                // A derivative shown, simplified or sized shows its value.
+                let typed = if query.is_derivative() { typed } else { self.inline_lifted(typed) };
                 let label = label_of(&src[expr.span.start..expr.span.end]);
                 let varying = match kind {
-                    QueryKind::Differential | QueryKind::SecondDifferential => self.varying(),
+                    QueryKind::Differential | QueryKind::SecondDifferential | QueryKind::ThirdDifferential => {
+                        self.varying()
+                    }
                     _ => BTreeSet::new(),
                 };
                 let all = self.targets.is_empty();
@@ -300,15 +327,68 @@ impl Session {
         }
     }
 
+    /// Defines a derivative as a value: `g = ∂f/∂x`.
+    fn define_derivative(&mut self, name: &crate::ast::Ident, query: &Stmt, src: &str) -> Result<Outcome> {
+        self.env.check_new(name, src)?;
+        let Outcome::Answer(a) = self.exec_inner(query, src)? else { unreachable!("a derivative query answers") };
+        let Stmt::Query { kind, wrt, wrt2, .. } = query else { unreachable!("the parser makes queries") };
+        // The answer's named adjoints are definitions its value uses.
+        for (n, body) in &a.adjoints {
+            if !self.env.names.contains_key(&**n) {
+                if self.meanings.contains_key(&name.name) {
+                    self.hidden.insert(n.to_string());
+                }
+                let def = Binding::Def { body: body.clone(), written: None, derived: None, power_terms: 1 };
+                self.env.names.insert(n.to_string(), (def, name.span));
+                self.env.defs.push(n.to_string());
+            }
+        }
+        let derived = crate::typeck::Derived {
+            kind: *kind,
+            function: std::rc::Rc::clone(&a.written),
+            wrt: wrt.as_ref().map(|w| w.name.clone()).unwrap_or_default(),
+            wrt2: wrt2.as_ref().map(|w| w.name.clone()),
+            conventions: a.conventions,
+        };
+        let shape = a.expr.shape.clone();
+        let power_terms = self.env.power_terms(&a.expr);
+        let def = Binding::Def { body: a.expr, written: None, derived: Some(std::rc::Rc::new(derived)), power_terms };
+        self.env.names.insert(name.name.clone(), (def, name.span));
+        self.env.defs.push(name.name.clone());
+        Ok(Outcome::Defined { name: name.name.clone(), shape })
+    }
+
     /// Checks a derivative against central finite differences at random
     /// values: the largest relative error, or `None` for other queries.
     pub fn check(&self, a: &Answer) -> std::result::Result<Option<f64>, crate::eval::EvalError> {
         crate::eval::check::check(&self.env, a, a.conventions, 0x5eed)
     }
 
+    /// `e` with the names given to derivatives inside expressions replaced by
+    /// their values (whose own lifted names are replaced in turn).
+    fn inline_lifted(&self, e: crate::ir::Expr) -> crate::ir::Expr {
+        let mut e = e;
+        let lifted = |n: &str| self.meanings.contains_key(n) || self.hidden.contains(n);
+        for _ in 0..=self.meanings.len() + self.hidden.len() {
+            if !self.meanings.keys().chain(&self.hidden).any(|n| e.mentions(n)) {
+                break;
+            }
+            e = crate::ir::map_bottom_up(&e, &mut |x| match &x.op {
+                crate::ir::Op::Var { name, .. } if lifted(name) => self.env.definition(name).cloned().unwrap_or(x),
+                _ => x,
+            });
+        }
+        e
+    }
+
     /// Names that vary in `d(F)`: the targets and what depends on them.
     fn varying(&self) -> BTreeSet<String> {
-        let mut v = self.targets.clone();
+        self.dependents(self.targets.clone())
+    }
+
+    /// `names` and the definitions whose values depend on them.
+    fn dependents(&self, names: BTreeSet<String>) -> BTreeSet<String> {
+        let mut v = names;
         for u in &self.env.defs {
             if let Some(body) = self.env.definition(u) {
                 if v.iter().any(|t| body.mentions(t)) {
@@ -340,7 +420,10 @@ impl Session {
         match o {
             Outcome::Declared => None,
             _ if self.options.format.backend().is_some() => None,
-            Outcome::Defined { name, shape } => self.renderer().definition(name, shape),
+            Outcome::Defined { name, shape } => match self.meanings.get(name) {
+                Some(meaning) => self.renderer().lifted(name, meaning, shape),
+                None => self.renderer().definition(name, shape),
+            },
             Outcome::Answer(a) => Some(self.render(a)),
             Outcome::Backward(b) => Some(self.renderer().backward(b, &[], &mut Shown::new())),
         }

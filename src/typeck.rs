@@ -291,12 +291,28 @@ impl<'a> Checker<'a> {
         if self.uni.is_empty() {
             return e;
         }
-        ir::map_bottom_up(&e, &mut |n| match &n.op {
+        self.zonk_node(&e)
+    }
+
+    /// [`Checker::zonk`] of one node. Mid-pass, sizes unified only as far as
+    /// they can be so far may resolve a sum's or an elementwise operation's
+    /// operands to unequal shapes; such a node is left as it is, and the
+    /// unifier's final check reports the conflict.
+    fn zonk_node(&self, e: &Expr) -> Expr {
+        let kids: Vec<Expr> = e.op.children().into_iter().map(|c| self.zonk_node(c)).collect();
+        let elementwise = matches!(e.op, ir::Op::Add(_) | ir::Op::Hadamard(..) | ir::Op::HadamardDiv(..));
+        let mut fixed = kids.iter().map(|k| &k.shape).filter(|s| !s.has_vars());
+        if elementwise && fixed.next().is_some_and(|first| fixed.any(|s| s != first)) {
+            return e.clone();
+        }
+        let same = kids.iter().zip(e.op.children()).all(|(a, b)| std::ptr::eq(a, b) || a == b);
+        let n = if same { e.clone() } else { ir::rebuild(e, kids) };
+        match &n.op {
             ir::Op::Identity if n.shape.has_vars() => ir::identity(self.uni.resolve(&n.shape.rows)),
             ir::Op::Zero if n.shape.has_vars() => ir::zero(self.uni.resolve_shape(&n.shape)),
             ir::Op::Ones if n.shape.has_vars() => ir::ones(self.uni.resolve_shape(&n.shape)),
             _ => n,
-        })
+        }
     }
 
     fn settle(&self, e: Expr) -> Expr {
@@ -437,6 +453,12 @@ impl<'a> Checker<'a> {
                 self.binary(*op, ta, tb, a, b, e.span)
             }
             ExprKind::Call { name, primes, inverse, args } => self.call(name, *primes, *inverse, args, e.span),
+            // A session defines each derivative inside an expression first
+            // (`syntax::lift`) and names it; one reaches here only unlifted.
+            ExprKind::Derivative(_) => {
+                Err(Error::name(e.span, "a derivative must be defined before it is used", "a derivative")
+                    .with_help("define it as a value, as in `g = ∂f/∂x`, then use `g`"))
+            }
         }
     }
 
@@ -885,10 +907,13 @@ impl<'a> Checker<'a> {
                 let alias = ALIASES.iter().find(|(a, _)| *a == n).map(|(_, b)| *b);
                 if ["grad", "jacobian", "hessian", "simplify", "shape"].contains(&n) {
                     return Err(Error::name(name.span, format!("`{n}(…)` is a query, not a function"), "a query")
-                        .with_help(format!(
-                            "define it first, as in `g = {n}(L, W)`, then use the name: a derivative is a \
-                             value, but not yet part of a larger expression"
-                        )));
+                        .with_help(if matches!(n, "simplify" | "shape") {
+                            format!(
+                                "ask `{n}(…)` on a line of its own; inside an expression, write the expression itself"
+                            )
+                        } else {
+                            format!("a derivative is written `{n}(F, X)`, with no primes or inverse")
+                        }));
                 }
                 let help = match alias.or(close) {
                     Some(k) => format!("did you mean `{k}`? To use a new scalar function, declare it: `{n}: R -> R`"),

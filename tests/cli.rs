@@ -4,6 +4,8 @@
 
 #[path = "bad_inputs.rs"]
 mod bad_inputs;
+#[path = "browser.rs"]
+mod browser;
 #[path = "examples.rs"]
 mod examples;
 #[path = "no_panic.rs"]
@@ -12,3 +14,7 @@ mod no_panic;
 mod repl;
 #[path = "seed.rs"]
 mod seed;
+#[path = "serve.rs"]
+mod serve;
+#[path = "serve_load.rs"]
+mod serve_load;

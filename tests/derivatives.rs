@@ -659,7 +659,7 @@ mod reference_evaluator {
     fn identity_spans(e: &Expr, out: &mut Vec<Span>) {
         match &e.kind {
             ExprKind::Identity(None) => out.push(e.span),
-            ExprKind::Num(_) | ExprKind::Name(_) | ExprKind::Identity(Some(_)) => {}
+            ExprKind::Num(_) | ExprKind::Name(_) | ExprKind::Identity(Some(_)) | ExprKind::Derivative(_) => {}
             ExprKind::Neg(x) | ExprKind::Postfix(x, _) | ExprKind::Norm(x) | ExprKind::Paren(x) => {
                 identity_spans(x, out)
             }

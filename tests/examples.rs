@@ -82,4 +82,16 @@ fn readme_derivative_as_value_runs_and_checks() {
     assert_eq!(answers.len(), 1);
     let err = s.check(&answers[0]).expect("evaluates").expect("a derivative");
     assert!(err < matdiff::eval::check::TOLERANCE, "{}: {err}", s.render(&answers[0]));
+    // The second block: a derivative inside an expression, and a Hessian-vector product.
+    let rest = &readme[start + block.len() + 3..];
+    let start = rest.find("```text\n").expect("the second example") + "```text\n".len();
+    let block = &rest[start..start + rest[start..].find("```").expect("end of the block")];
+    let mut s = matdiff::Session::default();
+    let out = s.run(block).unwrap_or_else(|e| panic!("{}", e.render("README.md", block)));
+    let shown: Vec<String> = out.iter().filter_map(|o| s.render_outcome(o)).collect();
+    assert_eq!(shown[1], "g = ∂f/∂x: n×1", "{shown:?}");
+    let Some(matdiff::session::Outcome::Answer(a)) = out.last() else { panic!("an answer") };
+    assert_eq!(s.render(a), "Aᵀ (A v ∘ exp(A x)): n×1");
+    let err = s.check(a).expect("evaluates").expect("a value is checked");
+    assert!(err < matdiff::eval::check::TOLERANCE, "{}: {err}", s.render(a));
 }

@@ -122,9 +122,92 @@ fn second_differentials() {
     assert_eq!(s.render(&a[0]), "d²(x^T A x) = 2 dxᵀ A dx");
 }
 
+/// `d³F` against closed forms worked out by hand: `d³ sum(exp(x)) =
+/// Σ exp(xᵢ) dxᵢ³`, `d³ tr(X³) = 6 tr(dX³)`, `d³ logdet(X) = 2 tr((X⁻¹dX)³)`,
+/// `d³(xᵀ A x) = 6 dxᵀ dA dx`; each also against third differences, and
+/// twice the answer is caught.
+#[test]
+fn third_differentials() {
+    type Closed = fn(&matdiff::eval::Values) -> f64;
+    let cases: [(&str, Closed); 5] = [
+        ("x: n; d³(sum(exp(x)))", |v| {
+            let (x, dx) = (&v.mats["x"], &v.diffs["x"]);
+            x.iter().zip(dx.iter()).map(|(x, d)| x.exp() * d.powi(3)).sum()
+        }),
+        ("X: n x n; d³(tr(X X X))", |v| {
+            let dx = &v.diffs["X"];
+            6.0 * (dx * dx * dx).trace()
+        }),
+        ("X: n x n; d3(logdet(X))", |v| {
+            let m = v.mats["X"].clone().try_inverse().expect("invertible") * &v.diffs["X"];
+            2.0 * (&m * &m * &m).trace()
+        }),
+        ("x: n; A: n x n; d^3(x^T A x)", |v| {
+            let (dx, da) = (&v.diffs["x"], &v.diffs["A"]);
+            6.0 * (dx.transpose() * da * dx)[(0, 0)]
+        }),
+        ("x: n; W: m x n; h = tanh(W x); d³(sum(h))", |v| {
+            // z = W x has dz = dW x + W dx, d²z = 2 dW dx and d³z = 0, so
+            // d³ tanh(z) = tanh‴(z) dz³ + 3 tanh″(z) dz d²z, with t = tanh z,
+            // tanh″ = -2t(1 - t²) and tanh‴ = -2 + 8t² - 6t⁴.
+            let (x, w, dx, dw) = (&v.mats["x"], &v.mats["W"], &v.diffs["x"], &v.diffs["W"]);
+            let (z, dz, d2z) = (w * x, dw * x + w * dx, dw * dx * 2.0);
+            (0..z.len())
+                .map(|i| {
+                    let t = z[i].tanh();
+                    let (t2, t3) = (-2.0 * t * (1.0 - t * t), -2.0 + 8.0 * t * t - 6.0 * t.powi(4));
+                    t3 * dz[i].powi(3) + 3.0 * t2 * dz[i] * d2z[i]
+                })
+                .sum()
+        }),
+    ];
+    for (q, closed) in cases {
+        let mut s = Session::default();
+        let a = s.answers(q).unwrap_or_else(|e| panic!("{q}: {e}")).pop().expect("an answer");
+        let err = s.check(&a).expect("evaluates").expect("a derivative");
+        assert!(err < check::TOLERANCE, "{q}: {} (error {err})", s.render(&a));
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut values = check::random_values(&s.env, &mut rng, true);
+        values.diffs = a
+            .varying
+            .iter()
+            .map(|n| {
+                let m = &values.mats[n];
+                let d =
+                    matdiff::eval::Mat::from_fn(m.nrows(), m.ncols(), |i, j| ((i * 7 + j * 3) % 5) as f64 / 4.0 - 0.4);
+                (n.clone(), d)
+            })
+            .collect();
+        let got = a.value(&s.env, &values).expect("evaluates")[(0, 0)];
+        let want = closed(&values);
+        assert!((got - want).abs() <= 1e-9 * want.abs().max(1.0), "{q}: {} gives {got}, by hand {want}", s.render(&a));
+        let mut wrong = a.clone();
+        wrong.expr = matdiff::ir::scale(matdiff::ir::rat(2), a.expr.clone());
+        let err = s.check(&wrong).expect("evaluates").expect("a derivative");
+        assert!(err > check::TOLERANCE, "{q}: twice the answer passed");
+    }
+    // With only x varying, the cubic term of a quadratic form vanishes.
+    let mut s = Session::default();
+    let a = s.answers("x: n; A: n x n; d³(x^T A x); grad(x^T A x, x)").unwrap();
+    assert_eq!(s.render(&a[0]), "d³(x^T A x) = 0");
+}
+
 #[test]
 fn a_hessian_needs_a_scalar() {
     let mut s = Session::default();
     let err = s.run("x: n; A: n x n; hessian(A x, x)").unwrap_err();
     assert!(err.to_string().contains("not a scalar"), "{err}");
+}
+
+/// Re-reading a printed Kronecker-form Hessian, whose bare `I`s are sized
+/// only once every size is known, used to stop at a sum of unequal shapes
+/// met halfway; it now reads back, or falls back to sized identities.
+#[test]
+fn a_kronecker_hessian_with_ambiguous_identities_is_derived() {
+    let q = "P: 2 x 2; s: scalar; H2 = (ones(3, 3) ∘ sum(P')); \
+             L = (sum((tanh(H2) ⊗ (P ./ (2 + σ(s)))) ∘ (tanh(H2) ⊗ (P ./ (2 + σ(s))))) / 36); hessian(L, P)";
+    let mut s = Session::default();
+    let a = s.answers(q).unwrap_or_else(|e| panic!("{e}")).pop().expect("an answer");
+    let err = s.check(&a).expect("evaluates").expect("a derivative");
+    assert!(err < check::TOLERANCE, "{} (error {err})", s.render(&a));
 }

@@ -1364,26 +1364,59 @@ proptest! {
     /// differences of the reference's own differences of the script as
     /// written, at three sets of random values (a kink or a pole met at one
     /// of them is noise, as elsewhere, when the others agree).
+    ///
+    /// Half the scripts write the gradient inside the expression,
+    /// `Qd = sum(grad(L, v) ∘ grad(L, v))`, which must mean the same.
     #[test]
-    fn derived_gradients_differentiated_again(case in weak_cases(CI_CONSTRUCTS)) {
+    fn derived_gradients_differentiated_again(case in weak_cases(CI_CONSTRUCTS), inline in any::<bool>()) {
         let text = &case.script.text;
         let v = text.lines().find_map(|l| l.strip_prefix("hessian(L, ")?.strip_suffix(')')).unwrap_or("x");
-        let src = format!("{text}Gd = grad(L, {v})\nQd = sum(Gd ∘ Gd)\ngrad(Qd, {v})\n");
-        let mut s = Session::new(Options { conventions: case.conv, ..Default::default() });
-        // Scripts the engine refuses are the other properties' business.
-        let Ok(answers) = catch(|| s.answers(&src)).unwrap_or_else(|p| panic!("panic: {p}\n{src}")) else {
-            return Ok(());
+        let src = if inline {
+            format!("{text}Qd = sum(grad(L, {v}) ∘ grad(L, {v}))\ngrad(Qd, {v})\n")
+        } else {
+            format!("{text}Gd = grad(L, {v})\nQd = sum(Gd ∘ Gd)\ngrad(Qd, {v})\n")
         };
-        let a = answers.last().expect("the last query");
-        let errors: Vec<f64> = [0x5eed, 2, 3]
-            .iter()
-            .map(|&seed| matdiff::eval::check::check(&s.env, a, a.conventions, seed).ok().flatten().unwrap_or(f64::INFINITY))
-            .collect();
-        let passed = errors[0] <= TOLERANCE
-            || errors.iter().all(|&e| e <= NESTED_NOISE)
-            || (errors[0] <= NOISE && errors[1..].iter().all(|&e| e <= TOLERANCE));
-        prop_assert!(passed, "relative errors {errors:?}: {}\n{src}", a.text());
+        nested_check(&src, case.conv)?;
     }
+
+    /// A Hessian-vector product of a random script, `hessian(L, v) vec(u)`
+    /// with `u` shaped like `v` (derived through the gradient, without the
+    /// Hessian), agrees with the reference's differences of differences.
+    #[test]
+    fn hessian_vector_products_of_random_scripts(case in weak_cases(CI_CONSTRUCTS)) {
+        let text = &case.script.text;
+        let v = text.lines().find_map(|l| l.strip_prefix("hessian(L, ")?.strip_suffix(')')).unwrap_or("x");
+        let shape = text.lines().find_map(|l| {
+            let (names, shape) = l.split_once(':')?;
+            names.split(',').any(|n| n.trim() == v).then_some(shape.trim())
+        });
+        let Some(shape) = shape else { return Ok(()) };
+        let src = format!("{text}uhv: {shape}\nhessian(L, {v}) vec(uhv)\n");
+        nested_check(&src, case.conv)?;
+    }
+}
+
+/// The last answer of `src` agrees with the reference's differences of
+/// differences, at three sets of random values (a kink or a pole met at one
+/// of them is noise, as elsewhere, when the others agree).
+fn nested_check(src: &str, conv: Conventions) -> Result<(), TestCaseError> {
+    let mut s = Session::new(Options { conventions: conv, ..Default::default() });
+    // Scripts the engine refuses are the other properties' business.
+    let Ok(answers) = catch(|| s.answers(src)).unwrap_or_else(|p| panic!("panic: {p}\n{src}")) else {
+        return Ok(());
+    };
+    let a = answers.last().expect("the last query");
+    let errors: Vec<f64> = [0x5eed, 2, 3]
+        .iter()
+        .map(|&seed| {
+            matdiff::eval::check::check(&s.env, a, a.conventions, seed).ok().flatten().unwrap_or(f64::INFINITY)
+        })
+        .collect();
+    let passed = errors[0] <= TOLERANCE
+        || errors.iter().all(|&e| e <= NESTED_NOISE)
+        || (errors[0] <= NOISE && errors[1..].iter().all(|&e| e <= TOLERANCE));
+    prop_assert!(passed, "relative errors {errors:?}: {}\n{src}", a.text());
+    Ok(())
 }
 
 proptest! {

@@ -90,3 +90,84 @@ fn repl_code_formats_print_each_answer_as_python() -> Result<(), rexpect::error:
     let _ = std::fs::remove_dir_all(&home);
     Ok(())
 }
+
+/// A REPL in a terminal that handles control keys, with its own history.
+fn spawn_repl(tag: &str) -> Result<(rexpect::session::PtySession, std::path::PathBuf), rexpect::error::Error> {
+    let home = std::env::temp_dir().join(format!("matdiff-repl-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&home).expect("temp dir");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_matdiff"));
+    cmd.env("HOME", &home).env("XDG_DATA_HOME", &home).env("TERM", "xterm");
+    let mut p = spawn_command(cmd, Some(20_000))?;
+    p.exp_string("matdiff>")?;
+    Ok((p, home))
+}
+
+#[test]
+fn repl_commands_list_their_values_and_confirm_changes() -> Result<(), rexpect::error::Error> {
+    let (mut p, home) = spawn_repl("commands")?;
+    p.send_line(":format")?;
+    p.exp_string(":format takes one of: text, ascii, latex, json, numpy, jax, torch")?;
+    p.send_line(":layout sideways")?;
+    p.exp_string("`sideways` is not a value of :layout; it takes one of: denominator, numerator")?;
+    p.send_line(":steps")?;
+    p.exp_string(":steps takes on or off")?;
+    p.send_line(":load")?;
+    p.exp_string(":load takes a file name")?;
+    p.send_line(":frobnicate")?;
+    p.exp_string("unknown command `:frobnicate`; the commands are :help :steps")?;
+    p.send_line(":format ascii")?;
+    p.exp_string("format: ascii")?;
+    p.send_line(":vec col")?;
+    p.exp_string("vec: col (vec stacks columns)")?;
+    p.send_line(":check on")?;
+    p.exp_string("check: on")?;
+    // A bare expression prints its shape as a definition does.
+    p.send_line("x: n; A: n x n; q = A x")?;
+    p.exp_string("q: n x 1")?;
+    p.send_line("q")?;
+    p.exp_string("q: n x 1")?;
+    p.send_line(":reset")?;
+    p.exp_string("every declaration and definition is forgotten")?;
+    p.send_line(":env")?;
+    p.exp_string("nothing is declared or defined")?;
+    // `:load` completes file names; loading twice suggests `:reset`.
+    p.send_line(":load examples/least_sq\t")?;
+    p.exp_string("dL/dA = 2 r x^T")?;
+    p.exp_string("checked")?;
+    p.send_line(":load examples/least_squares.mdiff")?;
+    p.exp_string("is already declared")?;
+    p.exp_string("was loaded before, so its names exist already; :reset forgets them")?;
+    p.send_line(":quit")?;
+    p.exp_eof()?;
+    let _ = std::fs::remove_dir_all(&home);
+    Ok(())
+}
+
+#[test]
+fn repl_continuation_lines_cancel_and_leave_as_documented() -> Result<(), rexpect::error::Error> {
+    let (mut p, home) = spawn_repl("continue")?;
+    p.send_line(":help")?;
+    p.exp_string("Ctrl-C or")?;
+    // Ctrl-C cancels the unfinished input, which is then never run.
+    p.send_line("x: n; y = (x")?;
+    p.exp_string("...>")?;
+    p.send_control('c')?;
+    p.exp_string("(input cancelled)")?;
+    p.send_line("x")?;
+    p.exp_string("unknown name `x`")?;
+    // A command on a continuation line ends it; `:quit` leaves.
+    p.send_line("A: 2 x 2; B = (A")?;
+    p.exp_string("...>")?;
+    p.send_line(":quit")?;
+    p.exp_string("leaving; the unfinished input was not run")?;
+    p.exp_eof()?;
+    // Ctrl-D too.
+    let (mut p, _) = spawn_repl("continue")?;
+    p.send_line("B = (I")?;
+    p.exp_string("...>")?;
+    p.send_control('d')?;
+    p.exp_string("leaving; the unfinished input was not run")?;
+    p.exp_eof()?;
+    let _ = std::fs::remove_dir_all(&home);
+    Ok(())
+}

@@ -17,11 +17,10 @@
 //! (`x.T.reshape(-1, 1)`), never a reshape with `order='F'`, so that the
 //! code reads the same in every backend.
 
-use super::{python_docstring, python_float, python_power, python_signature, python_sum, Backend, Sign};
+use super::Backend;
 use crate::error::Error;
 use crate::ir::{Builtin, VecOrder};
 use crate::typeck::Env;
-use num_rational::BigRational;
 
 pub use super::Function;
 
@@ -67,36 +66,12 @@ impl Backend for Jax {
         Some(f.jax).filter(|code| !code.is_empty())
     }
 
-    fn call(&self, f: &str, x: &str) -> String {
-        format!("{f}({x})")
-    }
-
-    fn number(&self, r: &BigRational) -> String {
-        python_float(r)
-    }
-
-    fn signature(&self, name: &str, positional: &[String], keyword: &[String]) -> String {
-        python_signature(name, positional, keyword)
-    }
-
-    fn docstring(&self, doc: &str) -> String {
-        python_docstring(doc)
-    }
-
     fn dtype_line(&self, arrays: &[String]) -> String {
         if arrays.is_empty() {
             "_dtype = jnp.result_type(float)".to_string()
         } else {
             format!("_dtype = jnp.result_type({}, 1.0)", arrays.join(", "))
         }
-    }
-
-    fn assign(&self, name: &str, value: &str) -> String {
-        format!("{name} = {value}")
-    }
-
-    fn shape(&self, x: &str, axis: usize) -> String {
-        format!("{x}.shape[{axis}]")
     }
 
     fn array(&self, x: &str) -> String {
@@ -128,30 +103,6 @@ impl Backend for Jax {
         format!("_commutation({r}, {c}, '{order}', _dtype)")
     }
 
-    fn matmul(&self, a: &str, b: &str) -> String {
-        format!("({a} @ {b})")
-    }
-
-    fn transpose(&self, x: &str) -> String {
-        format!("{x}.T")
-    }
-
-    fn add(&self, terms: &[(Sign, String)]) -> String {
-        python_sum(terms)
-    }
-
-    fn mul(&self, a: &str, b: &str) -> String {
-        format!("({a} * {b})")
-    }
-
-    fn div(&self, a: &str, b: &str) -> String {
-        format!("({a} / {b})")
-    }
-
-    fn pow(&self, x: &str, k: &BigRational) -> String {
-        python_power(x, k)
-    }
-
     fn matrix_power(&self, x: &str, k: i64) -> String {
         format!("jnp.linalg.matrix_power({x}, {k})")
     }
@@ -164,34 +115,8 @@ impl Backend for Jax {
         format!("jnp.kron({a}, {b})")
     }
 
-    fn vec(&self, x: &str, o: VecOrder) -> String {
-        match o {
-            VecOrder::Row => format!("{x}.reshape(-1, 1)"),
-            VecOrder::Col => format!("{x}.T.reshape(-1, 1)"),
-        }
-    }
-
-    fn unvec(&self, x: &str, rows: &str, cols: &str, o: VecOrder) -> String {
-        match o {
-            VecOrder::Row => format!("{x}.reshape({rows}, {cols})"),
-            VecOrder::Col => format!("{x}.reshape({cols}, {rows}).T"),
-        }
-    }
-
-    fn reshape(&self, x: &str, dims: &[String]) -> String {
-        format!("{x}.reshape({})", dims.join(", "))
-    }
-
     fn swap_axes(&self, x: &str) -> String {
         format!("jnp.swapaxes({x}, 0, 1)")
-    }
-
-    fn column(&self, x: &str) -> String {
-        format!("{x}.reshape(-1, 1)")
-    }
-
-    fn row(&self, x: &str) -> String {
-        format!("{x}.reshape(1, -1)")
     }
 
     fn diag_matrix(&self, v: &str) -> String {

@@ -113,6 +113,10 @@ pub enum Sign {
 /// operations that yield a number ([`trace`](Backend::trace),
 /// [`sum`](Backend::sum), …) may yield any scalar the backend's
 /// [`full`](Backend::full) accepts as a value.
+///
+/// The provided methods spell what NumPy, JAX and PyTorch write alike
+/// (`a @ b`, `x.T`, `x.reshape(…)`); a backend overrides those it spells
+/// otherwise.
 pub trait Backend {
     /// The framework's name, for errors (`NumPy`).
     fn name(&self) -> &str;
@@ -136,28 +140,40 @@ pub trait Backend {
 
     /// A call of a user function (or one of its derivatives), `f` being a
     /// parameter, on an array: it acts entry by entry.
-    fn call(&self, f: &str, x: &str) -> String;
+    fn call(&self, f: &str, x: &str) -> String {
+        format!("{f}({x})")
+    }
 
     /// A number literal, usable as a scalar in entrywise operations.
-    fn number(&self, r: &BigRational) -> String;
+    fn number(&self, r: &BigRational) -> String {
+        python_float(r)
+    }
 
     /// The `def` line of a function: its positional parameters, then its
     /// keyword-only parameters (sizes), if any.
-    fn signature(&self, name: &str, positional: &[String], keyword: &[String]) -> String;
+    fn signature(&self, name: &str, positional: &[String], keyword: &[String]) -> String {
+        python_signature(name, positional, keyword)
+    }
 
     /// The docstring line of a function, from one line of text.
-    fn docstring(&self, doc: &str) -> String;
+    fn docstring(&self, doc: &str) -> String {
+        python_docstring(doc)
+    }
 
     /// The line computing the dtype that results and constants have, from
     /// the array parameters (possibly none).
     fn dtype_line(&self, arrays: &[String]) -> String;
 
     /// A line binding a name: a size, a temporary or a definition.
-    fn assign(&self, name: &str, value: &str) -> String;
+    fn assign(&self, name: &str, value: &str) -> String {
+        format!("{name} = {value}")
+    }
 
     /// The size of an array parameter along an axis (0 rows, 1 columns), as
     /// a Python integer.
-    fn shape(&self, x: &str, axis: usize) -> String;
+    fn shape(&self, x: &str, axis: usize) -> String {
+        format!("{x}.shape[{axis}]")
+    }
 
     /// A result: an array of the answer's shape, in the dtype.
     fn array(&self, x: &str) -> String;
@@ -183,24 +199,36 @@ pub trait Backend {
     fn commutation(&self, r: &str, c: &str, order: VecOrder) -> String;
 
     /// `a b`, the matrix product.
-    fn matmul(&self, a: &str, b: &str) -> String;
+    fn matmul(&self, a: &str, b: &str) -> String {
+        format!("({a} @ {b})")
+    }
 
     /// `xᵀ`.
-    fn transpose(&self, x: &str) -> String;
+    fn transpose(&self, x: &str) -> String {
+        format!("{x}.T")
+    }
 
     /// A sum of terms with signs, in order.
-    fn add(&self, terms: &[(Sign, String)]) -> String;
+    fn add(&self, terms: &[(Sign, String)]) -> String {
+        python_sum(terms)
+    }
 
     /// `a ∘ b`, entry by entry, broadcasting an operand that is a number or
     /// a 1×1 array, or an `n × 1` or `1 × n` array against an `n × m` or
     /// `m × n` one.
-    fn mul(&self, a: &str, b: &str) -> String;
+    fn mul(&self, a: &str, b: &str) -> String {
+        format!("({a} * {b})")
+    }
 
     /// `a ./ b`, entry by entry, broadcasting as [`mul`](Backend::mul).
-    fn div(&self, a: &str, b: &str) -> String;
+    fn div(&self, a: &str, b: &str) -> String {
+        format!("({a} / {b})")
+    }
 
     /// `x .^ k`, entry by entry.
-    fn pow(&self, x: &str, k: &BigRational) -> String;
+    fn pow(&self, x: &str, k: &BigRational) -> String {
+        python_power(x, k)
+    }
 
     /// `xᵏ`, the matrix power.
     fn matrix_power(&self, x: &str, k: i64) -> String;
@@ -213,23 +241,39 @@ pub trait Backend {
     fn kron(&self, a: &str, b: &str) -> String;
 
     /// `vec(x)`, stacking rows (`Row`) or columns (`Col`), as a column.
-    fn vec(&self, x: &str, order: VecOrder) -> String;
+    fn vec(&self, x: &str, order: VecOrder) -> String {
+        match order {
+            VecOrder::Row => format!("{x}.reshape(-1, 1)"),
+            VecOrder::Col => format!("{x}.T.reshape(-1, 1)"),
+        }
+    }
 
     /// `vec⁻¹(x)`: the `rows × cols` matrix whose `vec` in that order is `x`.
-    fn unvec(&self, x: &str, rows: &str, cols: &str, order: VecOrder) -> String;
+    fn unvec(&self, x: &str, rows: &str, cols: &str, order: VecOrder) -> String {
+        match order {
+            VecOrder::Row => format!("{x}.reshape({rows}, {cols})"),
+            VecOrder::Col => format!("{x}.reshape({cols}, {rows}).T"),
+        }
+    }
 
     /// Any array's entries in row-major order, reshaped row-major to `dims`
     /// (two or three sizes).
-    fn reshape(&self, x: &str, dims: &[String]) -> String;
+    fn reshape(&self, x: &str, dims: &[String]) -> String {
+        format!("{x}.reshape({})", dims.join(", "))
+    }
 
     /// A 3-D array with its first two axes swapped.
     fn swap_axes(&self, x: &str) -> String;
 
     /// A row or column vector's entries as a column (`n × 1`).
-    fn column(&self, x: &str) -> String;
+    fn column(&self, x: &str) -> String {
+        format!("{x}.reshape(-1, 1)")
+    }
 
     /// A row or column vector's entries as a row (`1 × n`).
-    fn row(&self, x: &str) -> String;
+    fn row(&self, x: &str) -> String {
+        format!("{x}.reshape(1, -1)")
+    }
 
     /// `diag(v)` built, from a row or column vector.
     fn diag_matrix(&self, v: &str) -> String;
@@ -259,6 +303,19 @@ pub trait Backend {
 
     /// The Frobenius norm, a number.
     fn norm(&self, x: &str) -> String;
+
+    /// `a ∘ (1 - b ∘ b)`, the backward of `tanh` through its output `b`,
+    /// as one operation when the backend has one (`a` and `b` of one
+    /// shape); `None` writes it out.
+    fn times_one_minus_square(&self, _a: &str, _b: &str) -> Option<String> {
+        None
+    }
+
+    /// `a ∘ step(b)`, the backward of `relu`, as one operation when the
+    /// backend has one (`a` and `b` of one shape); `None` writes it out.
+    fn times_step(&self, _a: &str, _b: &str) -> Option<String> {
+        None
+    }
 }
 
 /// The module for a backend: its header, the helpers the functions call,
@@ -612,6 +669,43 @@ struct Gen<'a> {
     unspelled: Option<&'static str>,
 }
 
+/// `h` when `e` is `1 - h ∘ h` or `1 - h.^2` (1 the all-ones matrix, or
+/// the number 1 when `h` is 1×1).
+fn one_minus_square(e: &Expr) -> Option<&Expr> {
+    let Op::Add(ts) = &e.op else { return None };
+    let [t0, t1] = ts.as_slice() else { return None };
+    let one = |t: &Expr| {
+        let (c, base) = t.split_coef();
+        c == BigRational::from_integer(1.into()) && (matches!(base.op, Op::Ones) || matches!(t.op, Op::Num(_)))
+    };
+    let minus_square = |t: &Expr| -> Option<Expr> {
+        let (c, base) = t.split_coef();
+        if c != BigRational::from_integer((-1).into()) {
+            return None;
+        }
+        match &base.op {
+            Op::HadamardPow(h, k) if *k == BigRational::from_integer(2.into()) => Some(h.clone()),
+            Op::Hadamard(h, g) if h == g => Some(h.clone()),
+            _ => None,
+        }
+    };
+    let square = if one(t0) {
+        minus_square(t1)
+    } else if one(t1) {
+        minus_square(t0)
+    } else {
+        None
+    }?;
+    // The operand as it is inside `e`, so that temporaries are shared.
+    fn find<'a>(e: &'a Expr, h: &Expr) -> Option<&'a Expr> {
+        if e == h {
+            return Some(e);
+        }
+        e.op.children().into_iter().find_map(|k| find(k, h))
+    }
+    find(e, &square)
+}
+
 /// Whether a factor is applied to a matrix without being built.
 fn structured(f: &Expr) -> bool {
     match &f.op {
@@ -730,6 +824,9 @@ impl Gen<'_> {
             Op::Power(x, k) if x.shape.is_scalar() => b.pow(&self.expr(x), &BigRational::from_integer((*k).into())),
             Op::Power(x, k) => b.matrix_power(&self.expr(x), *k),
             Op::Hadamard(x, y) => {
+                if let Some(code) = self.fused_backward(x, y) {
+                    return code;
+                }
                 let x = self.expr(x);
                 b.mul(&x, &self.expr(y))
             }
@@ -768,6 +865,34 @@ impl Gen<'_> {
                 }
             }
         }
+    }
+
+    /// `a ∘ (1 - h ∘ h)` and `a ∘ step(h)` (either factor first) in one
+    /// operation of the backend, when it has one: an eager framework then
+    /// runs one kernel instead of three, as its own autodiff does.
+    fn fused_backward(&mut self, x: &Expr, y: &Expr) -> Option<String> {
+        if x.shape != y.shape {
+            return None;
+        }
+        for (a, f) in [(x, y), (y, x)] {
+            if let Op::Apply(Func::Builtin(g), h) = &f.op {
+                if g.ascii == crate::functions::STEP.ascii && h.shape == a.shape {
+                    let (ac, hc) = (self.expr(a), self.expr(h));
+                    if let Some(code) = self.backend.times_step(&ac, &hc) {
+                        return Some(code);
+                    }
+                }
+            }
+            if let Some(h) = one_minus_square(f) {
+                if h.shape == a.shape {
+                    let (ac, hc) = (self.expr(a), self.expr(h));
+                    if let Some(code) = self.backend.times_one_minus_square(&ac, &hc) {
+                        return Some(code);
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// A term of a sum: a multiple of the all-ones matrix is just the number,
@@ -988,6 +1113,7 @@ pub fn functions_of(env: &Env, items: &[Item]) -> Vec<Function> {
             let base = match &a.lhs {
                 Some(Lhs::Differential(f)) => format!("d_{}", ident(f)),
                 Some(Lhs::SecondDifferential(f)) => format!("d2_{}", ident(f)),
+                Some(Lhs::ThirdDifferential(f)) => format!("d3_{}", ident(f)),
                 Some(Lhs::Gradient { f, x }) => format!("grad_{}_{}", ident(f), ident(x)),
                 Some(Lhs::Jacobian { f, x, .. }) => format!("jacobian_{}_{}", ident(f), ident(x)),
                 Some(Lhs::Hessian { f, x, .. }) => format!("hessian_{}_{}", ident(f), ident(x)),

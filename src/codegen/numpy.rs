@@ -11,11 +11,10 @@
 //! and sizes ([`Identifiers`], [`identifier`], [`ascii`], [`size_expr`]) are
 //! shared by every backend and re-exported here.
 
-use super::{python_docstring, python_float, python_power, python_signature, python_sum, Backend, Sign};
+use super::Backend;
 use crate::error::Error;
 use crate::ir::{Builtin, VecOrder};
 use crate::typeck::Env;
-use num_rational::BigRational;
 
 pub use super::{ascii, identifier, parameters, size_expr, Function, Identifiers, MAX_ENTRIES};
 
@@ -69,36 +68,12 @@ impl Backend for NumPy {
         Some(f.numpy)
     }
 
-    fn call(&self, f: &str, x: &str) -> String {
-        format!("{f}({x})")
-    }
-
-    fn number(&self, r: &BigRational) -> String {
-        python_float(r)
-    }
-
-    fn signature(&self, name: &str, positional: &[String], keyword: &[String]) -> String {
-        python_signature(name, positional, keyword)
-    }
-
-    fn docstring(&self, doc: &str) -> String {
-        python_docstring(doc)
-    }
-
     fn dtype_line(&self, arrays: &[String]) -> String {
         if arrays.is_empty() {
             "_dtype = np.float64".to_string()
         } else {
             format!("_dtype = np.result_type({}, 1.0)", arrays.join(", "))
         }
-    }
-
-    fn assign(&self, name: &str, value: &str) -> String {
-        format!("{name} = {value}")
-    }
-
-    fn shape(&self, x: &str, axis: usize) -> String {
-        format!("{x}.shape[{axis}]")
     }
 
     // A copy: no result may be an input array itself, or a read-only
@@ -131,30 +106,6 @@ impl Backend for NumPy {
         format!("_commutation({r}, {c}, '{}', _dtype)", order(o))
     }
 
-    fn matmul(&self, a: &str, b: &str) -> String {
-        format!("({a} @ {b})")
-    }
-
-    fn transpose(&self, x: &str) -> String {
-        format!("{x}.T")
-    }
-
-    fn add(&self, terms: &[(Sign, String)]) -> String {
-        python_sum(terms)
-    }
-
-    fn mul(&self, a: &str, b: &str) -> String {
-        format!("({a} * {b})")
-    }
-
-    fn div(&self, a: &str, b: &str) -> String {
-        format!("({a} / {b})")
-    }
-
-    fn pow(&self, x: &str, k: &BigRational) -> String {
-        python_power(x, k)
-    }
-
     fn matrix_power(&self, x: &str, k: i64) -> String {
         format!("np.linalg.matrix_power({x}, {k})")
     }
@@ -175,20 +126,8 @@ impl Backend for NumPy {
         format!("{x}.reshape({rows}, {cols}, order='{}')", order(o))
     }
 
-    fn reshape(&self, x: &str, dims: &[String]) -> String {
-        format!("{x}.reshape({})", dims.join(", "))
-    }
-
     fn swap_axes(&self, x: &str) -> String {
         format!("{x}.transpose(1, 0, 2)")
-    }
-
-    fn column(&self, x: &str) -> String {
-        format!("{x}.reshape(-1, 1)")
-    }
-
-    fn row(&self, x: &str) -> String {
-        format!("{x}.reshape(1, -1)")
     }
 
     fn diag_matrix(&self, v: &str) -> String {

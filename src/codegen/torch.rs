@@ -19,11 +19,10 @@
 //! `reshape`, never `view`, so that they also apply to the transposed
 //! (non-contiguous) tensors the generator passes them.
 
-use super::{python_docstring, python_float, python_power, python_signature, python_sum, Backend, Sign};
+use super::Backend;
 use crate::error::Error;
 use crate::ir::{Builtin, VecOrder};
 use crate::typeck::Env;
-use num_rational::BigRational;
 
 pub use super::Function;
 
@@ -86,36 +85,12 @@ impl Backend for Torch {
         Some(f.torch).filter(|code| !code.is_empty())
     }
 
-    fn call(&self, f: &str, x: &str) -> String {
-        format!("{f}({x})")
-    }
-
-    fn number(&self, r: &BigRational) -> String {
-        python_float(r)
-    }
-
-    fn signature(&self, name: &str, positional: &[String], keyword: &[String]) -> String {
-        python_signature(name, positional, keyword)
-    }
-
-    fn docstring(&self, doc: &str) -> String {
-        python_docstring(doc)
-    }
-
     fn dtype_line(&self, arrays: &[String]) -> String {
         if arrays.is_empty() {
             "_dtype, _device = torch.get_default_dtype(), None".to_string()
         } else {
             format!("_dtype, _device = _dtype_device({})", arrays.join(", "))
         }
-    }
-
-    fn assign(&self, name: &str, value: &str) -> String {
-        format!("{name} = {value}")
-    }
-
-    fn shape(&self, x: &str, axis: usize) -> String {
-        format!("{x}.shape[{axis}]")
     }
 
     // A copy: no result may be an input tensor itself, which a caller's
@@ -157,30 +132,6 @@ impl Backend for Torch {
         format!("_commutation({r}, {c}, '{order}', _dtype, _device)")
     }
 
-    fn matmul(&self, a: &str, b: &str) -> String {
-        format!("({a} @ {b})")
-    }
-
-    fn transpose(&self, x: &str) -> String {
-        format!("{x}.T")
-    }
-
-    fn add(&self, terms: &[(Sign, String)]) -> String {
-        python_sum(terms)
-    }
-
-    fn mul(&self, a: &str, b: &str) -> String {
-        format!("({a} * {b})")
-    }
-
-    fn div(&self, a: &str, b: &str) -> String {
-        format!("({a} / {b})")
-    }
-
-    fn pow(&self, x: &str, k: &BigRational) -> String {
-        python_power(x, k)
-    }
-
     fn matrix_power(&self, x: &str, k: i64) -> String {
         format!("torch.linalg.matrix_power({x}, {k})")
     }
@@ -197,34 +148,8 @@ impl Backend for Torch {
         format!("_kron({a}, {b})")
     }
 
-    fn vec(&self, x: &str, o: VecOrder) -> String {
-        match o {
-            VecOrder::Row => format!("{x}.reshape(-1, 1)"),
-            VecOrder::Col => format!("{x}.T.reshape(-1, 1)"),
-        }
-    }
-
-    fn unvec(&self, x: &str, rows: &str, cols: &str, o: VecOrder) -> String {
-        match o {
-            VecOrder::Row => format!("{x}.reshape({rows}, {cols})"),
-            VecOrder::Col => format!("{x}.reshape({cols}, {rows}).T"),
-        }
-    }
-
-    fn reshape(&self, x: &str, dims: &[String]) -> String {
-        format!("{x}.reshape({})", dims.join(", "))
-    }
-
     fn swap_axes(&self, x: &str) -> String {
         format!("{x}.transpose(0, 1)")
-    }
-
-    fn column(&self, x: &str) -> String {
-        format!("{x}.reshape(-1, 1)")
-    }
-
-    fn row(&self, x: &str) -> String {
-        format!("{x}.reshape(1, -1)")
     }
 
     fn diag_matrix(&self, v: &str) -> String {
@@ -261,5 +186,15 @@ impl Backend for Torch {
 
     fn norm(&self, x: &str) -> String {
         format!("torch.linalg.norm({x})")
+    }
+
+    // Autograd's own fused kernels: one pass over the arrays instead of
+    // three, and differentiable again.
+    fn times_one_minus_square(&self, a: &str, b: &str) -> Option<String> {
+        Some(format!("torch.ops.aten.tanh_backward({a}, {b})"))
+    }
+
+    fn times_step(&self, a: &str, b: &str) -> Option<String> {
+        Some(format!("torch.ops.aten.threshold_backward({a}, {b}, 0)"))
     }
 }

@@ -28,6 +28,8 @@ pub enum Query {
     Differential,
     /// `d²(F)`
     SecondDifferential,
+    /// `d³(F)`
+    ThirdDifferential,
     /// `∂F/∂X` or `grad(F, X)`: shaped like `X` for a scalar `F`.
     Gradient {
         /// The variable.
@@ -60,6 +62,7 @@ impl Query {
         match kind {
             QueryKind::Differential => Query::Differential,
             QueryKind::SecondDifferential => Query::SecondDifferential,
+            QueryKind::ThirdDifferential => Query::ThirdDifferential,
             QueryKind::Gradient => Query::Gradient { x: var() },
             QueryKind::Jacobian => Query::Jacobian { x: var() },
             QueryKind::Hessian => Query::Hessian { x: var(), y: wrt2.cloned() },
@@ -74,6 +77,7 @@ impl Query {
         match self {
             Query::Differential => QueryKind::Differential,
             Query::SecondDifferential => QueryKind::SecondDifferential,
+            Query::ThirdDifferential => QueryKind::ThirdDifferential,
             Query::Gradient { .. } => QueryKind::Gradient,
             Query::Jacobian { .. } => QueryKind::Jacobian,
             Query::Hessian { .. } => QueryKind::Hessian,
@@ -357,12 +361,15 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
             varying = env.names.keys().filter(|n| varies(n) && body.mentions(n)).cloned().collect();
             (Some(Lhs::Differential(label.clone())), d)
         }
-        Query::SecondDifferential => {
-            let d = chain::second_differential(env, &typed, &label, varies);
+        Query::SecondDifferential | Query::ThirdDifferential => {
+            let third = matches!(query, Query::ThirdDifferential);
+            let d = chain::higher_differential(env, &typed, &label, varies, if third { 3 } else { 2 });
             let mut names = Vec::new();
             d.steps[0].rhs.diff_names(&mut names);
             varying = names.iter().map(|n| n.to_string()).collect();
-            (Some(Lhs::SecondDifferential(label.clone())), d)
+            let lhs =
+                if third { Lhs::ThirdDifferential(label.clone()) } else { Lhs::SecondDifferential(label.clone()) };
+            (Some(lhs), d)
         }
         Query::Gradient { x } if typed.shape.is_scalar() => {
             let g = gradient(env, &typed, &label, x, settings, sweeps)?;

@@ -21,6 +21,8 @@ pub enum Lhs {
     Differential(String),
     /// `d²F`
     SecondDifferential(String),
+    /// `d³F`
+    ThirdDifferential(String),
     /// `∂F/∂Xᵀ`, or `∂F/∂vec(X)ᵀ` when `vec` is set.
     Jacobian {
         /// The function, as written.
@@ -99,23 +101,41 @@ pub fn fold_names(env: &Env, e: &Expr) -> Expr {
 /// [`fold_names`] for many expressions, with the definitions looked up once.
 pub struct Folder<'e> {
     bodies: std::collections::HashMap<&'e Expr, &'e str>,
+    /// Names whose values are derivatives.
+    derived: std::collections::HashSet<&'e str>,
 }
 
 impl<'e> Folder<'e> {
     /// The definitions of `env`, by body.
     pub fn new(env: &'e Env) -> Folder<'e> {
-        Folder { bodies: env.defs.iter().filter_map(|n| Some((env.definition(n)?, n.as_str()))).collect() }
+        let derived = env
+            .defs
+            .iter()
+            .filter(|n| matches!(env.names.get(*n), Some((crate::typeck::Binding::Def { derived: Some(_), .. }, _))))
+            .map(String::as_str)
+            .collect();
+        Folder { bodies: env.defs.iter().filter_map(|n| Some((env.definition(n)?, n.as_str()))).collect(), derived }
     }
 
-    /// `e` with every subexpression equal to a definition written as its name.
+    /// `e` with every subexpression equal to a definition written as its
+    /// name; a whole answer equal to a derivative defined as a value is
+    /// still written out (`∂f/∂x = 2 x`, not `∂f/∂x = g`).
     pub fn fold(&self, e: &Expr) -> Expr {
         if self.bodies.is_empty() {
             return e.clone();
         }
-        ir::map_bottom_up(e, &mut |n| match self.bodies.get(&n) {
-            Some(name) if !matches!(n.op, Op::Var { .. }) => ir::var(name, n.shape.clone(), false),
-            _ => n,
-        })
+        let fold = |e: &Expr| {
+            ir::map_bottom_up(e, &mut |n| match self.bodies.get(&n) {
+                Some(name) if !matches!(n.op, Op::Var { .. }) => ir::var(name, n.shape.clone(), false),
+                _ => n,
+            })
+        };
+        match self.bodies.get(e) {
+            Some(name) if self.derived.contains(name) => {
+                ir::rebuild(e, e.op.children().into_iter().map(fold).collect())
+            }
+            _ => fold(e),
+        }
     }
 }
 
@@ -458,24 +478,32 @@ pub fn hessian(
     Ok((Derivation { answer, steps, named }, gv))
 }
 
-/// The second differential `d²F`, holding the differentials of the
-/// varying declared matrices fixed (`d(dX) = 0`): `d²(xᵀAx) = 2 dxᵀ A dx`.
+/// The second or third differential, `d²F` or `d³F`, holding the
+/// differentials of the varying declared matrices fixed (`d(dX) = 0`):
+/// `d²(xᵀAx) = 2 dxᵀ A dx`, `d³(sum(exp(x))) = sum(exp(x) ∘ dx .^ 3)`.
 /// Intermediates keep their names as values; their differentials are
-/// expanded through their definitions.
-pub fn second_differential(env: &Env, f: &Expr, f_label: &str, varies: &dyn Fn(&str) -> bool) -> Derivation {
+/// expanded through their definitions. Each order is a step.
+pub fn higher_differential(
+    env: &Env,
+    f: &Expr,
+    f_label: &str,
+    varies: &dyn Fn(&str) -> bool,
+    order: usize,
+) -> Derivation {
     let mut memo: BTreeMap<String, Expr> = BTreeMap::new();
-    let first = total_differential(env, f, varies, &mut memo);
-    let second = crate::simplify::tidy(&total_differential(env, &first, varies, &mut memo));
-    let steps = vec![
-        Step {
-            lhs: Lhs::Differential(f_label.to_string()),
-            formula: None,
-            reshape: false,
-            rhs: crate::simplify::tidy(&first),
-        },
-        Step { lhs: Lhs::SecondDifferential(f_label.to_string()), formula: None, reshape: false, rhs: second.clone() },
-    ];
-    Derivation { answer: second, steps, named: vec![] }
+    let mut steps = Vec::new();
+    let mut current = f.clone();
+    for k in 1..=order {
+        current = total_differential(env, &current, varies, &mut memo);
+        let lhs = match k {
+            1 => Lhs::Differential(f_label.to_string()),
+            2 => Lhs::SecondDifferential(f_label.to_string()),
+            _ => Lhs::ThirdDifferential(f_label.to_string()),
+        };
+        steps.push(Step { lhs, formula: None, reshape: false, rhs: crate::simplify::tidy(&current) });
+    }
+    let answer = steps.last().expect("one order at least").rhs.clone();
+    Derivation { answer, steps, named: vec![] }
 }
 
 /// `d(e)` in the differentials of declared matrices only: a defined name's

@@ -308,7 +308,7 @@ fn compare(got: &Mat, expected: &Mat) -> Result<f64, EvalError> {
 /// `conv` is the conventions the answer was derived under
 /// ([`Answer::conventions`], which is what [`crate::Session::check`] passes).
 pub fn check(env: &Env, answer: &Answer, conv: Conventions, seed: u64) -> Result<Option<f64>, EvalError> {
-    if !answer.query.is_derivative() {
+    if !answer.query.is_derivative() && !matches!(answer.kind(), QueryKind::Show | QueryKind::Simplify) {
         return Ok(None);
     }
     let f = &answer.written;
@@ -337,9 +337,16 @@ fn check_once(
     rng: &mut StdRng,
 ) -> Result<f64, EvalError> {
     match answer.kind() {
-        QueryKind::SecondDifferential => second_differential(env, answer, f, values, rng),
+        QueryKind::SecondDifferential => higher_differential(env, answer, f, values, rng, 2),
+        QueryKind::ThirdDifferential => higher_differential(env, answer, f, values, rng, 3),
         QueryKind::Differential => differential(env, answer, f, values, rng),
         QueryKind::Hessian => hessian(env, answer, f, conv, values, rng),
+        // A value (a simplified expression, or one holding derivatives)
+        // against the script's own evaluation of what was written.
+        QueryKind::Show | QueryKind::Simplify => {
+            let want = f_at(env, f, values)?;
+            Ok(relative_error(&answer.value(env, values)?, &want))
+        }
         _ => first_order(env, answer, f, conv, values, rng),
     }
 }
@@ -361,33 +368,48 @@ fn differential(env: &Env, answer: &Answer, f: &Written, values: &Values, rng: &
     compare(&got, &expected)
 }
 
-/// `d²(F)` against second differences along all varying names at once,
-/// Richardson-extrapolated: error O(h⁴) + O(ε/h²).
-fn second_differential(
+/// `d²F` or `d³F` along random directions `dX`, against the central
+/// difference of that order, Richardson-extrapolated with half the step:
+/// `(F(h) - 2F(0) + F(-h)) / h²` and `(F(2h) - 2F(h) + 2F(-h) - F(-2h)) / 2h³`.
+/// A disagreement within the differences' rounding does not count.
+fn higher_differential(
     env: &Env,
     answer: &Answer,
     f: &Written,
     values: &Values,
     rng: &mut StdRng,
+    order: i32,
 ) -> Result<f64, EvalError> {
+    // (step, offsets k and weights w of Σ w F(k h), divided by hᵒʳᵈᵉʳ)
+    let (h, stencil): (f64, &[(f64, f64)]) = match order {
+        2 => (SECOND_STEP, &[(1.0, 1.0), (0.0, -2.0), (-1.0, 1.0)]),
+        _ => (THIRD_STEP, &[(2.0, 0.5), (1.0, -1.0), (-1.0, 1.0), (-2.0, -0.5)]),
+    };
     let names = &answer.varying;
     let (held, at) = hold(env, values, names, f.order)?;
     let dirs: Vec<Mat> = names.iter().zip(&at).map(|(n, x0)| direction(env, n, x0, rng)).collect();
     let centre = f_at(env, f, &held)?;
-    let second = |h: f64| -> Result<Mat, EvalError> {
-        let plus = moved(env, f, &held, names, &at, &dirs, h)?;
-        let minus = moved(env, f, &held, names, &at, &dirs, -h)?;
-        same_shape(&plus, &centre)?;
-        same_shape(&minus, &centre)?;
-        Ok((plus - &centre * 2.0 + minus) / (h * h))
+    let difference = |h: f64| -> Result<Mat, EvalError> {
+        let mut sum = &centre * 0.0;
+        for &(k, w) in stencil {
+            let m = if k == 0.0 { centre.clone() } else { moved(env, f, &held, names, &at, &dirs, k * h)? };
+            same_shape(&m, &centre)?;
+            sum += m * w;
+        }
+        Ok(sum / h.powi(order))
     };
-    let h = SECOND_STEP;
-    let expected = (second(h / 2.0)? * 4.0 - second(h)?) / 3.0;
+    let expected = (difference(h / 2.0)? * 4.0 - difference(h)?) / 3.0;
     let mut vals = values.clone();
     vals.diffs = names.iter().cloned().zip(dirs).collect();
     let got = answer.value(env, &vals)?;
-    compare_second(&got, &expected, second_difference_noise(centre.amax(), h))
+    // Each difference divides sums of values rounded to about 1e-16 of
+    // their size by (h/2)ᵒʳᵈᵉʳ.
+    let noise = if order == 2 { 8.0 } else { 16.0 } * f64::EPSILON * centre.amax() / (h / 2.0).powi(order);
+    compare_second(&got, &expected, noise)
 }
+
+/// The step of third differences (Richardson-extrapolated with half of it).
+const THIRD_STEP: f64 = 5e-3;
 
 /// `hessian(F, X)` and `hessian(F, X, Y)`: rows index `vec(X)`, columns
 /// `vec(Y)`. Compared as `uᵀ H w` with mixed second differences of `F`

@@ -372,6 +372,7 @@ impl Reference<'_> {
         }
         match &e.kind {
             ExprKind::Num(q) => Ok(scalar(q.to_f64().unwrap_or(f64::NAN))),
+            ExprKind::Derivative(_) => Err(EvalError(format!("the derivative at {} is not defined as a value", at(e)))),
             ExprKind::Name(n) => self.name(n),
             ExprKind::Identity(None) => {
                 let d = w

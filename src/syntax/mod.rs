@@ -15,6 +15,8 @@ use pest::pratt_parser::{Assoc, Op, PrattParser};
 use pest::Parser as _;
 use std::sync::OnceLock;
 
+pub mod lift;
+
 #[derive(pest_derive::Parser)]
 #[grammar = "../grammar/matdiff.pest"]
 struct Grammar;
@@ -575,6 +577,10 @@ fn statement(p: Pair<Rule>) -> Result<Stmt> {
                 )),
             }
         }
+        Rule::third_query => {
+            let e = expr(p.into_inner().next().expect("expr"))?;
+            Ok(Stmt::Query { kind: QueryKind::ThirdDifferential, expr: e, wrt: None, wrt2: None, span: sp })
+        }
         Rule::second_query => {
             let e = expr(p.into_inner().next().expect("expr"))?;
             Ok(Stmt::Query { kind: QueryKind::SecondDifferential, expr: e, wrt: None, wrt2: None, span: sp })
@@ -583,94 +589,104 @@ fn statement(p: Pair<Rule>) -> Result<Stmt> {
             let e = expr(p.into_inner().next().expect("expr"))?;
             Ok(Stmt::Query { kind: QueryKind::Differential, expr: e, wrt: None, wrt2: None, span: sp })
         }
-        Rule::partial_query => {
-            let mut inner = p.into_inner();
-            let f = inner.next().expect("f").into_inner().next().expect("f");
-            let f = primary(f)?;
-            let wrt = inner.next().expect("wrt");
-            if wrt.as_rule() == Rule::wrt_list {
-                return Ok(Stmt::Gradients { expr: f, vars: wrt.into_inner().map(ident).collect(), span: sp });
-            }
-            let mut kind = QueryKind::Gradient;
-            let mut var = None;
-            for q in wrt.into_inner() {
-                match q.as_rule() {
-                    Rule::ident => var = Some(ident(q)),
-                    Rule::vec_wrt => {
-                        kind = QueryKind::Jacobian;
-                        var = Some(ident(q.into_inner().next().expect("ident")));
-                    }
-                    Rule::tpose => kind = QueryKind::Jacobian,
-                    _ => {}
-                }
-            }
-            Ok(Stmt::Query { kind, expr: f, wrt: var, wrt2: None, span: sp })
-        }
+        Rule::partial_query => partial(p),
         Rule::call_query => {
             let mut inner = p.into_inner();
-            let kw = inner.next().expect("kw");
-            let kind = match kw.as_str() {
-                "grad" => QueryKind::Gradient,
-                "jacobian" => QueryKind::Jacobian,
-                "hessian" => QueryKind::Hessian,
-                "simplify" => QueryKind::Simplify,
-                _ => QueryKind::Shape,
-            };
+            let kw = inner.next().expect("kw").as_str();
             let args: Vec<Expr> = inner.map(expr).collect::<Result<_>>()?;
-            let want = if matches!(kind, QueryKind::Simplify | QueryKind::Shape) { 1 } else { 2 };
-            let mixed = kind == QueryKind::Hessian && args.len() == 3;
-            let several = kind == QueryKind::Gradient && args.len() > 2;
-            if args.len() != want && !mixed && !several {
-                let usage =
-                    if want == 1 { format!("{}(expression)", kw.as_str()) } else { format!("{}(F, X)", kw.as_str()) };
-                return Err(Error::syntax(
-                    sp,
-                    format!(
-                        "`{}` takes {want}{} argument{}, found {}",
-                        kw.as_str(),
-                        match kind {
-                            QueryKind::Hessian => " or 3",
-                            QueryKind::Gradient => " or more",
-                            _ => "",
-                        },
-                        if want == 1 { "" } else { "s" },
-                        args.len()
-                    ),
-                    "wrong number of arguments",
-                )
-                .with_help(if want == 1 {
-                    format!("write {usage}")
-                } else if kind == QueryKind::Hessian {
-                    "write hessian(F, X), or hessian(F, X, Y) for the mixed derivative".to_string()
-                } else if kind == QueryKind::Gradient {
-                    "write grad(F, X), or grad(F, X, Y, …) for several gradients in one backward pass".to_string()
-                } else {
-                    format!("write {usage}, where X is the declared matrix to differentiate with respect to")
-                }));
-            }
-            let mut args = args.into_iter();
-            let f = args.next().expect("f");
-            let variable = |a: Option<Expr>| match a {
-                None => Ok(None),
-                Some(Expr { kind: ExprKind::Name(n), span }) => Ok(Some(Ident { name: n, span })),
-                Some(other) => Err(Error::name(
-                    other.span,
-                    "derivatives are taken with respect to a declared matrix, written by its name",
-                    "not a name",
-                )
-                .with_help(format!("write the matrix's name, as in {}(F, X)", kw.as_str()))),
-            };
-            if several {
-                let vars = args.map(|a| variable(Some(a)).map(|v| v.expect("a variable"))).collect::<Result<_>>()?;
-                return Ok(Stmt::Gradients { expr: f, vars, span: sp });
-            }
-            let wrt = variable(args.next())?;
-            let wrt2 = variable(args.next())?;
-            Ok(Stmt::Query { kind, expr: f, wrt, wrt2, span: sp })
+            call_query(kw, args, sp)
         }
         Rule::expr => Ok(Stmt::Query { kind: QueryKind::Show, expr: expr(p)?, wrt: None, wrt2: None, span: sp }),
         r => unreachable!("statement rule {r:?}"),
     }
+}
+
+/// `∂F/∂X`, `∂F/∂Xᵀ`, `∂F/∂vec(X)ᵀ` or `∂F/∂(X, Y, …)`, as a query or
+/// inside an expression.
+fn partial(p: Pair<Rule>) -> Result<Stmt> {
+    let sp = span(&p);
+    let mut inner = p.into_inner();
+    let f = inner.next().expect("f").into_inner().next().expect("f");
+    let f = primary(f)?;
+    let wrt = inner.next().expect("wrt");
+    if wrt.as_rule() == Rule::wrt_list {
+        return Ok(Stmt::Gradients { expr: f, vars: wrt.into_inner().map(ident).collect(), span: sp });
+    }
+    let mut kind = QueryKind::Gradient;
+    let mut var = None;
+    for q in wrt.into_inner() {
+        match q.as_rule() {
+            Rule::ident => var = Some(ident(q)),
+            Rule::vec_wrt => {
+                kind = QueryKind::Jacobian;
+                var = Some(ident(q.into_inner().next().expect("ident")));
+            }
+            Rule::tpose => kind = QueryKind::Jacobian,
+            _ => {}
+        }
+    }
+    Ok(Stmt::Query { kind, expr: f, wrt: var, wrt2: None, span: sp })
+}
+
+/// `grad(F, X)`, `jacobian(F, X)`, `hessian(F, X)`, `simplify(e)` and
+/// `shape(e)`, with their arguments checked.
+fn call_query(kw: &str, args: Vec<Expr>, sp: Span) -> Result<Stmt> {
+    let kind = match kw {
+        "grad" => QueryKind::Gradient,
+        "jacobian" => QueryKind::Jacobian,
+        "hessian" => QueryKind::Hessian,
+        "simplify" => QueryKind::Simplify,
+        _ => QueryKind::Shape,
+    };
+    let want = if matches!(kind, QueryKind::Simplify | QueryKind::Shape) { 1 } else { 2 };
+    let mixed = kind == QueryKind::Hessian && args.len() == 3;
+    let several = kind == QueryKind::Gradient && args.len() > 2;
+    if args.len() != want && !mixed && !several {
+        let usage = if want == 1 { format!("{kw}(expression)") } else { format!("{kw}(F, X)") };
+        return Err(Error::syntax(
+            sp,
+            format!(
+                "`{}` takes {want}{} argument{}, found {}",
+                kw,
+                match kind {
+                    QueryKind::Hessian => " or 3",
+                    QueryKind::Gradient => " or more",
+                    _ => "",
+                },
+                if want == 1 { "" } else { "s" },
+                args.len()
+            ),
+            "wrong number of arguments",
+        )
+        .with_help(if want == 1 {
+            format!("write {usage}")
+        } else if kind == QueryKind::Hessian {
+            "write hessian(F, X), or hessian(F, X, Y) for the mixed derivative".to_string()
+        } else if kind == QueryKind::Gradient {
+            "write grad(F, X), or grad(F, X, Y, …) for several gradients in one backward pass".to_string()
+        } else {
+            format!("write {usage}, where X is the declared matrix to differentiate with respect to")
+        }));
+    }
+    let mut args = args.into_iter();
+    let f = args.next().expect("f");
+    let variable = |a: Option<Expr>| match a {
+        None => Ok(None),
+        Some(Expr { kind: ExprKind::Name(n), span }) => Ok(Some(Ident { name: n, span })),
+        Some(other) => Err(Error::name(
+            other.span,
+            "derivatives are taken with respect to a declared matrix, written by its name",
+            "not a name",
+        )
+        .with_help(format!("write the matrix's name, as in {}(F, X)", kw))),
+    };
+    if several {
+        let vars = args.map(|a| variable(Some(a)).map(|v| v.expect("a variable"))).collect::<Result<_>>()?;
+        return Ok(Stmt::Gradients { expr: f, vars, span: sp });
+    }
+    let wrt = variable(args.next())?;
+    let wrt2 = variable(args.next())?;
+    Ok(Stmt::Query { kind, expr: f, wrt, wrt2, span: sp })
 }
 
 fn dim(p: Pair<Rule>) -> Result<DimAst> {
@@ -837,6 +853,7 @@ fn primary(p: Pair<Rule>) -> Result<Expr> {
         Rule::identity => ExprKind::Identity(p.into_inner().next().map(dim).transpose()?),
         Rule::paren => ExprKind::Paren(Box::new(expr(p.into_inner().next().expect("inner"))?)),
         Rule::norm => ExprKind::Norm(Box::new(expr(p.into_inner().next().expect("inner"))?)),
+        Rule::partial_expr => ExprKind::Derivative(Box::new(partial(p)?)),
         Rule::call => {
             let mut inner = p.into_inner();
             let callee = inner.next().expect("callee");
@@ -851,8 +868,25 @@ fn primary(p: Pair<Rule>) -> Result<Expr> {
                     _ => {}
                 }
             }
-            let args = inner.map(expr).collect::<Result<_>>()?;
-            ExprKind::Call { name, primes, inverse, args }
+            let args: Vec<Expr> = inner.map(expr).collect::<Result<_>>()?;
+            let derivative = matches!(name.name.as_str(), "grad" | "jacobian" | "hessian") && primes == 0 && !inverse;
+            if !derivative {
+                ExprKind::Call { name, primes, inverse, args }
+            } else {
+                match call_query(&name.name, args, sp)? {
+                    q @ Stmt::Query { .. } => ExprKind::Derivative(Box::new(q)),
+                    _ => {
+                        return Err(Error::syntax(
+                            sp,
+                            "several gradients at once are not one value",
+                            "several gradients",
+                        )
+                        .with_help(
+                            "ask for them on a line of their own, as in `grad(L, W1, b1)`, or take one at a time",
+                        ))
+                    }
+                }
+            }
         }
         Rule::expr => return expr(p),
         r => unreachable!("primary {r:?}"),
@@ -883,6 +917,12 @@ mod tests {
                         args.iter().map(go).collect::<Vec<_>>().join(" ")
                     )
                 }
+                ExprKind::Derivative(q) => match &**q {
+                    Stmt::Query { kind, expr, wrt, .. } => {
+                        format!("({kind:?} {} {})", go(expr), wrt.as_ref().map_or("", |w| w.name.as_str()))
+                    }
+                    _ => "?".into(),
+                },
             }
         }
         go(&parse_expr(src).unwrap())
@@ -939,6 +979,18 @@ mod tests {
         assert_eq!(parse(src).unwrap_err().span().line_col(src), (1, 7));
         let src = "# a comment with ( is ignored\nA: 2 x 2\nB = A + A)";
         assert_eq!(parse(src).unwrap_err().span().line_col(src), (3, 10));
+    }
+
+    #[test]
+    fn derivatives_inside_expressions() {
+        assert_eq!(show("‖∂f/∂x‖^2"), "(Power(2) (norm (Gradient f x)))");
+        assert_eq!(show("hessian(f, x) v"), "(Mul (Hessian f x) v)");
+        assert_eq!(show("vᵀ ∂(A x)/∂xᵀ"), "(Mul (Transpose v) (Jacobian (Mul A x) x))");
+        assert_eq!(show("2 grad(tr(A), A)"), "(Mul 2 (Gradient (tr A) A))");
+        // Several gradients at once are a query, not a value.
+        assert!(parse("A: n x n; B = grad(tr(A), A, A) + A").is_err());
+        // A derivative on its own line is still a query.
+        assert!(matches!(parse("∂f/∂x").unwrap()[0], Stmt::Query { kind: QueryKind::Gradient, .. }));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
 mod repl;
+mod serve;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum FormatArg {
@@ -38,7 +39,12 @@ enum VecArg {
 /// Symbolic matrix-differential calculus: differentials, the chain rule and
 /// Magnus–Neudecker identification of derivatives.
 #[derive(Debug, Parser)]
-#[command(name = "matdiff", version, about)]
+#[command(
+    name = "matdiff",
+    version,
+    about,
+    after_help = "`matdiff serve [--port N] [--open]` serves a web page for derivations (see `matdiff serve --help`)."
+)]
 struct Cli {
     /// Scripts to run, in order.
     files: Vec<std::path::PathBuf>,
@@ -63,6 +69,11 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // `matdiff serve` has options of its own (a script named `serve` runs as `./serve`).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "serve") {
+        return ExitCode::from(serve::main(args));
+    }
     let cli = Cli::parse();
     // Recursion on user input is bounded by the parser's limits; a large stack
     // keeps those bounds far from the operating system's.
