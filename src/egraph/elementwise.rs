@@ -417,40 +417,64 @@ impl Region<'_> {
                 later.push((p, k));
             }
         }
-        let mut expand = Vec::new();
         for (p, k) in later {
             let (c, a) = self.sum_atom(p);
             let c = num_traits::pow::Pow::pow(&c, k as i32);
             acc = self.mul(&acc, &BTreeMap::from([(BTreeMap::from([(a, k)]), c)]))?;
-            if k > 0 {
-                expand.push(a);
-            }
-        }
-        // Sums left with a positive power are multiplied out.
-        for a in expand {
-            let sum = self.sums[&a].clone();
-            let mut out = Poly::new();
-            for (m, c) in acc {
-                let mut m = m;
-                let k = match m.get(&a) {
-                    Some(&k) if k > 0 => {
-                        m.remove(&a);
-                        k
-                    }
-                    _ => 0,
-                };
-                let mut p = BTreeMap::from([(m, c)]);
-                for _ in 0..k {
-                    p = self.mul(&p, &sum)?;
-                }
-                Self::add(&mut out, p, &BigRational::one());
-            }
-            if out.len() > MAX_TERMS {
-                return Err(GiveUp);
-            }
-            acc = out;
         }
         Ok(acc)
+    }
+
+    /// The region's polynomial with its sums multiplied out where that does
+    /// not make more terms (something cancelled or combined across the
+    /// region): all of them at once, or else each one that does not on its
+    /// own. A sum not multiplied out stays a factor, as a textbook leaves
+    /// it. Sums are expanded latest first, so one met inside another is
+    /// expanded after it.
+    fn settle(&self, p: Poly) -> Poly {
+        let mut sums: Vec<usize> = self.sums.keys().copied().collect();
+        sums.sort_unstable_by(|a, b| b.cmp(a));
+        let all = sums.iter().try_fold(p.clone(), |q, &a| self.expand(&q, a));
+        if let Ok(out) = all {
+            if out.len() <= p.len() {
+                return out;
+            }
+        }
+        let mut p = p;
+        for a in sums {
+            if let Ok(out) = self.expand(&p, a) {
+                if out.len() <= p.len() {
+                    p = out;
+                }
+            }
+        }
+        p
+    }
+
+    /// `p` with the sum that atom `a` stands for multiplied out wherever
+    /// `a` has a positive power.
+    fn expand(&self, p: &Poly, a: usize) -> R<Poly> {
+        let sum = &self.sums[&a];
+        let mut out = Poly::new();
+        for (m, c) in p {
+            let mut m = m.clone();
+            let k = match m.get(&a) {
+                Some(&k) if k > 0 => {
+                    m.remove(&a);
+                    k
+                }
+                _ => 0,
+            };
+            let mut term = BTreeMap::from([(m, c.clone())]);
+            for _ in 0..k {
+                term = self.mul(&term, sum)?;
+            }
+            Self::add(&mut out, term, &BigRational::one());
+        }
+        if out.len() > MAX_TERMS {
+            return Err(GiveUp);
+        }
+        Ok(out)
     }
 
     // ---- writing back ----------------------------------------------------------
@@ -464,7 +488,7 @@ impl Region<'_> {
         for (&a, &k) in m {
             let x = &self.atoms[a];
             let scalar = x.shape.is_scalar();
-            let p = if scalar { power_of(x.clone(), k.abs()) } else { ir::hadamard_pow(x.clone(), ir::rat(k.abs())) };
+            let p = if scalar { ir::power(x.clone(), k.abs()) } else { ir::hadamard_pow(x.clone(), ir::rat(k.abs())) };
             let slot = match (scalar, k > 0) {
                 (false, true) => &mut num,
                 (false, false) => &mut den,
@@ -566,10 +590,6 @@ impl Region<'_> {
     }
 }
 
-fn power_of(x: Expr, k: i64) -> Expr {
-    (1..k).fold(x.clone(), |acc, _| ir::matmul(acc, x.clone()))
-}
-
 /// Whether `e` is a region worth reading as a polynomial: elementwise
 /// algebra with a product, quotient or power in it.
 fn nonlinear(e: &Expr) -> bool {
@@ -609,6 +629,7 @@ pub fn normalise(e: &Expr, known: &Known) -> Option<Expr> {
         return None;
     }
     let p = region.poly(e).ok()?;
+    let p = region.settle(p);
     let out = region.write_shaped(&p, &e.shape);
     (out != *e && out.shape == e.shape).then_some(out)
 }
