@@ -470,7 +470,7 @@ mod tests {
         let src = "X: N x d; W: d x k; L = mean(exp(X W)); grad(L, W); hessian(mean(X ∘ X), X); mean(X)";
         let answers = s.answers(src).unwrap();
         assert_eq!(answers[0].text(), "(1 / (N k)) Xᵀ exp(X W)");
-        assert_eq!(answers[1].text(), "2(1 / (N d)) I");
+        assert_eq!(answers[1].text(), "(2 / (N d)) I");
         assert_eq!(answers[2].text(), "mean(X)");
         assert_eq!(answers[2].latex(), r"\operatorname{mean}\left(\mathbf{X}\right)");
         assert_eq!(answers[2].expr.shape.to_string(), "1×1");

@@ -85,7 +85,7 @@ fn browser_page_typesets_flips_layout_shows_steps_and_locates_errors() {
     eprintln!("browser test: typed after {:.1} s", started.elapsed().as_secs_f64());
     let tex = wait_for(&tab, &typeset("∂L/∂W1"), wait, |t| !t.is_empty());
     eprintln!("browser test: typeset after {:.1} s", started.elapsed().as_secs_f64());
-    assert!(tex.contains(r"\frac{\partial L}{\partial W_{1}}"), "{tex}");
+    assert!(tex.contains(r"\frac{\partial L}{\partial \mathbf{W}_{1}}"), "{tex}");
     assert!(tex.contains(r"2 \, \mathbf{n}_{0}^\top"), "{tex}");
     assert!(tex.contains(r"\odot f_{1}'\left(\mathbf{d}_{1}\right)"), "{tex}");
     // Checked against finite differences.

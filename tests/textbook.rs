@@ -147,7 +147,7 @@ const ROWS: &[Row] = &[
         source: "Gaussian NLL in Σ, Bishop (2.122)",
         script: "x, μ: n; Σ: n x n symmetric\nN = (x - μ)ᵀ Σ⁻¹ (x - μ) / 2 + logdet(Σ) / 2\n∂N/∂Σ",
         textbook: "(Σ⁻¹ - Σ⁻¹ (x - μ) (x - μ)ᵀ Σ⁻¹) / 2",
-        reached: false,
+        reached: true,
     },
     // ---- The seed network (the lecture's worked example) ----
     Row {

@@ -35,7 +35,7 @@ def test_latex_for_notebooks(seed):
     g = matdiff.derive(seed)[-1]
     assert g.latex.startswith(r"2 \, \mathbf{n}_{0}^\top")
     shown = g._repr_latex_()
-    assert shown == rf"$$\frac{{\partial L}}{{\partial W_{{1}}}} = {g.latex}$$"
+    assert shown == rf"$$\frac{{\partial L}}{{\partial \mathbf{{W}}_{{1}}}} = {g.latex}$$"
     assert g.display("latex") == shown[2:-2]
 
 

@@ -454,9 +454,16 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
 
 /// What the simplifier may use of the session's definitions.
 fn known(env: &Env) -> crate::egraph::Known {
+    let derived = env
+        .defs
+        .iter()
+        .filter(|n| matches!(env.names.get(*n), Some((crate::typeck::Binding::Def { derived: Some(_), .. }, _))))
+        .map(|n| Name::from(n.as_str()))
+        .collect();
     crate::egraph::Known::new(
         env.defs.iter().filter_map(|n| Some((Name::from(n.as_str()), env.definition(n)?.clone()))).collect(),
     )
+    .with_derived(derived)
 }
 
 /// Whether the gradient by `x` is taken in the space of symmetric matrices:

@@ -40,6 +40,9 @@ pub const MAX_NODES: usize = 2_000;
 pub struct Known {
     /// Each definition, in the order defined.
     pub definitions: Vec<(Name, Expr)>,
+    /// The names whose values are derivatives (`g = ∂f/∂x`): a whole answer
+    /// equal to one is written out, not folded into the name.
+    pub derived: std::collections::HashSet<Name>,
     by_name: HashMap<Name, usize>,
     /// Signs found so far.
     signs: std::cell::RefCell<HashMap<Expr, Sign>>,
@@ -68,7 +71,20 @@ impl Known {
     /// Knowledge of the given definitions.
     pub fn new(definitions: Vec<(Name, Expr)>) -> Known {
         let by_name = definitions.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
-        Known { definitions, by_name, signs: Default::default(), written: Default::default(), uses: Default::default() }
+        Known {
+            definitions,
+            derived: Default::default(),
+            by_name,
+            signs: Default::default(),
+            written: Default::default(),
+            uses: Default::default(),
+        }
+    }
+
+    /// The same knowledge, with the names whose values are derivatives.
+    pub fn with_derived(mut self, derived: std::collections::HashSet<Name>) -> Known {
+        self.derived = derived;
+        self
     }
 
     /// The definitions (by index, in the order defined) whose bodies use

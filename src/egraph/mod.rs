@@ -485,7 +485,7 @@ pub fn simplify_in(e: &Expr, order: VecOrder, limits: Limits, known: &Known) -> 
     let runner = runner.run(RULES.with(|r| r.clone()).iter());
     let stop = format!("{:?}", runner.stop_reason.as_ref().map_or("none".into(), |r| format!("{r:?}")));
     let mut egraph = runner.egraph;
-    fold_definitions(&mut egraph, e, known);
+    fold_definitions(&mut egraph, e, root, known);
     let mut best = extract(&egraph, root);
     // The cheapest form may have put together regions of elementwise
     // algebra that the input did not have: their written forms are added
@@ -551,9 +551,10 @@ fn add_regions(egraph: &mut Graph, e: &Expr, known: &Known) -> bool {
 }
 
 /// Makes each definition whose body (or its elementwise form) is in the
-/// e-graph equal to its name. Only definitions whose names all occur in `e`
-/// can be there.
-fn fold_definitions(egraph: &mut Graph, e: &Expr, known: &Known) {
+/// e-graph equal to its name; a derivative defined as a value is not made
+/// equal to the whole answer (`∂f/∂x = 2 x`, not `∂f/∂x = g`). Only
+/// definitions whose names all occur in `e` can be there.
+fn fold_definitions(egraph: &mut Graph, e: &Expr, root: Id, known: &Known) {
     if known.definitions.is_empty() {
         return;
     }
@@ -567,6 +568,9 @@ fn fold_definitions(egraph: &mut Graph, e: &Expr, known: &Known) {
         for form in forms {
             let rec = to_rec(&form, &mut egraph.analysis);
             if let Some(id) = egraph.lookup_expr(&rec) {
+                if known.derived.contains(name) && egraph.find(id) == egraph.find(root) {
+                    continue;
+                }
                 let leaf = ir::var(name, body.shape.clone(), false);
                 let sym = Symbol::from(&**name);
                 egraph.analysis.leaves.insert(sym, leaf);

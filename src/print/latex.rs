@@ -176,7 +176,7 @@ fn body(e: &Expr, out: &mut String) {
         }
         Op::Commutation(r, c, _) => out.push_str(&format!(r"\mathbf{{K}}_{{{r},{c}}}")),
         Op::Add(ts) => {
-            for (i, t) in ts.iter().enumerate() {
+            for (i, t) in super::positive_first(ts).iter().enumerate() {
                 let (c, _) = t.split_coef();
                 if i == 0 {
                     go(t, Prec::Sum, out);
@@ -240,6 +240,10 @@ fn body(e: &Expr, out: &mut String) {
             out.push_str("^{-1}");
         }
         Op::Power(x, k) => {
+            go(x, Prec::Atom, out);
+            out.push_str(&format!("^{{{k}}}"));
+        }
+        Op::HadamardPow(x, k) if x.shape.is_scalar() && super::small_power(k).is_some() => {
             go(x, Prec::Atom, out);
             out.push_str(&format!("^{{{k}}}"));
         }

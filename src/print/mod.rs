@@ -43,6 +43,22 @@ pub enum Notation {
     Ascii,
 }
 
+/// The terms of a sum in printing order: a sum that starts with a negative
+/// term starts instead with its first positive one, as `1 - tanh(x)²` is
+/// written, not `-tanh(x)² + 1`.
+pub(crate) fn positive_first(ts: &[Expr]) -> std::borrow::Cow<'_, [Expr]> {
+    let negative = |t: &Expr| t.split_coef().0.is_negative();
+    match ts.iter().position(|t| !negative(t)) {
+        Some(j) if j > 0 => {
+            let mut v = ts.to_vec();
+            let t = v.remove(j);
+            v.insert(0, t);
+            std::borrow::Cow::Owned(v)
+        }
+        _ => std::borrow::Cow::Borrowed(ts),
+    }
+}
+
 /// Unicode text.
 ///
 /// ```
@@ -96,6 +112,12 @@ struct Printer {
     sized: bool,
 }
 
+/// A positive integer exponent that prints as a superscript.
+pub(crate) fn small_power(k: &BigRational) -> Option<i64> {
+    use num_traits::ToPrimitive;
+    (k.is_integer() && k.is_positive()).then(|| k.to_integer().to_i64()).flatten()
+}
+
 fn superscript(k: i64) -> String {
     let digits = "⁰¹²³⁴⁵⁶⁷⁸⁹";
     let mut s = String::new();
@@ -144,6 +166,20 @@ impl Printer {
             out.push(')');
         } else {
             self.body(e, out);
+        }
+    }
+
+    fn power(&self, x: &Expr, k: i64, out: &mut String) {
+        let ascii = self.ascii();
+        // `(X²)³` needs its parentheses: `X²³` would read as X to the 23.
+        let nested = matches!(x.op, Op::Power(..))
+            || matches!(&x.op, Op::HadamardPow(y, j) if y.shape.is_scalar() && small_power(j).is_some());
+        let min = if nested && !ascii { ATOM } else { POST };
+        self.go(x, min, out);
+        if ascii {
+            out.push_str(&format!("^{k}"));
+        } else {
+            out.push_str(&superscript(k));
         }
     }
 
@@ -241,6 +277,7 @@ impl Printer {
             Op::Size(d) => out.push_str(&d.as_product_text()),
             Op::Commutation(r, c, _) => out.push_str(&format!("K_({},{})", r.as_product_text(), c.as_product_text())),
             Op::Add(ts) => {
+                let ts = &positive_first(ts);
                 // A broadcast term prints as the value it spreads only where
                 // the sum read left to right already has its full shape, or
                 // gets it from the very next term: two broadcasts never meet.
@@ -334,15 +371,10 @@ impl Printer {
                 self.go(x, POST, out);
                 out.push_str(if ascii { "^-1" } else { "⁻¹" });
             }
-            Op::Power(x, k) => {
-                // `(X²)³` needs its parentheses: `X²³` would read as X to the 23.
-                let min = if matches!(x.op, Op::Power(..)) && !ascii { ATOM } else { POST };
-                self.go(x, min, out);
-                if ascii {
-                    out.push_str(&format!("^{k}"));
-                } else {
-                    out.push_str(&superscript(*k));
-                }
+            Op::Power(x, k) => self.power(x, *k, out),
+            // An entrywise power of a 1×1 value is its power: `tanh(t)²`.
+            Op::HadamardPow(x, k) if x.shape.is_scalar() && small_power(k).is_some() => {
+                self.power(x, small_power(k).expect("checked"), out)
             }
             Op::HadamardPow(x, k) => {
                 self.go(x, POST, out);
