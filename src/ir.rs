@@ -789,6 +789,13 @@ pub fn node_matmul(a: Expr, b: Expr) -> Expr {
     node(Op::MatMul(a, b), shape)
 }
 
+/// A transpose node as it is, not pushed into a sum or product (for code
+/// generation, where `(A - B)ᵀ` is one view of one computed array).
+pub fn node_transpose(x: Expr) -> Expr {
+    let shape = x.shape.transposed();
+    node(Op::Transpose(x), shape)
+}
+
 /// A product of factors, left to right.
 pub fn product(factors: impl IntoIterator<Item = Expr>) -> Expr {
     let mut it = factors.into_iter();

@@ -48,6 +48,7 @@
 //! emitting code that allocates gigabytes.
 
 pub mod jax;
+mod lower;
 mod names;
 pub mod numpy;
 pub mod torch;
@@ -311,6 +312,13 @@ pub trait Backend {
         None
     }
 
+    /// `s ∘ (g - rowsums(g ∘ s))`, the backward of `s = softmax(x)` along
+    /// rows, as one operation when the backend has one (`g` and `s` of one
+    /// shape); `None` writes it out.
+    fn softmax_backward(&self, _g: &str, _s: &str) -> Option<String> {
+        None
+    }
+
     /// `a ∘ step(b)`, the backward of `relu`, as one operation when the
     /// backend has one (`a` and `b` of one shape); `None` writes it out.
     fn times_step(&self, _a: &str, _b: &str) -> Option<String> {
@@ -570,6 +578,7 @@ fn function(backend: &dyn Backend, env: &Env, ids: &Identifiers, f: &Function) -
     let sig = signature(env, ids, &n);
     let mut g = Gen {
         backend,
+        env,
         ids,
         temps: HashMap::new(),
         ntemps: 0,
@@ -588,16 +597,18 @@ fn function(backend: &dyn Backend, env: &Env, ids: &Identifiers, f: &Function) -
         };
         g.lines.push(backend.assign(&r.size, &value));
     }
-    for d in &n.defs {
-        let body = env.definition(d).expect("definition").clone();
-        count(&body, &mut g.counts);
+    // What is computed is rewritten to do less work ([`lower`]); what the
+    // function returns keeps its value and shape.
+    let bodies: Vec<Expr> = n.defs.iter().map(|d| lower::lower(env.definition(d).expect("definition"))).collect();
+    let outputs: Vec<Expr> = outputs.iter().map(lower::lower).collect();
+    for body in &bodies {
+        count(body, &mut g.counts);
     }
     for o in &outputs {
         count(o, &mut g.counts);
     }
-    for d in &n.defs {
-        let body = env.definition(d).expect("definition").clone();
-        let code = g.expr(&body);
+    for (d, body) in n.defs.iter().zip(&bodies) {
+        let code = g.expr(body);
         let line = backend.assign(&ids.name(d), &code);
         g.lines.push(line);
     }
@@ -657,6 +668,7 @@ fn count(e: &Expr, counts: &mut HashMap<Expr, usize>) {
 /// The state of generating one function's body.
 struct Gen<'a> {
     backend: &'a dyn Backend,
+    env: &'a Env,
     ids: &'a Identifiers,
     /// Temporaries for repeated subexpressions.
     temps: HashMap<Expr, String>,
@@ -824,7 +836,7 @@ impl Gen<'_> {
             Op::Power(x, k) if x.shape.is_scalar() => b.pow(&self.expr(x), &BigRational::from_integer((*k).into())),
             Op::Power(x, k) => b.matrix_power(&self.expr(x), *k),
             Op::Hadamard(x, y) => {
-                if let Some(code) = self.fused_backward(x, y) {
+                if let Some(code) = self.fused_backward(x, y).or_else(|| self.softmax_backward(x, y)) {
                     return code;
                 }
                 let x = self.expr(x);
@@ -893,6 +905,46 @@ impl Gen<'_> {
             }
         }
         None
+    }
+
+    /// `s ∘ (g - ((g ∘ s) 1) 1ᵀ)` (either order of each product and of the
+    /// difference) where `s` is a softmax along rows: the softmax's
+    /// backward, in one operation of the backend when it has one.
+    fn softmax_backward(&mut self, x: &Expr, y: &Expr) -> Option<String> {
+        for (s, rest) in [(x, y), (y, x)] {
+            let Op::Add(ts) = &rest.op else { continue };
+            if ts.len() != 2 || !self.row_softmax(s) {
+                continue;
+            }
+            for (g, t) in [(&ts[0], &ts[1]), (&ts[1], &ts[0])] {
+                let (c, b) = t.split_coef();
+                if c != -BigRational::from_integer(1.into()) {
+                    continue;
+                }
+                let Some((sums, true)) = lower::broadcast(&b) else { continue };
+                let Op::MatMul(h, o) = &sums.op else { continue };
+                let Op::Hadamard(p, q) = &h.op else { continue };
+                if matches!(o.op, Op::Ones) && ((p == g && q == s) || (p == s && q == g)) {
+                    let (gc, sc) = (self.expr(g), self.expr(s));
+                    if let Some(code) = self.backend.softmax_backward(&gc, &sc) {
+                        return Some(code);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether `s` is a softmax along rows (of a matrix that is not a
+    /// column), written out or as a name defined as one.
+    fn row_softmax(&self, s: &Expr) -> bool {
+        let softmax =
+            |e: &Expr| matches!(&e.op, Op::Apply(Func::Builtin(b), _) if b.ascii == crate::functions::SOFTMAX.ascii);
+        let defined = match &s.op {
+            Op::Var { name, .. } => self.env.definition(name).is_some_and(softmax),
+            _ => softmax(s),
+        };
+        defined && !s.shape.cols.is_one()
     }
 
     /// A term of a sum: a multiple of the all-ones matrix is just the number,

@@ -194,6 +194,10 @@ impl Backend for Torch {
         Some(format!("torch.ops.aten.tanh_backward({a}, {b})"))
     }
 
+    fn softmax_backward(&self, g: &str, s: &str) -> Option<String> {
+        Some(format!("torch.ops.aten._softmax_backward_data({g}, {s}, 1, {s}.dtype)"))
+    }
+
     fn times_step(&self, a: &str, b: &str) -> Option<String> {
         Some(format!("torch.ops.aten.threshold_backward({a}, {b}, 0)"))
     }

@@ -1,0 +1,162 @@
+//! Rewrites of an answer, before code is generated for it, that keep its
+//! value and make the code pass over fewer large arrays.
+//!
+//! A broadcast `a 1ᵀ` (a column spread across columns, or `1 b`, a row
+//! spread down rows) is a view in every backend, but an operation applied to
+//! it works on every entry of the spread matrix. Applied to the vector
+//! before it is spread, the same operation touches one row or column:
+//!
+//! - `(a 1ᵀ) .^ k` is `(a .^ k) 1ᵀ`;
+//! - `(a 1ᵀ) ∘ (b 1ᵀ)` and `(a 1ᵀ) ./ (b 1ᵀ)` are `(a ∘ b) 1ᵀ` and `(a ./ b) 1ᵀ`;
+//! - a 1×1 factor `s (a 1ᵀ)` is `(s a) 1ᵀ`, and `s ((a 1ᵀ) ∘ Y)` (or `./ Y`)
+//!   scales the vector, not the product: `(s a) 1ᵀ ∘ Y` (but `-(a 1ᵀ)` stays,
+//!   as a sum subtracts it).
+//!
+//! Printed answers are not rewritten: `s2 ones(1, d)` reads better there.
+
+use crate::ir::{self, BigRational, Expr, Op};
+use num_traits::One;
+
+/// A broadcast: the vector it spreads, and whether the ones are on the right
+/// (`a 1ᵀ`, a column spread across) or on the left (`1 b`, a row spread down).
+pub(super) fn broadcast(e: &Expr) -> Option<(&Expr, bool)> {
+    match &e.op {
+        Op::MatMul(a, o) if matches!(o.op, Op::Ones) && a.shape.cols.is_one() && o.shape.rows.is_one() => {
+            Some((a, true))
+        }
+        Op::MatMul(o, b) if matches!(o.op, Op::Ones) && b.shape.rows.is_one() && o.shape.cols.is_one() => {
+            Some((b, false))
+        }
+        _ => None,
+    }
+}
+
+/// `v` spread the way `like` (a broadcast) spreads its vector.
+fn spread_like(v: Expr, like: &Expr) -> Expr {
+    match &like.op {
+        Op::MatMul(_, o) if matches!(o.op, Op::Ones) => ir::node_matmul(v, o.clone()),
+        Op::MatMul(o, _) => ir::node_matmul(o.clone(), v),
+        _ => unreachable!("spread_like of a broadcast"),
+    }
+}
+
+/// Two broadcasts of one direction and shape: their vectors.
+fn alike<'e>(x: &'e Expr, y: &'e Expr) -> Option<(&'e Expr, &'e Expr)> {
+    let ((a, ra), (b, rb)) = (broadcast(x)?, broadcast(y)?);
+    (ra == rb && x.shape == y.shape && a.shape == b.shape).then_some((a, b))
+}
+
+/// `c1 (a ∘ b) + c2 (a ∘ c)` (a shared factor on either side of either
+/// product) as `a ∘ (c1 b + c2 c)`: one pass less.
+fn factored(t1: &Expr, t2: &Expr) -> Option<Expr> {
+    let ((c1, x), (c2, y)) = (t1.split_coef(), t2.split_coef());
+    let (Op::Hadamard(p, q), Op::Hadamard(r, s)) = (&x.op, &y.op) else { return None };
+    let (a, b, c) = if p == r {
+        (p, q, s)
+    } else if p == s {
+        (p, q, r)
+    } else if q == r {
+        (q, p, s)
+    } else if q == s {
+        (q, p, r)
+    } else {
+        return None;
+    };
+    let inner = ir::sum_of(vec![ir::scale(c1, b.clone()), ir::scale(c2, c.clone())]);
+    Some(ir::hadamard(a.clone(), inner))
+}
+
+/// One node, its children already rewritten.
+fn node(e: Expr) -> Expr {
+    match &e.op {
+        // A sum of transposes is the transpose of a sum: one view, and the
+        // sum inside may be the one computed elsewhere.
+        Op::Add(ts) if !e.shape.is_scalar() && ts.iter().all(|t| matches!(t.split_coef().1.op, Op::Transpose(_))) => {
+            let inner: Vec<Expr> = ts
+                .iter()
+                .map(|t| {
+                    let (c, x) = t.split_coef();
+                    let Op::Transpose(y) = &x.op else { unreachable!("checked") };
+                    ir::scale(c, y.clone())
+                })
+                .collect();
+            ir::node_transpose(node(ir::sum_of(inner)))
+        }
+        Op::Add(ts) if ts.len() == 2 => factored(&ts[0], &ts[1]).unwrap_or(e),
+        Op::HadamardPow(x, k) => match broadcast(x) {
+            Some((a, _)) => spread_like(ir::hadamard_pow(a.clone(), k.clone()), x),
+            None => e,
+        },
+        Op::Hadamard(x, y) => match alike(x, y) {
+            Some((a, b)) => spread_like(ir::hadamard(a.clone(), b.clone()), x),
+            None => e,
+        },
+        Op::HadamardDiv(x, y) => match alike(x, y) {
+            Some((a, b)) => spread_like(ir::hadamard_div(a.clone(), b.clone()), x),
+            None => e,
+        },
+        // `-B` is left alone: a sum subtracts it for nothing.
+        Op::Scale(s, x) if s.shape.is_scalar() && s.as_num() != Some(&-BigRational::one()) => {
+            let scaled = |b: &Expr| {
+                let (a, _) = broadcast(b)?;
+                Some(spread_like(ir::scalar_mul(s.clone(), a.clone()), b))
+            };
+            match &x.op {
+                _ if broadcast(x).is_some() => scaled(x).unwrap_or(e),
+                Op::Hadamard(p, q) => match (scaled(p), scaled(q)) {
+                    (Some(p), _) => ir::hadamard(p, q.clone()),
+                    (None, Some(q)) => ir::hadamard(p.clone(), q),
+                    _ => e,
+                },
+                Op::HadamardDiv(p, q) => match scaled(p) {
+                    Some(p) => ir::hadamard_div(p, q.clone()),
+                    None => e,
+                },
+                _ => e,
+            }
+        }
+        _ => e,
+    }
+}
+
+/// `e` rewritten as the module docs say.
+pub fn lower(e: &Expr) -> Expr {
+    ir::map_bottom_up(e, &mut node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::{Dim, Shape};
+
+    fn col(n: &str) -> Expr {
+        ir::var(n, Shape::new(Dim::sym("t"), Dim::one()), false)
+    }
+
+    fn across(a: Expr) -> Expr {
+        ir::node_matmul(a, ir::ones(Shape::new(Dim::one(), Dim::sym("d"))))
+    }
+
+    #[test]
+    fn operations_on_a_broadcast_act_on_its_vector() {
+        let (s, c) = (col("s"), ir::var("C", Shape::new(Dim::sym("t"), Dim::sym("d")), false));
+        let pow = ir::hadamard_pow(across(s.clone()), ir::rat(2));
+        assert_eq!(crate::print::text(&lower(&pow)), "s .^ 2 ones(1, d)");
+        let scaled = ir::scale(ir::rat(3), ir::hadamard(across(s.clone()), c.clone()));
+        assert_eq!(crate::print::text(&lower(&scaled)), "3 s ones(1, d) ∘ C");
+        let quotient = ir::hadamard_div(across(col("a")), across(s));
+        assert_eq!(crate::print::text(&lower(&quotient)), "(a ./ s) ones(1, d)");
+        // A factor shared by two products is taken out, and a sum of
+        // transposes is one transpose: `Aᵀ ∘ Cᵀ - (A ∘ B)ᵀ` is `(A ∘ (C - B))ᵀ`.
+        let sq = |n: &str| ir::var(n, Shape::new(Dim::sym("t"), Dim::sym("t")), false);
+        let (a, b, c2) = (sq("A"), sq("B"), sq("C"));
+        let e = ir::sub(
+            ir::node_transpose(ir::hadamard(c2.clone(), a.clone())),
+            ir::node_transpose(ir::hadamard(a.clone(), b.clone())),
+        );
+        assert_eq!(lower(&e), ir::node_transpose(ir::hadamard(a, ir::sub(c2, b))));
+        // Not a broadcast: left alone.
+        let plain = ir::scale(ir::rat(3), ir::hadamard(c.clone(), c));
+        assert_eq!(lower(&plain), plain);
+    }
+}
