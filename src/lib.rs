@@ -35,8 +35,8 @@
 //! let mut s = Session::new(Options { steps: true, ..Options::default() });
 //! let a = s.answers("x: n; A: n x n; f = x^T A x; ∂f/∂x").unwrap();
 //! insta::assert_snapshot!(s.render(&a[0]), @r"
-//! df = dxᵀ A x + xᵀ A dx
-//! ∂f/∂x = (A + Aᵀ) x
+//! df = dxᵀ A x + xᵀ A dx  # product rule; d(Xᵀ) = (dX)ᵀ
+//! ∂f/∂x = (A + Aᵀ) x  # chain rule, backward through the definitions
 //! ");
 //! ```
 //!

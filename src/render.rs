@@ -91,7 +91,7 @@ impl Renderer {
     /// (and, with steps, the derivation) is part of the answer's object;
     /// other formats show the answer alone.
     pub fn answer(&self, a: &Answer, check: Option<CheckResult>) -> String {
-        self.answer_after(a, check, &mut HashSet::new())
+        self.answer_after(a, check, &mut Shown::new())
     }
 
     /// An answer printed after others: its named adjoints are written
@@ -105,7 +105,7 @@ impl Renderer {
         let mut lines = Vec::new();
         if !matches!(fmt, Format::Json | Format::Numpy | Format::Jax | Format::Torch) {
             for (i, (name, body)) in a.adjoints.iter().enumerate() {
-                if shown.insert((name.clone(), body.clone())) {
+                if shown.adjoints.insert((name.clone(), body.clone())) {
                     // With steps, what the adjoint is: δd2 = ∂L/∂d2 = ….
                     let meaning = match (&a.lhs, a.adjoint_of.get(name)) {
                         (Some(Lhs::Gradient { f, .. }), Some(u)) if self.steps => {
@@ -123,11 +123,11 @@ impl Renderer {
                 }
             }
         }
-        lines.push(self.answer_alone(a, check));
+        lines.push(self.answer_alone(a, check, shown));
         lines.join("\n")
     }
 
-    fn answer_alone(&self, a: &Answer, check: Option<CheckResult>) -> String {
+    fn answer_alone(&self, a: &Answer, check: Option<CheckResult>, shown: &mut Shown) -> String {
         let fmt = self.format;
         let notation = if fmt == Format::Ascii { Notation::Ascii } else { Notation::Unicode };
         let expr = |e: &Expr| match fmt {
@@ -145,7 +145,7 @@ impl Renderer {
                 QueryKind::Shape => format!("{}: {}", expr(&a.function), shape(&a.function.shape)),
                 QueryKind::Show => format!("{}: {}", expr(&a.expr), shape(&a.expr.shape)),
                 QueryKind::Simplify => expr(&a.expr),
-                _ if self.steps && !a.steps.is_empty() => self.render_steps(&a.steps, &bold_names(a)),
+                _ if self.steps && !a.steps.is_empty() => self.render_steps(&a.steps, &bold_names(a), shown),
                 _ => {
                     let rhs = if fmt == Format::Latex { print::latex(&a.expr) } else { a.render(notation) };
                     match &a.lhs {
@@ -195,6 +195,12 @@ impl Renderer {
                         "ascii": print::ascii(&s.rhs),
                         "latex": print::latex(&s.rhs),
                         "line": line,
+                        "rules": s.rules.iter().map(|r| serde_json::json!({
+                            "name": r.name(),
+                            "text": r.text(),
+                            "ascii": r.ascii(),
+                            "latex": r.latex(),
+                        })).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
@@ -254,20 +260,47 @@ impl Renderer {
         }
     }
 
-    fn render_steps(&self, steps: &[Step], bold: &Bold) -> String {
+    /// The derivation, one line per step with the rules it used; a line an
+    /// earlier answer printed (a chain factor two queries share) is not
+    /// repeated, except the last, which is the answer.
+    fn render_steps(&self, steps: &[Step], bold: &Bold, shown: &mut Shown) -> String {
         let style = match self.format {
             Format::Latex => LineStyle::Latex,
             Format::Ascii => LineStyle::Ascii,
             _ => LineStyle::Unicode,
         };
         let lines = step_lines(steps, style, bold);
+        // Each line says which rules it used: a comment in text, a note in
+        // the right-hand column in LaTeX.
+        let last = lines.len().saturating_sub(1);
+        let fresh: Vec<bool> =
+            lines.iter().enumerate().map(|(i, l)| shown.steps.insert(l.clone()) || i == last).collect();
+        let ruled = lines.iter().zip(steps).map(|(l, s)| {
+            if s.rules.is_empty() {
+                return l.clone();
+            }
+            let names: Vec<&str> = s
+                .rules
+                .iter()
+                .map(|r| match style {
+                    LineStyle::Latex => r.latex(),
+                    LineStyle::Ascii => r.ascii(),
+                    LineStyle::Unicode => r.text(),
+                })
+                .collect();
+            match style {
+                LineStyle::Latex => format!(r"{} && \quad {}", l.replacen(" = ", " &= ", 1), names.join(r";\ ")),
+                _ => format!("{l}  # {}", names.join("; ")),
+            }
+        });
+        let ruled = ruled.zip(&fresh).filter(|(_, &f)| f).map(|(r, _)| r);
+        let lines: Vec<&String> = lines.iter().zip(&fresh).filter(|(_, &f)| f).map(|(l, _)| l).collect();
         if style == LineStyle::Latex {
-            format!(
-                "\\begin{{aligned}}\n{}\n\\end{{aligned}}",
-                lines.iter().map(|l| l.replacen(" = ", " &= ", 1)).collect::<Vec<_>>().join(" \\\\\n")
-            )
+            let lines: Vec<String> =
+                ruled.zip(lines).map(|(r, l)| if r == *l { l.replacen(" = ", " &= ", 1) } else { r }).collect();
+            format!("\\begin{{aligned}}\n{}\n\\end{{aligned}}", lines.join(" \\\\\n"))
         } else {
-            lines.join("\n")
+            ruled.collect::<Vec<_>>().join("\n")
         }
     }
 }
@@ -304,8 +337,20 @@ fn adjoints_json(a: &Answer) -> serde_json::Value {
     serde_json::Value::Array(adjoints)
 }
 
-/// The named adjoints already printed, with their values.
-pub type Shown = HashSet<(crate::ir::Name, Expr)>;
+/// What a script's earlier answers printed: named adjoints with their
+/// values, and derivation lines, so that later answers do not repeat them.
+#[derive(Debug, Clone, Default)]
+pub struct Shown {
+    adjoints: HashSet<(crate::ir::Name, Expr)>,
+    steps: HashSet<String>,
+}
+
+impl Shown {
+    /// Nothing printed yet.
+    pub fn new() -> Shown {
+        Shown::default()
+    }
+}
 
 /// The result of comparing a derivative with finite differences.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -417,6 +417,13 @@ impl Session {
     /// and for everything in the code formats, whose module is printed once
     /// for all answers by [`Session::code`]).
     pub fn render_outcome(&self, o: &Outcome) -> Option<String> {
+        self.render_outcome_after(o, &mut Shown::new())
+    }
+
+    /// Renders an outcome after others of the same output, as the command
+    /// line prints a script: adjoints and derivation lines already in
+    /// `shown` are not written again.
+    pub fn render_outcome_after(&self, o: &Outcome, shown: &mut Shown) -> Option<String> {
         match o {
             Outcome::Declared => None,
             _ if self.options.format.backend().is_some() => None,
@@ -424,8 +431,8 @@ impl Session {
                 Some(meaning) => self.renderer().lifted(name, meaning, shape),
                 None => self.renderer().definition(name, shape),
             },
-            Outcome::Answer(a) => Some(self.render(a)),
-            Outcome::Backward(b) => Some(self.renderer().backward(b, &[], &mut Shown::new())),
+            Outcome::Answer(a) => Some(self.render_after(a, None, shown)),
+            Outcome::Backward(b) => Some(self.renderer().backward(b, &[], shown)),
         }
     }
 
@@ -443,7 +450,7 @@ impl Session {
     }
 
     /// Renders an answer after others of the same output: named adjoints
-    /// already in `shown` are not written again (see [`Renderer::answer_after`]).
+    /// and derivation lines already in `shown` are not written again (see [`Renderer::answer_after`]).
     pub fn render_after(&self, a: &Answer, check: Option<CheckResult>, shown: &mut Shown) -> String {
         match self.options.format.backend() {
             Some(backend) => match self.code(backend, std::slice::from_ref(a)) {

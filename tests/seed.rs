@@ -3,6 +3,7 @@
 
 use matdiff::diff::chain::{Conventions, Layout};
 use matdiff::ir::VecOrder;
+use matdiff::render::Shown;
 use matdiff::session::{Format, Options, Outcome, Session};
 
 const SEED: &str = include_str!("../examples/backprop.mdiff");
@@ -10,7 +11,8 @@ const SEED: &str = include_str!("../examples/backprop.mdiff");
 fn run(options: Options) -> String {
     let mut s = Session::new(options);
     let outcomes = s.run(SEED).expect("the seed script runs");
-    outcomes.iter().filter_map(|o| s.render_outcome(o)).collect::<Vec<_>>().join("\n")
+    let mut shown = Shown::new();
+    outcomes.iter().filter_map(|o| s.render_outcome_after(o, &mut shown)).collect::<Vec<_>>().join("\n")
 }
 
 /// Options with the script to run (the seed network unless given).
@@ -152,7 +154,9 @@ fn steps_end_with_the_answer_printed_without_them() {
             let plain = answers(options.with_script(script));
             let stepped = answers(Options { steps: true, ..options }.with_script(script));
             for (answer, steps) in plain.iter().zip(&stepped) {
+                // The last line, without the comment naming its rules.
                 let last = steps.lines().last().unwrap();
+                let last = last.split_once("  # ").map_or(last, |(line, _)| line);
                 let (lhs, rhs) = answer.split_once(" = ").unwrap();
                 assert!(
                     last == answer || (last.starts_with(&format!("{lhs} = ")) && last.ends_with(&format!(" = {rhs}"))),
@@ -165,7 +169,12 @@ fn steps_end_with_the_answer_printed_without_them() {
     let script = "S: n x n symmetric; A: n x n; ∂tr(A S)/∂S";
     let plain = answers(Options::default().with_script(script));
     let stepped = answers(Options { steps: true, ..Options::default() }.with_script(script));
-    assert_eq!(stepped[0].lines().last(), Some(plain[0].as_str()), "{}", stepped[0]);
+    assert_eq!(
+        stepped[0].lines().last(),
+        Some(format!("{}  # symmetric X: (G + Gᵀ)/2", plain[0]).as_str()),
+        "{}",
+        stepped[0]
+    );
     assert_eq!(plain[0], "∂(tr(A S))/∂S = (Aᵀ + A) / 2");
 }
 
@@ -197,6 +206,30 @@ fn json_output_carries_steps_and_check_on_every_line() {
         }
         assert_eq!(steps.last().unwrap()["text"], a["text"], "{a}");
     }
+    // Each step names the rules it used, in every notation.
+    let rules = |answer: &serde_json::Value| -> Vec<Vec<String>> {
+        let steps = answer["steps"].as_array().unwrap();
+        steps
+            .iter()
+            .map(|s| {
+                let rules = s["rules"].as_array().unwrap();
+                for r in rules {
+                    for key in ["name", "text", "ascii", "latex"] {
+                        assert!(r[key].is_string(), "{key} in {r}");
+                    }
+                }
+                rules.iter().map(|r| r["text"].as_str().unwrap().to_string()).collect()
+            })
+            .collect()
+    };
+    // dL = dn2 (n2 - y)ᵀ + (n2 - y) dn2ᵀ comes from the product rule and
+    // the differential of a transpose; the chain multiplies Jacobians;
+    // the matrix gradient is the reshaped Kronecker form.
+    assert_eq!(rules(answers[1])[0], ["product rule", "d(Xᵀ) = (dX)ᵀ"]);
+    assert!(rules(answers[4]).last().unwrap().contains(&"chain rule".to_string()), "{}", answers[4]);
+    assert!(rules(answers[3]).iter().flatten().any(|r| r.starts_with("vec(A X B)")), "{}", answers[3]);
+    assert_eq!(rules(answers[6]).last().unwrap(), &["vec⁻¹ to the shape of X"]);
+
     let last = answers[6];
     assert_eq!(last["steps"].as_array().unwrap().last().unwrap()["lhs"], "∂L/∂W1");
     // Without --steps or --check the fields are absent.

@@ -128,9 +128,10 @@ def _shape(pair: Any) -> Shape:
 
 class Step:
     """One line of a derivation: ``lhs = rhs`` (``line`` is the whole line,
-    with the chain-rule formula and the reshape it comes from)."""
+    with the chain-rule formula and the reshape it comes from; ``rules`` the
+    rules it used, as text, e.g. ``["product rule", "d(Xᵀ) = (dX)ᵀ"]``)."""
 
-    __slots__ = ("lhs", "text", "ascii", "latex", "lhs_ascii", "lhs_latex", "line")
+    __slots__ = ("lhs", "text", "ascii", "latex", "lhs_ascii", "lhs_latex", "line", "rules")
 
     def __init__(self, obj: Dict[str, Any]) -> None:
         self.lhs: str = obj["lhs"]
@@ -140,6 +141,7 @@ class Step:
         self.ascii: str = obj["ascii"]
         self.latex: str = obj["latex"]
         self.line: str = obj["line"]
+        self.rules: List[str] = [r["text"] for r in obj.get("rules", [])]
 
     def __str__(self) -> str:
         return self.line

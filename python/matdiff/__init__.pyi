@@ -50,6 +50,8 @@ class Step:
     ascii: str
     latex: str
     line: str
+    rules: List[str]
+    """The rules the line used, e.g. ``["product rule", "d(Xᵀ) = (dX)ᵀ"]``."""
     def _repr_latex_(self) -> str: ...
 
 class Answer:

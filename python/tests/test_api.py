@@ -44,7 +44,10 @@ def test_steps(seed):
     assert [s.lhs for s in g.steps][:2] == ["dL", "∂L/∂n2ᵀ"]
     assert g.steps[-1].lhs == "∂L/∂W1" and g.steps[-1].text == SEED_W1
     assert str(g.steps[-1]).startswith("∂L/∂W1 = vec⁻¹(∂L/∂vec(W1)ᵀ) = ")
-    assert str(g).splitlines()[-1] == str(g.steps[-1])
+    # Printed, each line names the rules it used.
+    assert str(g).splitlines()[-1] == f"{g.steps[-1]}  # vec⁻¹ to the shape of X"
+    assert g.steps[0].rules == ["product rule", "d(Xᵀ) = (dX)ᵀ"]
+    assert g.steps[-1].rules == ["vec⁻¹ to the shape of X"]
     latex = g._repr_latex_()
     assert latex.startswith("$$\\begin{aligned}\n") and latex.endswith("\\end{aligned}$$")
     assert latex.count(" &= ") == len(g.steps)

@@ -432,7 +432,10 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
     if let Some(lhs) = &lhs {
         match steps.last_mut() {
             Some(last) if last.lhs == *lhs && !symmetrised => last.rhs = expr.clone(),
-            _ => steps.push(Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: expr.clone() }),
+            _ => {
+                let rules = if symmetrised { vec![crate::diff::rule::Rule::Symmetric] } else { vec![] };
+                steps.push(Step { rules, lhs: lhs.clone(), formula: None, reshape: false, rhs: expr.clone() })
+            }
         }
     }
     let sized_identities = sized_identities(env, &expr, &adjoints, conv.order);
@@ -599,7 +602,7 @@ fn gradient(env: &Env, f: &Expr, label: &str, x: &Ident, settings: Settings, swe
     let presimplified = large[0];
     let adjoints = slice.adjoints;
     let answer = slice.roots.into_iter().next().expect("the answer");
-    let mut steps = vec![Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: answer.clone() }];
+    let mut steps = vec![Step { rules: vec![], lhs: lhs.clone(), formula: None, reshape: false, rhs: answer.clone() }];
     if settings.steps {
         if let Ok(g) = chain::gradient(env, f, label, &x.name, conv.order, x.span) {
             steps = g.steps;
@@ -611,7 +614,8 @@ fn gradient(env: &Env, f: &Expr, label: &str, x: &Ident, settings: Settings, swe
             };
             if let Some(j) = kronecker {
                 steps = j.steps;
-                steps.push(Step { lhs: lhs.clone(), formula: None, reshape: true, rhs: g.answer });
+                let rules = vec![crate::diff::rule::Rule::Reshape];
+                steps.push(Step { rules, lhs: lhs.clone(), formula: None, reshape: true, rhs: g.answer });
             }
         }
     }
@@ -737,7 +741,7 @@ pub fn backward(cx: Context<'_>, f: Function, vars: &[Ident], span: Span) -> Res
                 adjoint_of: Rc::clone(&adjoint_of),
                 query: Query::Gradient { x: x.clone() },
                 lhs: Some(lhs.clone()),
-                steps: vec![Step { lhs, formula: None, reshape: false, rhs: expr.clone() }],
+                steps: vec![Step { rules: vec![], lhs, formula: None, reshape: false, rhs: expr.clone() }],
                 expr,
                 span,
                 function: typed.clone(),

@@ -7,6 +7,7 @@
 
 use super::backward::{self, Adjoints, Program};
 use super::identify::{self, NotIdentified};
+use super::rule::Rule;
 use crate::error::{Error, Result, Span};
 use crate::ir::{self, Expr, Name, Op, VecOrder};
 use crate::typeck::Env;
@@ -64,6 +65,8 @@ pub struct Step {
     pub reshape: bool,
     /// The value.
     pub rhs: Expr,
+    /// The rules it used (empty when it restates the line before).
+    pub rules: Vec<super::rule::Rule>,
 }
 
 /// An answer and the steps that led to it.
@@ -151,13 +154,30 @@ struct Root {
     label: String,
     /// The differential of the function, in the names it mentions.
     d: Expr,
+    /// The rules taking it used.
+    rules: Vec<Rule>,
+}
+
+impl Root {
+    /// The derivation's first line: `dF = …`, with its rules.
+    fn step(&self) -> Step {
+        Step {
+            rules: self.rules.clone(),
+            lhs: Lhs::Differential(self.label.clone()),
+            formula: None,
+            reshape: false,
+            rhs: self.d.clone(),
+        }
+    }
 }
 
 fn root(env: &Env, f: &Expr, f_label: &str, keep: &dyn Fn(&str) -> bool, x: &str) -> Root {
     // ∂F/∂F is the identity: F's own definition is not opened then.
     let own = matches!(&f.op, Op::Var { name, .. } if &**name == x);
-    let d = super::differential(&if own { f.clone() } else { definition_of(env, f) });
-    Root { label: f_label.to_string(), d: restrict(&d, keep) }
+    let body = if own { f.clone() } else { definition_of(env, f) };
+    let d = super::differential(&body);
+    let rules = super::rule::differential_rules(&body, &|n| keep(n) || n == x);
+    Root { label: f_label.to_string(), d: restrict(&d, keep), rules }
 }
 
 fn jac_lhs(f: &str, x: &str, env: &Env) -> Lhs {
@@ -182,8 +202,7 @@ pub fn jacobian(env: &Env, f: &Expr, f_label: &str, x: &str, conv: Conventions, 
     let root = root(env, f, f_label, &keep, x);
     let present = |j: Expr| conv.present(j);
     let fail = |e: NotIdentified| Error::unsupported(span, e.0);
-    let mut steps =
-        vec![Step { lhs: Lhs::Differential(root.label.clone()), formula: None, reshape: false, rhs: root.d.clone() }];
+    let mut steps = vec![root.step()];
     // Accumulated Jacobians of F by each name, with the chain formulas.
     let mut acc: BTreeMap<Name, Vec<(Expr, Vec<Lhs>)>> = BTreeMap::new();
     let edge = |from: &str,
@@ -198,7 +217,8 @@ pub fn jacobian(env: &Env, f: &Expr, f_label: &str, x: &str, conv: Conventions, 
             let shape = d.diff_shape(&v).expect("shape");
             let j = identify::jacobian(d, &v, &shape, conv.order).map_err(fail)?;
             let lhs = jac_lhs(from, &v, env);
-            steps.push(Step { lhs: lhs.clone(), formula: None, reshape: false, rhs: present(j.clone()) });
+            let rules = super::rule::identification_rules(d, &v, conv.order);
+            steps.push(Step { rules, lhs: lhs.clone(), formula: None, reshape: false, rhs: present(j.clone()) });
             match prefix {
                 None => acc.entry(v.clone()).or_default().push((j, vec![lhs])),
                 Some((ju, paths)) => {
@@ -257,10 +277,14 @@ pub fn jacobian(env: &Env, f: &Expr, f_label: &str, x: &str, conv: Conventions, 
     }
     let chained = formula.iter().any(|p| p.len() > 1) && formula.iter().all(|p| !p.is_empty());
     let lhs = jac_lhs(&root.label, x, env);
+    let mut rules = vec![Rule::Chain];
     if steps.last().is_some_and(|s| s.lhs == lhs) {
-        steps.pop();
+        rules = steps.pop().map(|s| s.rules).unwrap_or_default();
     }
-    steps.push(Step { lhs, formula: chained.then_some(formula), reshape: false, rhs: answer.clone() });
+    if chained {
+        rules = vec![Rule::Chain];
+    }
+    steps.push(Step { rules, lhs, formula: chained.then_some(formula), reshape: false, rhs: answer.clone() });
     Ok(Derivation { answer, steps, named })
 }
 
@@ -379,13 +403,13 @@ pub fn gradient(env: &Env, f: &Expr, f_label: &str, x: &str, order: VecOrder, sp
     let mut roots = program.inline_all(&roots).map_err(|n| too_large(span, n))?;
     let answer = roots.pop().expect("the answer");
     let step = |x: &str, rhs: Expr| Step {
+        rules: vec![Rule::Reverse],
         lhs: Lhs::Gradient { f: root.label.clone(), x: x.to_string() },
         formula: None,
         reshape: false,
         rhs,
     };
-    let mut steps =
-        vec![Step { lhs: Lhs::Differential(root.label.clone()), formula: None, reshape: false, rhs: root.d.clone() }];
+    let mut steps = vec![root.step()];
     steps.extend(passed.iter().zip(roots).map(|(u, g)| step(u, g)));
     steps.push(step(x, answer.clone()));
     Ok(Derivation { answer, steps, named: vec![] })
@@ -426,8 +450,26 @@ pub fn differential(env: &Env, f: &Expr, f_label: &str, varies: &dyn Fn(&str) ->
     } else {
         crate::simplify::tidy(&d)
     };
-    let steps =
-        vec![Step { lhs: Lhs::Differential(f_label.to_string()), formula: None, reshape: false, rhs: answer.clone() }];
+    let mut rules = super::rule::differential_rules(&definition_of(env, f), varies);
+    if identified {
+        // Collecting each name's terms as `tr(Aᵀ dX)` turns terms around.
+        let mut names = Vec::new();
+        d.diff_names(&mut names);
+        for n in &names {
+            for r in super::rule::identification_rules(&d, n, order) {
+                if r != Rule::Identification && !rules.contains(&r) {
+                    rules.push(r);
+                }
+            }
+        }
+    }
+    let steps = vec![Step {
+        rules,
+        lhs: Lhs::Differential(f_label.to_string()),
+        formula: None,
+        reshape: false,
+        rhs: answer.clone(),
+    }];
     Derivation { answer, steps, named: vec![] }
 }
 
@@ -459,12 +501,11 @@ pub fn hessian(
     let mut named = slice.adjoints;
     named.extend(j.named);
     let is_matrix = |n: &str| !env.leaf(n).is_some_and(|e| e.shape.is_vector());
-    let step = |lhs: Lhs, rhs: Expr| Step { lhs, formula: None, reshape: false, rhs };
-    let mut steps = vec![
-        step(Lhs::Differential(root.label.clone()), root.d.clone()),
-        step(Lhs::Gradient { f: root.label.clone(), x: x.to_string() }, grad),
-    ];
+    let step = |rules: Vec<Rule>, lhs: Lhs, rhs: Expr| Step { rules, lhs, formula: None, reshape: false, rhs };
+    let mut steps =
+        vec![root.step(), step(vec![Rule::Reverse], Lhs::Gradient { f: root.label.clone(), x: x.to_string() }, grad)];
     steps.push(Step {
+        rules: vec![Rule::HessianOfGradient],
         lhs: Lhs::Hessian {
             f: f_label.to_string(),
             x: x.to_string(),
@@ -500,7 +541,12 @@ pub fn higher_differential(
             2 => Lhs::SecondDifferential(f_label.to_string()),
             _ => Lhs::ThirdDifferential(f_label.to_string()),
         };
-        steps.push(Step { lhs, formula: None, reshape: false, rhs: crate::simplify::tidy(&current) });
+        let rules = if k == 1 {
+            super::rule::differential_rules(&definition_of(env, f), varies)
+        } else {
+            vec![Rule::HigherDifferential]
+        };
+        steps.push(Step { rules, lhs, formula: None, reshape: false, rhs: crate::simplify::tidy(&current) });
     }
     let answer = steps.last().expect("one order at least").rhs.clone();
     Derivation { answer, steps, named: vec![] }

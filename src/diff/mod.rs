@@ -6,6 +6,7 @@
 pub mod backward;
 pub mod chain;
 pub mod identify;
+pub mod rule;
 
 use crate::ir::{self, rat, Builtin, Expr, Func, Kind, Op};
 use num_rational::BigRational;
