@@ -12,6 +12,11 @@
 //!   scales the vector, not the product: `(s a) 1ᵀ ∘ Y` (but `-(a 1ᵀ)` stays,
 //!   as a sum subtracts it).
 //!
+//! - a row sum of a product or quotient by a column spread across,
+//!   `((a 1ᵀ) ∘ Y) 1` or `(Y ./ (a 1ᵀ)) 1`, is `a ∘ (Y 1)` or `(Y 1) ./ a`:
+//!   the vector is applied to the sums, not to every entry; and a row sum
+//!   written as a column sum of the transpose, `(1ᵀ Yᵀ)ᵀ`, is `Y 1`.
+//!
 //! Printed answers are not rewritten: `s2 ones(1, d)` reads better there.
 
 use crate::ir::{self, BigRational, Expr, Op};
@@ -66,9 +71,48 @@ fn factored(t1: &Expr, t2: &Expr) -> Option<Expr> {
     Some(ir::hadamard(a.clone(), inner))
 }
 
+/// Whether `o` is a column of ones.
+fn ones_column(o: &Expr) -> bool {
+    matches!(o.op, Op::Ones) && o.shape.cols.is_one()
+}
+
+/// `Y 1` (a row sum, `ones` a column of ones) with a factor spread across
+/// the columns of `Y` taken out of the sum.
+fn row_sum(y: &Expr, ones: &Expr) -> Expr {
+    let sum = |m: &Expr| ir::node_matmul(m.clone(), ones.clone());
+    let across = |b: &Expr| match broadcast(b) {
+        Some((a, true)) => Some(a.clone()),
+        _ => None,
+    };
+    match &y.op {
+        Op::Hadamard(p, q) => match (across(p), across(q)) {
+            (Some(a), _) => ir::hadamard(a, row_sum(q, ones)),
+            (None, Some(a)) => ir::hadamard(row_sum(p, ones), a),
+            _ => sum(y),
+        },
+        Op::HadamardDiv(p, q) => match across(q) {
+            Some(a) => ir::hadamard_div(row_sum(p, ones), a),
+            None => sum(y),
+        },
+        _ => sum(y),
+    }
+}
+
 /// One node, its children already rewritten.
 fn node(e: Expr) -> Expr {
     match &e.op {
+        // `(c 1ᵀ Yᵀ)ᵀ` is `c Y 1`.
+        Op::Transpose(x) => {
+            let (c, inner) = x.split_coef();
+            match &inner.op {
+                Op::MatMul(o, t) if matches!(o.op, Op::Ones) && o.shape.rows.is_one() => match &t.op {
+                    Op::Transpose(y) => ir::scale(c, row_sum(y, &ir::ones(o.shape.transposed()))),
+                    _ => e,
+                },
+                _ => e,
+            }
+        }
+        Op::MatMul(y, o) if ones_column(o) => row_sum(y, o),
         // A sum of transposes is the transpose of a sum: one view, and the
         // sum inside may be the one computed elsewhere.
         Op::Add(ts) if !e.shape.is_scalar() && ts.iter().all(|t| matches!(t.split_coef().1.op, Op::Transpose(_))) => {
@@ -155,6 +199,17 @@ mod tests {
             ir::node_transpose(ir::hadamard(a.clone(), b.clone())),
         );
         assert_eq!(lower(&e), ir::node_transpose(ir::hadamard(a, ir::sub(c2, b))));
+        // Row sums: the spread vector divides the sums, not every entry,
+        // and a column sum of a transpose is a row sum.
+        let m = ir::var("M", Shape::new(Dim::sym("t"), Dim::sym("d")), false);
+        let ones_col = ir::ones(Shape::new(Dim::sym("d"), Dim::one()));
+        let sums = ir::node_matmul(ir::hadamard_div(m.clone(), across(col("s"))), ones_col.clone());
+        assert_eq!(crate::print::text(&lower(&sums)), "M ones(d, 1) ./ s");
+        let transposed = ir::node_transpose(ir::scale(
+            ir::rat(-1),
+            ir::node_matmul(ir::ones(Shape::new(Dim::one(), Dim::sym("d"))), ir::node_transpose(m.clone())),
+        ));
+        assert_eq!(crate::print::text(&lower(&transposed)), "-M ones(d, 1)");
         // Not a broadcast: left alone.
         let plain = ir::scale(ir::rat(3), ir::hadamard(c.clone(), c));
         assert_eq!(lower(&plain), plain);
