@@ -1188,3 +1188,36 @@ fn torch_results_are_tensors_of_their_own() {
         assert_eq!(run_driver(script, &driver, serde_json::json!({})).trim(), "ok", "{script}");
     }
 }
+
+#[test]
+fn torch_results_of_a_backward_program_share_no_memory() {
+    if !available("torch_results_of_a_backward_program_share_no_memory").contains(&"torch") {
+        return;
+    }
+    // ∂L/∂a and ∂L/∂b are one expression, and ∂L/∂W a product computed in
+    // place: every result is its own tensor, none an input's.
+    let script = "a, b: 1 x 3; W: 3 x 3; L = ‖(a + b) W‖²; ∂L/∂(a, b, W)";
+    let mut s = Session::default();
+    let items: Vec<Item> = s
+        .run(script)
+        .unwrap()
+        .into_iter()
+        .filter_map(|o| match o {
+            Outcome::Backward(b) => Some(Item::Backward(b)),
+            _ => None,
+        })
+        .collect();
+    let module = s.code_of(backend("torch"), &items).unwrap();
+    let driver = format!(
+        "import inspect, torch\n{module}\n\
+         f = value_and_grad_L\n\
+         args = {{p: torch.rand(3 if p == 'W' else 1, 3, dtype=torch.float64) for p in inspect.signature(f).parameters}}\n\
+         loss, grads = f(**args)\n\
+         ptrs = [g.data_ptr() for g in grads] + [loss.data_ptr()]\n\
+         assert len(set(ptrs)) == len(ptrs), ptrs\n\
+         assert not set(ptrs) & {{a.data_ptr() for a in args.values()}}\n\
+         assert torch.equal(grads[0], grads[1])\n\
+         print('ok')"
+    );
+    assert_eq!(run_driver(script, &driver, serde_json::json!({})).trim(), "ok", "{module}");
+}

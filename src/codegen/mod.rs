@@ -179,6 +179,12 @@ pub trait Backend {
     /// A result: an array of the answer's shape, in the dtype.
     fn array(&self, x: &str) -> String;
 
+    /// A result computed by its own operation, a new array that no input
+    /// and no other result holds: in the dtype, but not copied again.
+    fn fresh_array(&self, x: &str) -> String {
+        self.array(x)
+    }
+
     /// A result that is a number: a `rows × cols` array filled with the
     /// single entry of `x`, a 1×1 array.
     fn filled(&self, x: &str, rows: &str, cols: &str) -> String;
@@ -619,6 +625,8 @@ fn function(backend: &dyn Backend, env: &Env, ids: &Identifiers, f: &Function) -
             if matches!(o.op, Op::Num(_) | Op::Scale(..)) && o.split_coef().1.as_num().is_some() {
                 let (r, c) = (g.dim(&o.shape.rows), g.dim(&o.shape.cols));
                 backend.filled(&code, &r, &c)
+            } else if fresh(o, &code) {
+                backend.fresh_array(&code)
             } else {
                 backend.array(&code)
             }
@@ -653,6 +661,25 @@ fn function(backend: &dyn Backend, env: &Env, ids: &Identifiers, f: &Function) -
     };
     let _ = writeln!(out, "    return {value}");
     Ok(out)
+}
+
+/// Whether the code of a result builds a new array: an arithmetic
+/// operation written out in place (not a name, which another result or an
+/// input may share, and not a view: a transpose, a broadcast, a reshape, a
+/// diagonal).
+fn fresh(e: &Expr, code: &str) -> bool {
+    let mut inner = code.trim();
+    while let Some(c) = inner.strip_prefix('(').and_then(|c| c.strip_suffix(')')) {
+        inner = c.trim();
+    }
+    let name = inner.chars().all(|c| c.is_alphanumeric() || c == '_');
+    let computed = match &e.op {
+        Op::MatMul(..) => lower::broadcast(e).is_none(),
+        Op::Add(_) | Op::Hadamard(..) | Op::HadamardDiv(..) | Op::HadamardPow(..) | Op::Div(..) => true,
+        Op::Scale(..) => !e.shape.is_scalar(),
+        _ => false,
+    };
+    computed && !name
 }
 
 fn count(e: &Expr, counts: &mut HashMap<Expr, usize>) {

@@ -82,6 +82,10 @@ impl Backend for NumPy {
         format!("np.array({x}, dtype=_dtype)")
     }
 
+    fn fresh_array(&self, x: &str) -> String {
+        format!("np.asarray({x}, dtype=_dtype)")
+    }
+
     fn filled(&self, x: &str, rows: &str, cols: &str) -> String {
         format!("np.full(({rows}, {cols}), {x}[0, 0], dtype=_dtype)")
     }

@@ -99,6 +99,10 @@ impl Backend for Torch {
         format!("{x}.to(_dtype, copy=True)")
     }
 
+    fn fresh_array(&self, x: &str) -> String {
+        format!("{x}.to(_dtype)")
+    }
+
     fn filled(&self, x: &str, rows: &str, cols: &str) -> String {
         format!("{x}.to(_dtype).expand({rows}, {cols}).contiguous()")
     }
