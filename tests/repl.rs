@@ -68,7 +68,7 @@ fn repl_code_formats_print_each_answer_as_python() -> Result<(), rexpect::error:
     p.exp_string("import numpy as np")?;
     p.exp_string("def grad_f_x(A, x):")?;
     p.exp_string("_dtype = np.result_type(A, x, 1.0)")?;
-    p.exp_string("return np.array(")?;
+    p.exp_string("return np.asarray(((A + A.T) @ x), dtype=_dtype)")?;
     p.exp_string("matdiff>")?;
     // The same function for JAX and for PyTorch.
     p.send_line(":format jax")?;
