@@ -7,6 +7,7 @@ use crate::derive::{Answer, Backward, Lhs, Step};
 use crate::ir::Expr;
 use crate::print::{self, Notation};
 use crate::shape::Shape;
+use itertools::Itertools;
 use std::collections::HashSet;
 
 /// Output notation.
@@ -270,37 +271,34 @@ impl Renderer {
             _ => LineStyle::Unicode,
         };
         let lines = step_lines(steps, style, bold);
-        // Each line says which rules it used: a comment in text, a note in
-        // the right-hand column in LaTeX.
         let last = lines.len().saturating_sub(1);
-        let fresh: Vec<bool> =
-            lines.iter().enumerate().map(|(i, l)| shown.steps.insert(l.clone()) || i == last).collect();
-        let ruled = lines.iter().zip(steps).map(|(l, s)| {
-            if s.rules.is_empty() {
-                return l.clone();
-            }
-            let names: Vec<&str> = s
-                .rules
-                .iter()
-                .map(|r| match style {
+        let shown_lines: Vec<String> = lines
+            .into_iter()
+            .zip(steps)
+            .enumerate()
+            .filter(|(i, (line, _))| shown.steps.insert(line.clone()) || *i == last)
+            .map(|(_, (line, step))| {
+                let line = if style == LineStyle::Latex { line.replacen(" = ", " &= ", 1) } else { line };
+                if step.rules.is_empty() {
+                    return line;
+                }
+                // Which rules the line used: a comment in text, a note in
+                // the right-hand column in LaTeX.
+                let name = |r: &crate::diff::rule::Rule| match style {
                     LineStyle::Latex => r.latex(),
                     LineStyle::Ascii => r.ascii(),
                     LineStyle::Unicode => r.text(),
-                })
-                .collect();
-            match style {
-                LineStyle::Latex => format!(r"{} && \quad {}", l.replacen(" = ", " &= ", 1), names.join(r";\ ")),
-                _ => format!("{l}  # {}", names.join("; ")),
-            }
-        });
-        let ruled = ruled.zip(&fresh).filter(|(_, &f)| f).map(|(r, _)| r);
-        let lines: Vec<&String> = lines.iter().zip(&fresh).filter(|(_, &f)| f).map(|(l, _)| l).collect();
+                };
+                match style {
+                    LineStyle::Latex => format!(r"{line} && \quad {}", step.rules.iter().map(name).join(r";\ ")),
+                    _ => format!("{line}  # {}", step.rules.iter().map(name).join("; ")),
+                }
+            })
+            .collect();
         if style == LineStyle::Latex {
-            let lines: Vec<String> =
-                ruled.zip(lines).map(|(r, l)| if r == *l { l.replacen(" = ", " &= ", 1) } else { r }).collect();
-            format!("\\begin{{aligned}}\n{}\n\\end{{aligned}}", lines.join(" \\\\\n"))
+            format!("\\begin{{aligned}}\n{}\n\\end{{aligned}}", shown_lines.join(" \\\\\n"))
         } else {
-            ruled.collect::<Vec<_>>().join("\n")
+            shown_lines.join("\n")
         }
     }
 }

@@ -95,3 +95,17 @@ fn readme_derivative_as_value_runs_and_checks() {
     let err = s.check(a).expect("evaluates").expect("a value is checked");
     assert!(err < matdiff::eval::check::TOLERANCE, "{}: {err}", s.render(a));
 }
+
+/// The README's REPL session with `:steps on` shows what matdiff prints:
+/// each line of the derivation with the rules it used.
+#[test]
+fn readme_steps_are_what_matdiff_prints() {
+    let readme = include_str!("../README.md");
+    let marker = "matdiff> ∂f/∂A\n";
+    let start = readme.find(marker).expect("the REPL's steps in the README") + marker.len();
+    let shown = &readme[start..start + readme[start..].find("```").expect("end of the block")];
+    let mut s = matdiff::Session::new(matdiff::session::Options { steps: true, ..Default::default() });
+    let answers = s.answers("x: n; A: n x n; b: n\nf = ‖A x - b‖²\n∂f/∂A").expect("runs");
+    assert_eq!(s.render(&answers[0]), shown.trim_end());
+    assert!(shown.lines().all(|l| l.contains("  # ")), "{shown}");
+}

@@ -181,23 +181,50 @@ mod tests {
         ir::node_matmul(a, ir::ones(Shape::new(Dim::one(), Dim::sym("d"))))
     }
 
+    /// `lower(e)` has `e`'s value at random arrays (`t = 3`, `d = 4`), by
+    /// the evaluator, which knows nothing of lowering.
+    fn keeps_its_value(e: &Expr) {
+        use crate::eval::{Evaluator, Mat, Values};
+        let mut values = Values::default();
+        values.sizes.extend([("t".to_string(), 3), ("d".to_string(), 4)]);
+        let mut seed = 0.3_f64;
+        let mut random = |r, c| {
+            Mat::from_fn(r, c, |_, _| {
+                seed = (seed * 997.0 + 0.123).fract();
+                0.5 + seed
+            })
+        };
+        for (name, r, c) in [("s", 3, 1), ("a", 3, 1), ("C", 3, 4), ("M", 3, 4), ("A", 3, 3), ("B", 3, 3), ("E", 3, 3)]
+        {
+            values.mats.insert(name.to_string(), random(r, c));
+        }
+        let env = crate::typeck::Env::default();
+        let want = Evaluator::new(&env, &values).eval(e).expect("evaluates");
+        let got = Evaluator::new(&env, &values).eval(&lower(e)).expect("evaluates");
+        assert!((&want - &got).abs().max() < 1e-12 * want.abs().max().max(1.0), "{}", crate::print::text(e));
+    }
+
     #[test]
     fn operations_on_a_broadcast_act_on_its_vector() {
         let (s, c) = (col("s"), ir::var("C", Shape::new(Dim::sym("t"), Dim::sym("d")), false));
         let pow = ir::hadamard_pow(across(s.clone()), ir::rat(2));
         assert_eq!(crate::print::text(&lower(&pow)), "s .^ 2 ones(1, d)");
+        keeps_its_value(&pow);
         let scaled = ir::scale(ir::rat(3), ir::hadamard(across(s.clone()), c.clone()));
         assert_eq!(crate::print::text(&lower(&scaled)), "3 s ones(1, d) ∘ C");
+        keeps_its_value(&scaled);
         let quotient = ir::hadamard_div(across(col("a")), across(s));
         assert_eq!(crate::print::text(&lower(&quotient)), "(a ./ s) ones(1, d)");
+        keeps_its_value(&quotient);
         // A factor shared by two products is taken out, and a sum of
-        // transposes is one transpose: `Aᵀ ∘ Cᵀ - (A ∘ B)ᵀ` is `(A ∘ (C - B))ᵀ`.
+        // transposes is one transpose: `Eᵀ ∘ Aᵀ - (A ∘ B)ᵀ` is `(A ∘ (E - B))ᵀ`.
         let sq = |n: &str| ir::var(n, Shape::new(Dim::sym("t"), Dim::sym("t")), false);
-        let (a, b, c2) = (sq("A"), sq("B"), sq("C"));
+        let (a, b, c2) = (sq("A"), sq("B"), sq("E"));
         let e = ir::sub(
             ir::node_transpose(ir::hadamard(c2.clone(), a.clone())),
             ir::node_transpose(ir::hadamard(a.clone(), b.clone())),
         );
+        keeps_its_value(&e);
         assert_eq!(lower(&e), ir::node_transpose(ir::hadamard(a, ir::sub(c2, b))));
         // Row sums: the spread vector divides the sums, not every entry,
         // and a column sum of a transpose is a row sum.
@@ -205,11 +232,16 @@ mod tests {
         let ones_col = ir::ones(Shape::new(Dim::sym("d"), Dim::one()));
         let sums = ir::node_matmul(ir::hadamard_div(m.clone(), across(col("s"))), ones_col.clone());
         assert_eq!(crate::print::text(&lower(&sums)), "M ones(d, 1) ./ s");
+        keeps_its_value(&sums);
+        let product = ir::node_matmul(ir::hadamard(across(col("a")), m.clone()), ones_col.clone());
+        assert_eq!(crate::print::text(&lower(&product)), "a ∘ M ones(d, 1)");
+        keeps_its_value(&product);
         let transposed = ir::node_transpose(ir::scale(
             ir::rat(-1),
             ir::node_matmul(ir::ones(Shape::new(Dim::one(), Dim::sym("d"))), ir::node_transpose(m.clone())),
         ));
         assert_eq!(crate::print::text(&lower(&transposed)), "-M ones(d, 1)");
+        keeps_its_value(&transposed);
         // Not a broadcast: left alone.
         let plain = ir::scale(ir::rat(3), ir::hadamard(c.clone(), c));
         assert_eq!(lower(&plain), plain);

@@ -14,6 +14,7 @@ pub use crate::conventions::Conventions;
 use crate::diff::backward::{larger_than, Adjoints, Program, Slice, WHOLE_SIMPLIFY_NODES};
 use crate::diff::chain::{self, Derivation};
 pub use crate::diff::chain::{Lhs, Step};
+use crate::diff::rule::Rule;
 use crate::egraph::Limits;
 use crate::error::{Error, Result, Span};
 use crate::ir::{self, Expr, Name, Op, VecOrder};
@@ -433,7 +434,7 @@ pub fn answer(cx: Context<'_>, query: &Query, f: Function, span: Span) -> Result
         match steps.last_mut() {
             Some(last) if last.lhs == *lhs && !symmetrised => last.rhs = expr.clone(),
             _ => {
-                let rules = if symmetrised { vec![crate::diff::rule::Rule::Symmetric] } else { vec![] };
+                let rules = if symmetrised { vec![Rule::Symmetric] } else { vec![] };
                 steps.push(Step { rules, lhs: lhs.clone(), formula: None, reshape: false, rhs: expr.clone() })
             }
         }
@@ -614,7 +615,7 @@ fn gradient(env: &Env, f: &Expr, label: &str, x: &Ident, settings: Settings, swe
             };
             if let Some(j) = kronecker {
                 steps = j.steps;
-                let rules = vec![crate::diff::rule::Rule::Reshape];
+                let rules = vec![Rule::Reshape];
                 steps.push(Step { rules, lhs: lhs.clone(), formula: None, reshape: true, rhs: g.answer });
             }
         }

@@ -277,13 +277,13 @@ pub fn jacobian(env: &Env, f: &Expr, f_label: &str, x: &str, conv: Conventions, 
     }
     let chained = formula.iter().any(|p| p.len() > 1) && formula.iter().all(|p| !p.is_empty());
     let lhs = jac_lhs(&root.label, x, env);
-    let mut rules = vec![Rule::Chain];
-    if steps.last().is_some_and(|s| s.lhs == lhs) {
-        rules = steps.pop().map(|s| s.rules).unwrap_or_default();
-    }
-    if chained {
-        rules = vec![Rule::Chain];
-    }
+    // The answer replaces a last line of the same derivative (one edge, no
+    // chain), and keeps its rules unless the chain rule made it.
+    let restated = steps.last().is_some_and(|s| s.lhs == lhs).then(|| steps.pop().expect("a last step").rules);
+    let rules = match restated {
+        Some(rules) if !chained => rules,
+        _ => vec![Rule::Chain],
+    };
     steps.push(Step { rules, lhs, formula: chained.then_some(formula), reshape: false, rhs: answer.clone() });
     Ok(Derivation { answer, steps, named })
 }
@@ -452,16 +452,7 @@ pub fn differential(env: &Env, f: &Expr, f_label: &str, varies: &dyn Fn(&str) ->
     };
     let mut rules = super::rule::differential_rules(&definition_of(env, f), varies);
     if identified {
-        // Collecting each name's terms as `tr(Aᵀ dX)` turns terms around.
-        let mut names = Vec::new();
-        d.diff_names(&mut names);
-        for n in &names {
-            for r in super::rule::identification_rules(&d, n, order) {
-                if r != Rule::Identification && !rules.contains(&r) {
-                    rules.push(r);
-                }
-            }
-        }
+        super::rule::collection_rules(&d, order, &mut rules);
     }
     let steps = vec![Step {
         rules,

@@ -284,6 +284,21 @@ pub fn identification_rules(d: &Expr, x: &str, order: VecOrder) -> Vec<Rule> {
     out
 }
 
+/// Adds to `rules` those that writing each differential's terms as
+/// `tr(Aᵀ dX)` uses (a scalar turned around, `vec(A X B)` …), as `dL` is
+/// printed with its terms collected per name.
+pub fn collection_rules(d: &Expr, order: VecOrder, rules: &mut Vec<Rule>) {
+    let mut names = Vec::new();
+    d.diff_names(&mut names);
+    for n in &names {
+        for r in identification_rules(d, n, order) {
+            if r != Rule::Identification {
+                note(rules, r);
+            }
+        }
+    }
+}
+
 fn identify_walk(e: &Expr, x: &str, order: VecOrder, scalar: bool, out: &mut Vec<Rule>, read: &mut usize) {
     *read += 1;
     if *read > MAX_READ || !e.mentions_diff(x) {
