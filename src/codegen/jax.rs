@@ -74,6 +74,11 @@ impl Backend for Jax {
         }
     }
 
+    // Under `jax.jit` the compiler decides when buffers are freed.
+    fn release(&self, _names: &[&str]) -> Option<String> {
+        None
+    }
+
     fn array(&self, x: &str) -> String {
         format!("jnp.asarray({x}, dtype=_dtype)")
     }

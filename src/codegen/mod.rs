@@ -165,6 +165,29 @@ pub trait Backend {
     /// the array parameters (possibly none).
     fn dtype_line(&self, arrays: &[String]) -> String;
 
+    /// Whether [`add_product`](Backend::add_product) and
+    /// [`add_hadamard`](Backend::add_hadamard) spell anything.
+    fn fuses_sums(&self) -> bool {
+        false
+    }
+
+    /// `c + a @ b`, times `alpha` when given, in one operation (`c` may
+    /// be a broadcast row), or `None` when the backend has none.
+    fn add_product(&self, _c: &str, _a: &str, _b: &str, _alpha: Option<&str>) -> Option<String> {
+        None
+    }
+
+    /// `c + a * b`, times `alpha` when given, in one operation, or `None`.
+    fn add_hadamard(&self, _c: &str, _a: &str, _b: &str, _alpha: Option<&str>) -> Option<String> {
+        None
+    }
+
+    /// A line releasing names whose arrays are no longer needed (`del a, b`),
+    /// or `None` where that is of no use (code that is traced and compiled).
+    fn release(&self, names: &[&str]) -> Option<String> {
+        Some(format!("del {}", names.join(", ")))
+    }
+
     /// A line binding a name: a size, a temporary or a definition.
     fn assign(&self, name: &str, value: &str) -> String {
         format!("{name} = {value}")
@@ -613,25 +636,51 @@ fn function(backend: &dyn Backend, env: &Env, ids: &Identifiers, f: &Function) -
     for o in &outputs {
         count(o, &mut g.counts);
     }
-    for (d, body) in n.defs.iter().zip(&bodies) {
-        let code = g.expr(body);
-        let line = backend.assign(&ids.name(d), &code);
-        g.lines.push(line);
+    // With several results, each gradient is computed as soon as the
+    // definitions it names are, into a name of its own: its adjoint is then
+    // still fresh in cache, and can be released early, as autodiff does.
+    let scheduled = outputs.len() > 1;
+    let mut due: Vec<Vec<usize>> = vec![vec![]; n.defs.len() + 1];
+    if scheduled {
+        for (k, o) in outputs.iter().enumerate().skip(1) {
+            let mut names = vec![];
+            o.var_names(&mut names);
+            let after = n.defs.iter().rposition(|d| names.iter().any(|x| **x == **d));
+            due[after.map_or(0, |i| i + 1)].push(k);
+        }
     }
-    let results: Vec<String> = outputs
-        .iter()
-        .map(|o| {
-            let code = g.expr(o);
-            if matches!(o.op, Op::Num(_) | Op::Scale(..)) && o.split_coef().1.as_num().is_some() {
-                let (r, c) = (g.dim(&o.shape.rows), g.dim(&o.shape.cols));
-                backend.filled(&code, &r, &c)
-            } else if fresh(o, &code) {
-                backend.fresh_array(&code)
-            } else {
-                backend.array(&code)
-            }
-        })
-        .collect();
+    let mut results: Vec<String> = vec![String::new(); outputs.len()];
+    let mut bound = HashSet::new();
+    let mut result = |g: &mut Gen, k: usize| {
+        let code = g.result(&outputs[k]);
+        if scheduled && k > 0 {
+            let name = format!("_g{k}");
+            g.lines.push(backend.assign(&name, &code));
+            results[k] = name;
+        } else {
+            results[k] = code;
+        }
+    };
+    for &k in &due[0] {
+        result(&mut g, k);
+    }
+    for (i, (d, body)) in n.defs.iter().zip(&bodies).enumerate() {
+        let code = g.expr(body);
+        let name = ids.name(d);
+        g.lines.push(backend.assign(&name, &code));
+        bound.insert(name);
+        for &k in &due[i + 1] {
+            result(&mut g, k);
+        }
+    }
+    result(&mut g, 0);
+    bound.extend(g.temps.values().cloned());
+    let value = if f.gradients.is_empty() {
+        results[0].clone()
+    } else {
+        format!("{}, ({},)", results[0], results[1..].join(", "))
+    };
+    let lines = release(backend, &g.lines, &bound, &value);
     if let Some(what) = g.too_big {
         return Err(Error::Limit {
             message: format!(
@@ -651,16 +700,45 @@ fn function(backend: &dyn Backend, env: &Env, ids: &Identifiers, f: &Function) -
     let mut out = String::new();
     let _ = writeln!(out, "{}", backend.signature(&f.name, &sig.positional, &sig.keyword));
     let _ = writeln!(out, "    {}", backend.docstring(&f.doc));
-    for l in &g.lines {
+    for l in &lines {
         let _ = writeln!(out, "    {l}");
     }
-    let value = if f.gradients.is_empty() {
-        results[0].clone()
-    } else {
-        format!("{}, ({},)", results[0], results[1..].join(", "))
-    };
     let _ = writeln!(out, "    return {value}");
     Ok(out)
+}
+
+/// The lines with a line releasing each name of `bound` after its last use,
+/// where the backend releases names ([`Backend::release`]): arrays that are
+/// no longer needed are freed while the function runs, so its peak memory is
+/// that of what is live, as with autodiff, and the allocator reuses memory
+/// still in cache. Names are read off the code as Python identifiers; a name
+/// that only looks used is released later, never earlier.
+fn release(backend: &dyn Backend, lines: &[String], bound: &HashSet<String>, returned: &str) -> Vec<String> {
+    fn identifiers(code: &str) -> impl Iterator<Item = &str> {
+        code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|t| !t.is_empty())
+    }
+    let kept: HashSet<&str> = identifiers(returned).collect();
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, line) in lines.iter().enumerate() {
+        for t in identifiers(line) {
+            if bound.contains(t) && !kept.contains(t) {
+                last.insert(t, i);
+            }
+        }
+    }
+    let mut after: Vec<Vec<&str>> = vec![vec![]; lines.len()];
+    for (name, i) in last {
+        after[i].push(name);
+    }
+    let mut out = Vec::with_capacity(lines.len());
+    for (line, names) in lines.iter().zip(&mut after) {
+        out.push(line.clone());
+        names.sort_unstable();
+        if let Some(r) = (!names.is_empty()).then(|| backend.release(names)).flatten() {
+            out.push(r);
+        }
+    }
+    out
 }
 
 /// Whether the code of a result builds a new array: an arithmetic
@@ -784,6 +862,21 @@ impl Gen<'_> {
         code
     }
 
+    /// The code of a result: a new array of the inputs' dtype, which shares
+    /// memory with no input and no other result.
+    fn result(&mut self, o: &Expr) -> String {
+        let b = self.backend;
+        let code = self.expr(o);
+        if matches!(o.op, Op::Num(_) | Op::Scale(..)) && o.split_coef().1.as_num().is_some() {
+            let (r, c) = (self.dim(&o.shape.rows), self.dim(&o.shape.cols));
+            b.filled(&code, &r, &c)
+        } else if fresh(o, &code) {
+            b.fresh_array(&code)
+        } else {
+            b.array(&code)
+        }
+    }
+
     /// A new temporary holding `code`.
     fn temp(&mut self, code: String) -> String {
         self.ntemps += 1;
@@ -816,6 +909,9 @@ impl Gen<'_> {
             Op::Size(d) => scalar(self.dim(d)),
             Op::Commutation(r, c, o) => b.commutation(&self.dim(r), &self.dim(c), *o),
             Op::Add(ts) => {
+                if let Some(code) = self.fused_sum(ts) {
+                    return code;
+                }
                 let mut terms = Vec::new();
                 for (i, t) in ts.iter().enumerate() {
                     let (c, _) = t.split_coef();
@@ -985,12 +1081,113 @@ impl Gen<'_> {
         }
     }
 
+    /// The two operands of the last multiplication of a chain of factors
+    /// that are all built, in the order of fewest operations by the cost
+    /// model; of orders that cost alike, the one that multiplies from the
+    /// right, as backpropagation does, so that a transposed input on the
+    /// left multiplies a product of untransposed arrays. `None` for a chain
+    /// with a structured factor, which [`chain`](Gen::chain) applies without
+    /// building it.
+    fn operands(&mut self, factors: &[Expr]) -> Option<(String, String)> {
+        if factors.len() < 2 || factors.iter().any(structured) {
+            return None;
+        }
+        let n = factors.len();
+        let size = crate::cost::size;
+        let dims: Vec<f64> =
+            factors.iter().map(|f| size(&f.shape.rows)).chain([size(&factors[n - 1].shape.cols)]).collect();
+        // cost[i][j]: the fewest operations for factors i..=j; split[i][j]:
+        // the last multiplication is (i..=k)(k+1..=j).
+        let mut cost = vec![vec![0.0f64; n]; n];
+        let mut split = vec![vec![0usize; n]; n];
+        for len in 2..=n {
+            for i in 0..=n - len {
+                let j = i + len - 1;
+                let mut best = (f64::INFINITY, i);
+                for k in i..j {
+                    let c = cost[i][k] + cost[k + 1][j] + dims[i] * dims[k + 1] * dims[j + 1];
+                    if c < best.0 * (1.0 - 1e-12) {
+                        best = (c, k);
+                    }
+                }
+                (cost[i][j], split[i][j]) = best;
+            }
+        }
+        let k = split[0][n - 1];
+        let a = self.product(factors, &split, 0, k);
+        let b = self.product(factors, &split, k + 1, n - 1);
+        Some((a, b))
+    }
+
+    /// The code of the product of factors `i..=j` in the order of `split`.
+    fn product(&mut self, factors: &[Expr], split: &[Vec<usize>], i: usize, j: usize) -> String {
+        if i == j {
+            return self.expr(&factors[i]);
+        }
+        let k = split[i][j];
+        let a = self.product(factors, split, i, k);
+        let b = self.product(factors, split, k + 1, j);
+        self.guard(&factors[i].shape.rows, &factors[j].shape.cols, || "a partial product".to_string());
+        self.backend.matmul(&a, &b)
+    }
+
+    /// `c + α a b` or `c + α a ∘ b` (`c` a sum of the other terms) in one
+    /// operation of the backend when it has one, which writes the result
+    /// once instead of twice: an eager framework then makes one pass over
+    /// it fewer. Products whose factors have a fused backward of their own
+    /// ([`fused_backward`](Gen::fused_backward)) are left to it.
+    fn fused_sum(&mut self, ts: &[Expr]) -> Option<String> {
+        let b = self.backend;
+        if ts.len() < 2 || !b.fuses_sums() {
+            return None;
+        }
+        let array = |t: &Expr| !matches!(t.split_coef().1.op, Op::Ones | Op::Num(_));
+        if !ts.iter().all(array) {
+            return None;
+        }
+        let product = |t: &Expr| {
+            let (_, base) = t.split_coef();
+            matches!(base.op, Op::MatMul(..)) && !structured(&base) && lower::broadcast(&base).is_none()
+        };
+        let hadamard = |t: &Expr| {
+            let (_, base) = t.split_coef();
+            let Op::Hadamard(x, y) = &base.op else { return false };
+            let fused = |f: &Expr| {
+                matches!(&f.op, Op::Apply(Func::Builtin(g), _) if g.ascii == crate::functions::STEP.ascii)
+                    || one_minus_square(f).is_some()
+                    || self.row_softmax(f)
+            };
+            x.shape == y.shape && !fused(x) && !fused(y)
+        };
+        let (k, matmul) = match ts.iter().position(product) {
+            Some(k) => (k, true),
+            None => (ts.iter().position(hadamard)?, false),
+        };
+        let (c, base) = ts[k].split_coef();
+        let rest: Vec<Expr> = ts.iter().enumerate().filter(|&(i, _)| i != k).map(|(_, t)| t.clone()).collect();
+        let rest = crate::ir::sum_of(rest);
+        let rest = self.expr(&rest);
+        let one = BigRational::from_integer(1.into());
+        let alpha = (c != one).then(|| b.number(&c));
+        if matmul {
+            let (x, y) = self.operands(&base.factors())?;
+            b.add_product(&rest, &x, &y, alpha.as_deref())
+        } else {
+            let Op::Hadamard(x, y) = &base.op else { return None };
+            let x = self.expr(x);
+            b.add_hadamard(&rest, &x, &self.expr(y), alpha.as_deref())
+        }
+    }
+
     /// A product chain. It starts from one factor that is built (an end,
     /// preferring the one that makes each step a matrix-vector product) and
     /// applies the others to it, so diagonal, Kronecker, commutation and
     /// identity factors act without being built.
     fn chain(&mut self, e: &Expr) -> String {
         let factors = e.factors();
+        if let Some((a, b)) = self.operands(&factors) {
+            return self.backend.matmul(&a, &b);
+        }
         let last = factors.len() - 1;
         let column = e.shape.cols.is_one() && !e.shape.rows.is_one();
         let plain = |i: usize| !structured(&factors[i]);

@@ -245,3 +245,80 @@ fn every_backend_spells_every_built_in_function_and_reserves_its_aliases() {
         assert!(others.iter().all(|o| !code.contains(o)), "{code}");
     }
 }
+
+#[test]
+fn a_product_chain_is_multiplied_in_the_order_of_fewest_operations() {
+    // (2×50)(50×3)(3×40): from the left, 540 multiplications; from the
+    // right, 10000.
+    let (s, fs) = functions("A: 2 x 50; B: 50 x 3; C: 3 x 40; A B C");
+    let code = module(&Prefix, &s.env, &fs).unwrap();
+    assert!(code.contains("matmul(matmul(A, B), C)"), "{code}");
+    let (s, fs) = functions("A: 40 x 3; B: 3 x 50; C: 50 x 2; A B C");
+    let code = module(&Prefix, &s.env, &fs).unwrap();
+    assert!(code.contains("matmul(A, matmul(B, C))"), "{code}");
+    // Orders that cost alike multiply from the right, as backpropagation
+    // does: the transposed input multiplies a product of untransposed ones.
+    let (s, fs) = functions("X: T x d; S: T x T; K: T x d; Xᵀ S K");
+    let code = module(&Prefix, &s.env, &fs).unwrap();
+    assert!(code.contains("matmul(t(X), matmul(S, K))"), "{code}");
+}
+
+/// The Python identifiers of a line of code.
+fn identifiers(line: &str) -> Vec<&str> {
+    line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|t| !t.is_empty()).collect()
+}
+
+#[test]
+fn a_backward_program_releases_each_array_after_its_last_use() {
+    let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/transformer_block.mdiff"))
+        .expect("example");
+    let script = script.lines().filter(|l| !l.starts_with('∂')).collect::<Vec<_>>().join("\n")
+        + "\n∂L/∂(Wq, Wk, Wv, γ1, β1, W1, b1, W2, b2, γ2, β2)\n";
+    let mut s = Session::default();
+    let items: Vec<Item> = s
+        .run(&script)
+        .expect("script runs")
+        .into_iter()
+        .filter_map(|o| match o {
+            crate::session::Outcome::Backward(b) => Some(Item::Backward(b)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(items.len(), 1);
+    let fs = functions_of(&s.env, &items);
+    for b in [&numpy::NumPy as &dyn Backend, &torch::Torch] {
+        let code = module(b, &s.env, &fs).unwrap();
+        let body: Vec<&str> = code.lines().skip_while(|l| !l.starts_with("def value_and_grad_L")).collect();
+        let mut released = 0;
+        for (i, line) in body.iter().enumerate() {
+            let Some(names) = line.trim().strip_prefix("del ") else { continue };
+            for name in names.split(", ") {
+                released += 1;
+                // Bound before, used before, and never named again.
+                let bound = format!("    {name} = ");
+                assert!(body[..i].iter().any(|l| l.starts_with(&bound)), "{name} is not bound before\n{code}");
+                assert!(body[i + 1..].iter().all(|l| !identifiers(l).contains(&name)), "{name} used after del\n{code}");
+            }
+        }
+        // The forward values and adjoints, not the parameters or sizes.
+        assert!(released >= 20, "{released} released\n{code}");
+        // Each gradient is computed when its adjoint is: ∂L/∂β2 right
+        // after δZ, long before the attention's.
+        let at = |pat: &str| body.iter().position(|l| l.contains(pat)).unwrap_or_else(|| panic!("{pat}\n{code}"));
+        assert!(at("_g11 = ") < at("delta_H2 = ") && at("delta_H1 = ") < at("_g3 = "), "{code}");
+    }
+    let jax = module(&jax::Jax, &s.env, &fs).unwrap();
+    assert!(!jax.contains("del "), "{jax}");
+}
+
+#[test]
+fn pytorch_adds_a_product_into_a_sum_in_one_operation() {
+    let (s, fs) = functions("X: n x k; W: k x m; b: 1 x m; Y, Z, V: n x m; X W + ones(n, 1) b; Y - 2 X W; Y ∘ Z + V");
+    let code = torch::module(&s.env, &fs).unwrap();
+    assert!(code.contains("torch.addmm(b.expand(n, m), X, W)"), "{code}");
+    assert!(code.contains("torch.addmm(Y, X, W, alpha=-2.0)"), "{code}");
+    assert!(code.contains("torch.addcmul(V, Y, Z)"), "{code}");
+    // NumPy has no such operation.
+    let numpy = numpy::module(&s.env, &fs).unwrap();
+    assert!(!numpy.contains("addmm") && !numpy.contains("addcmul"), "{numpy}");
+}

@@ -194,6 +194,24 @@ impl Backend for Torch {
 
     // Autograd's own fused kernels: one pass over the arrays instead of
     // three, and differentiable again.
+    fn fuses_sums(&self) -> bool {
+        true
+    }
+
+    fn add_product(&self, c: &str, a: &str, b: &str, alpha: Option<&str>) -> Option<String> {
+        Some(match alpha {
+            None => format!("torch.addmm({c}, {a}, {b})"),
+            Some(k) => format!("torch.addmm({c}, {a}, {b}, alpha={k})"),
+        })
+    }
+
+    fn add_hadamard(&self, c: &str, a: &str, b: &str, alpha: Option<&str>) -> Option<String> {
+        Some(match alpha {
+            None => format!("torch.addcmul({c}, {a}, {b})"),
+            Some(k) => format!("torch.addcmul({c}, {a}, {b}, value={k})"),
+        })
+    }
+
     fn times_one_minus_square(&self, a: &str, b: &str) -> Option<String> {
         Some(format!("torch.ops.aten.tanh_backward({a}, {b})"))
     }
