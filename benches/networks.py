@@ -472,6 +472,12 @@ def time_all(fns, repeat, budget):
     """[(median, best) seconds per call] of each fn() over `repeat` repeats of
     ~budget s each. The repeats are interleaved (one of each method in turn),
     so that a busy spell on a shared machine slows every method alike."""
+    return [(statistics.median(ts), min(ts)) for ts in time_repeats(fns, repeat, budget)]
+
+
+def time_repeats(fns, repeat, budget):
+    """The seconds per call of each fn() in each of `repeat` interleaved
+    repeats of ~budget s: [[repeat 1, repeat 2, …] per fn]."""
     numbers = []
     for fn in fns:
         fn()                                 # warm-up (jit compile, caches)
@@ -486,7 +492,7 @@ def time_all(fns, repeat, budget):
             for _ in range(number):
                 fn()
             out.append((time.perf_counter() - t0) / number)
-    return [(statistics.median(ts), min(ts)) for ts in per_call]
+    return per_call
 
 
 # --------------------------------------------------------------------------
