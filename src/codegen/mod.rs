@@ -877,6 +877,27 @@ impl Gen<'_> {
         }
     }
 
+    /// A 1×1 value made of numbers and sizes only (`2 / T`, `1 / sqrt(d)`)
+    /// as a Python number, for a factor or divisor: no array is built for
+    /// it, and a Python number keeps the dtype of the array it multiplies.
+    fn constant(&self, e: &Expr) -> Option<String> {
+        if !e.shape.is_scalar() {
+            return None;
+        }
+        let b = self.backend;
+        let sqrt = |f: &Func| matches!(f, Func::Builtin(g) if g.ascii == crate::functions::SQRT.ascii);
+        Some(match &e.op {
+            Op::Num(r) => b.number(r),
+            Op::Size(d) => self.dim(d),
+            Op::Scale(a, x) | Op::Hadamard(a, x) => format!("({} * {})", self.constant(a)?, self.constant(x)?),
+            Op::Div(a, x) | Op::HadamardDiv(a, x) => format!("({} / {})", self.constant(a)?, self.constant(x)?),
+            Op::Power(x, k) => python_power(&self.constant(x)?, &BigRational::from_integer((*k).into())),
+            Op::HadamardPow(x, k) => python_power(&self.constant(x)?, k),
+            Op::Apply(f, x) if sqrt(f) => format!("({} ** 0.5)", self.constant(x)?),
+            _ => return None,
+        })
+    }
+
     /// A new temporary holding `code`.
     fn temp(&mut self, code: String) -> String {
         self.ntemps += 1;
@@ -938,14 +959,14 @@ impl Gen<'_> {
                     b.mul(&b.number(r), &x)
                 }
                 None => {
-                    let a = self.expr(a);
+                    let a = self.constant(a).unwrap_or_else(|| self.expr(a));
                     b.mul(&a, &self.expr(x))
                 }
             },
             Op::MatMul(..) => self.chain(e),
             Op::Div(a, x) => {
                 let a = self.expr(a);
-                b.div(&a, &self.expr(x))
+                b.div(&a, &self.constant(x).unwrap_or_else(|| self.expr(x)))
             }
             Op::Transpose(x) => b.transpose(&self.expr(x)),
             Op::Inverse(x) => b.inv(&self.expr(x)),

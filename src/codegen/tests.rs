@@ -322,3 +322,13 @@ fn pytorch_adds_a_product_into_a_sum_in_one_operation() {
     let numpy = numpy::module(&s.env, &fs).unwrap();
     assert!(!numpy.contains("addmm") && !numpy.contains("addcmul"), "{numpy}");
 }
+
+#[test]
+fn factors_of_numbers_and_sizes_are_python_numbers() {
+    // No array is built for `1 / sqrt(n)` or `2 / n`, and a Python number
+    // keeps the dtype of the array it scales.
+    let (s, fs) = functions("X: n x m; Y = X / sqrt(n) + (2 / n) X; Y");
+    let code = numpy::module(&s.env, &fs).unwrap();
+    assert!(code.contains("Y = ((X / (n ** 0.5)) + ((2.0 / n) * X))"), "{code}");
+    assert!(!code.contains("np.full") && !code.contains("np.sqrt"), "{code}");
+}
