@@ -1149,6 +1149,28 @@ pub fn map_bottom_up(e: &Expr, f: &mut dyn FnMut(Expr) -> Expr) -> Expr {
     f(rebuilt)
 }
 
+/// [`map_bottom_up`] that rewrites a subexpression shared by several
+/// parents (one `Rc`) once, so that on a graph such as a gradient with its
+/// adjoints written inline the work is linear in its distinct nodes, not in
+/// the size of the tree it spells. `f` must give equal results for one
+/// input, as a rewrite does.
+pub fn map_bottom_up_shared(e: &Expr, f: &mut dyn FnMut(Expr) -> Expr) -> Expr {
+    // Keys are addresses of nodes of `e`, which `e` keeps alive throughout.
+    fn go(e: &Expr, f: &mut dyn FnMut(Expr) -> Expr, done: &mut std::collections::HashMap<*const Node, Expr>) -> Expr {
+        let key = Rc::as_ptr(&e.0);
+        if let Some(r) = done.get(&key) {
+            return r.clone();
+        }
+        let kids: Vec<Expr> = e.op.children().into_iter().map(|c| go(c, f, done)).collect();
+        let same = kids.iter().zip(e.op.children()).all(|(a, b)| Rc::ptr_eq(&a.0, &b.0));
+        let rebuilt = if same { e.clone() } else { rebuild(e, kids) };
+        let out = f(rebuilt);
+        done.insert(key, out.clone());
+        out
+    }
+    go(e, f, &mut std::collections::HashMap::new())
+}
+
 /// The most terms the differential of a matrix power may be written with:
 /// `d(Xᵏ)` is a sum of `|k|` products (`X` and `dX` do not commute), and
 /// nested powers multiply.
@@ -1163,5 +1185,39 @@ pub fn power_terms(e: &Expr) -> u64 {
             inner.saturating_mul(k.unsigned_abs())
         }
         _ => inner,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::{Dim, Shape};
+
+    #[test]
+    fn a_shared_subexpression_is_rewritten_once() {
+        // x ∘ x, squared again 60 times, sharing each factor: a tree of
+        // 2⁶¹ leaves that is a graph of 61 nodes.
+        let x = var("x", Shape::new(Dim::num(3), Dim::one()), false);
+        let mut e = x.clone();
+        for _ in 0..60 {
+            e = node(Op::Hadamard(e.clone(), e.clone()), e.shape.clone());
+        }
+        let mut calls = 0;
+        let y = var("y", x.shape.clone(), false);
+        let out = map_bottom_up_shared(&e, &mut |n| {
+            calls += 1;
+            if n == x {
+                y.clone()
+            } else {
+                n
+            }
+        });
+        assert_eq!(calls, 61);
+        // The rewrite reached every leaf, and the result shares as the input did.
+        let mut names = vec![];
+        out.var_names(&mut names);
+        assert_eq!(names, [Name::from("y")]);
+        let Op::Hadamard(a, b) = &out.op else { panic!("{out:?}") };
+        assert!(Rc::ptr_eq(&a.0, &b.0));
     }
 }

@@ -91,7 +91,7 @@ fn factor(terms: &[Expr]) -> Option<Expr> {
 /// assert_eq!(matdiff::print::text(&matdiff::simplify::tidy(&e)), "2(a ∘ b)");
 /// ```
 pub fn tidy(e: &Expr) -> Expr {
-    ir::map_bottom_up(e, &mut local)
+    ir::map_bottom_up_shared(e, &mut local)
 }
 
 /// One rewrite at the root, assuming the children are tidy.

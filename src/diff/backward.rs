@@ -97,7 +97,7 @@ impl Program {
         inline: &dyn Fn(usize) -> bool,
         body: &[Expr],
     ) -> Expr {
-        ir::map_bottom_up(e, &mut |n| match &n.op {
+        ir::map_bottom_up_shared(e, &mut |n| match &n.op {
             Op::Var { name, .. } => match index.get(name) {
                 Some(&j) if inline(j) => body[j].clone(),
                 _ => n,

@@ -128,7 +128,7 @@ impl<'e> Folder<'e> {
             return e.clone();
         }
         let fold = |e: &Expr| {
-            ir::map_bottom_up(e, &mut |n| match self.bodies.get(&n) {
+            ir::map_bottom_up_shared(e, &mut |n| match self.bodies.get(&n) {
                 Some(name) if !matches!(n.op, Op::Var { .. }) => ir::var(name, n.shape.clone(), false),
                 _ => n,
             })
@@ -144,7 +144,7 @@ impl<'e> Folder<'e> {
 
 /// Sets the differentials of names outside `keep` to zero.
 pub fn restrict(e: &Expr, keep: &dyn Fn(&str) -> bool) -> Expr {
-    ir::map_bottom_up(e, &mut |n| match &n.op {
+    ir::map_bottom_up_shared(e, &mut |n| match &n.op {
         Op::Diff(m) if !keep(m) => ir::zero(n.shape.clone()),
         _ => n,
     })
