@@ -43,6 +43,10 @@ const HELPERS: &[(&str, &str)] = &[
         "_dtype_device",
         "def _dtype_device(*tensors):\n    \
          \"\"\"The dtype of results (the tensors' dtypes promoted with a float's), and the first tensor's device.\"\"\"\n    \
+         dtype = getattr(tensors[0], \"dtype\", None)\n    \
+         if isinstance(dtype, torch.dtype) and dtype.is_floating_point and all(\n        \
+         getattr(t, \"dtype\", None) == dtype for t in tensors[1:]\n    ):\n        \
+         return dtype, tensors[0].device\n    \
          dtype = torch.result_type(tensors[0], 1.0)\n    \
          for t in tensors[1:]:\n        dtype = torch.promote_types(dtype, torch.result_type(t, 1.0))\n    \
          return dtype, tensors[0].device\n",
