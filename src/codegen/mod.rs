@@ -786,6 +786,14 @@ struct Gen<'a> {
     unspelled: Option<&'static str>,
 }
 
+/// `h` when `e` is `step(h)`.
+fn step_of(e: &Expr) -> Option<&Expr> {
+    match &e.op {
+        Op::Apply(Func::Builtin(g), h) if g.ascii == crate::functions::STEP.ascii => Some(h),
+        _ => None,
+    }
+}
+
 /// `h` when `e` is `1 - h ∘ h` or `1 - h.^2` (1 the all-ones matrix, or
 /// the number 1 when `h` is 1×1).
 fn one_minus_square(e: &Expr) -> Option<&Expr> {
@@ -1031,8 +1039,8 @@ impl Gen<'_> {
             return None;
         }
         for (a, f) in [(x, y), (y, x)] {
-            if let Op::Apply(Func::Builtin(g), h) = &f.op {
-                if g.ascii == crate::functions::STEP.ascii && h.shape == a.shape {
+            if let Some(h) = step_of(f) {
+                if h.shape == a.shape {
                     let (ac, hc) = (self.expr(a), self.expr(h));
                     if let Some(code) = self.backend.times_step(&ac, &hc) {
                         return Some(code);
@@ -1173,11 +1181,7 @@ impl Gen<'_> {
         let hadamard = |t: &Expr| {
             let (_, base) = t.split_coef();
             let Op::Hadamard(x, y) = &base.op else { return false };
-            let fused = |f: &Expr| {
-                matches!(&f.op, Op::Apply(Func::Builtin(g), _) if g.ascii == crate::functions::STEP.ascii)
-                    || one_minus_square(f).is_some()
-                    || self.row_softmax(f)
-            };
+            let fused = |f: &Expr| step_of(f).is_some() || one_minus_square(f).is_some() || self.row_softmax(f);
             x.shape == y.shape && !fused(x) && !fused(y)
         };
         let (k, matmul) = match ts.iter().position(product) {
