@@ -1189,6 +1189,21 @@ fn torch_results_are_tensors_of_their_own() {
     }
 }
 
+/// The PyTorch module of a script's backward programs.
+fn torch_programs(script: &str) -> String {
+    let mut s = Session::default();
+    let items: Vec<Item> = s
+        .run(script)
+        .unwrap_or_else(|e| panic!("{script}: {e}"))
+        .into_iter()
+        .filter_map(|o| match o {
+            Outcome::Backward(b) => Some(Item::Backward(b)),
+            _ => None,
+        })
+        .collect();
+    s.code_of(backend("torch"), &items).unwrap()
+}
+
 #[test]
 fn torch_results_of_a_backward_program_share_no_memory() {
     if !available("torch_results_of_a_backward_program_share_no_memory").contains(&"torch") {
@@ -1197,17 +1212,7 @@ fn torch_results_of_a_backward_program_share_no_memory() {
     // ∂L/∂a and ∂L/∂b are one expression, and ∂L/∂W a product computed in
     // place: every result is its own tensor, none an input's.
     let script = "a, b: 1 x 3; W: 3 x 3; L = ‖(a + b) W‖²; ∂L/∂(a, b, W)";
-    let mut s = Session::default();
-    let items: Vec<Item> = s
-        .run(script)
-        .unwrap()
-        .into_iter()
-        .filter_map(|o| match o {
-            Outcome::Backward(b) => Some(Item::Backward(b)),
-            _ => None,
-        })
-        .collect();
-    let module = s.code_of(backend("torch"), &items).unwrap();
+    let module = torch_programs(script);
     let driver = format!(
         "import inspect, torch\n{module}\n\
          f = value_and_grad_L\n\
@@ -1220,4 +1225,69 @@ fn torch_results_of_a_backward_program_share_no_memory() {
          print('ok')"
     );
     assert_eq!(run_driver(script, &driver, serde_json::json!({})).trim(), "ok", "{module}");
+}
+
+#[test]
+fn torch_layer_norm_backward_is_fused_right_and_differentiable() {
+    if !available("torch_layer_norm_backward_is_fused_right_and_differentiable").contains(&"torch") {
+        return;
+    }
+    // A layer norm written out, after a linear layer: δH is computed by one
+    // fused call. With a residual around it (O = Z ∘ Z + H) it is not, as
+    // δH has a second part. Both against autograd of torch's own layer norm.
+    let decl = "X: T x d; W: d x d; b0, γ, β: 1 x d; Y: T x d; ε: scalar; H = X W + b0\n\
+                C = H - H ones(d, 1) / d; s = sqrt((C ∘ C) ones(d, 1) / d + ε); Z = C ./ s ∘ γ + β\n";
+    let cases = [
+        ("L = ‖Z - Y‖²", "((Z - Y) ** 2).sum()", true),
+        ("O = Z ∘ Z + H; L = ‖O - Y‖²", "((Z * Z + H - Y) ** 2).sum()", false),
+    ];
+    for (loss, reference, fused) in cases {
+        let script = format!("{decl}{loss}\n∂L/∂(W, b0, γ, β)\n");
+        let module = torch_programs(&script);
+        assert_eq!(module.contains("delta_H = _layer_norm_backward("), fused, "{module}");
+        let driver = format!(
+            r#"import torch
+{module}
+torch.manual_seed(0)
+T, d = 5, 4
+eps = 1e-3
+def inputs(dtype):
+    g = torch.Generator().manual_seed(1)
+    r = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+    return dict(X=r(T, d), W=r(d, d), b0=r(1, d), gamma=1 + r(1, d) / 4, beta=r(1, d), Y=r(T, d),
+                epsilon=torch.full((1, 1), eps, dtype=dtype))
+def loss(v):
+    Y, H = v["Y"], v["X"] @ v["W"] + v["b0"]
+    Z = torch.nn.functional.layer_norm(H, (d,), v["gamma"].reshape(d), v["beta"].reshape(d), eps)
+    return {reference}
+params = ["W", "b0", "gamma", "beta"]
+for dtype, tol in [(torch.float64, 1e-10), (torch.float32, 1e-4)]:
+    v = inputs(dtype)
+    value, grads = value_and_grad_L(**v)
+    w = {{k: t.clone().requires_grad_(k in params) for k, t in v.items()}}
+    want = torch.autograd.grad(loss(w), [w[k] for k in params])
+    assert torch.allclose(value.reshape(()), loss(v), rtol=tol, atol=tol), (value, loss(v))
+    for k, got, ref in zip(params, grads, want):
+        assert got.dtype == dtype, (k, got.dtype)
+        assert torch.allclose(got, ref, rtol=tol, atol=tol), (k, dtype, got, ref)
+# Differentiated itself: a Hessian-vector product through ∂L/∂W, against
+# autograd's double backward.
+v = inputs(torch.float64)
+r = torch.randn(d, d, dtype=torch.float64)
+w = {{k: t.clone().requires_grad_(k in params) for k, t in v.items()}}
+_, grads = value_and_grad_L(**w)
+got = torch.autograd.grad((grads[0] * r).sum(), [w[k] for k in params])
+(gw,) = torch.autograd.grad(loss(w), w["W"], create_graph=True)
+want = torch.autograd.grad((gw * r).sum(), [w[k] for k in params])
+for k, a, b in zip(params, got, want):
+    assert torch.allclose(a, b, rtol=1e-9, atol=1e-9), (k, a, b)
+# Any device: the meta device computes shapes only.
+meta = {{k: torch.empty(t.shape, dtype=torch.float32, device="meta") for k, t in v.items()}}
+value, grads = value_and_grad_L(**meta)
+assert all(g.device.type == "meta" and g.dtype == torch.float32 for g in grads)
+print("ok")
+"#
+        );
+        assert_eq!(run_driver(loss, &driver, serde_json::json!({})).trim(), "ok", "{module}");
+    }
 }

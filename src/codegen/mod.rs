@@ -48,6 +48,7 @@
 //! emitting code that allocates gigabytes.
 
 pub mod jax;
+mod layer_norm;
 mod lower;
 mod names;
 pub mod numpy;
@@ -86,6 +87,9 @@ pub struct Function {
     /// `(expr, (gradients…))`, the value and the gradients, like
     /// `jax.value_and_grad`.
     pub gradients: Vec<Expr>,
+    /// For a backward program, the definition each named adjoint belongs
+    /// to (`δd2` to `d2`); empty otherwise.
+    pub adjoint_of: std::rc::Rc<HashMap<crate::ir::Name, crate::ir::Name>>,
 }
 
 impl Function {
@@ -353,6 +357,21 @@ pub trait Backend {
     fn times_step(&self, _a: &str, _b: &str) -> Option<String> {
         None
     }
+
+    /// Whether [`layer_norm_backward`](Backend::layer_norm_backward)
+    /// spells anything: the generator then computes the adjoint of a written-out
+    /// layer norm's input with it.
+    fn fuses_layer_norm(&self) -> bool {
+        false
+    }
+
+    /// The adjoint of `H` for a layer norm `N = C ./ (s 1ᵀ) ∘ 1 γ` of the rows
+    /// of `H` (`C = H - mean(H) 1ᵀ`, `s = sqrt(mean(C ∘ C) + ε)`), from the
+    /// adjoint `g` of `N`, the centred rows `c`, the standard deviations `s`
+    /// (a column) and the gain `gain` (a row; none is all ones).
+    fn layer_norm_backward(&self, _g: &str, _c: &str, _s: &str, _gain: Option<&str>) -> Option<String> {
+        None
+    }
 }
 
 /// The module for a backend: its header, the helpers the functions call,
@@ -361,9 +380,10 @@ pub trait Backend {
 /// cannot spell.
 pub fn module(backend: &dyn Backend, env: &Env, functions: &[Function]) -> Result<String, Error> {
     debug_assert!(backend.reserved().iter().all(|r| RESERVED.contains(r)), "{} aliases", backend.name());
+    let fused: Vec<(Function, Vec<layer_norm::LayerNorm>)> = functions.iter().map(|f| fuse(backend, env, f)).collect();
     let mut syms = BTreeSet::new();
     let mut adjoints = Vec::new();
-    for f in functions {
+    for (f, _) in &fused {
         syms.extend(needs(&env.with_definitions(&f.adjoints), &f.outputs()).syms);
         adjoints.extend(f.adjoints.iter().filter(|(n, _)| !env.names.contains_key(&**n)).cloned());
     }
@@ -372,9 +392,9 @@ pub fn module(backend: &dyn Backend, env: &Env, functions: &[Function]) -> Resul
     adjoints.dedup_by(|a, b| a.0 == b.0);
     let ids = Identifiers::with_sizes(&env.with_definitions(&adjoints), syms);
     let mut out = String::from(backend.header());
-    let bodies: Vec<String> = functions
+    let bodies: Vec<String> = fused
         .iter()
-        .map(|f| function(backend, &env.with_definitions(&f.adjoints), &ids, f))
+        .map(|(f, norms)| function(backend, &env.with_definitions(&f.adjoints), &ids, f, norms))
         .collect::<Result<_, _>>()?;
     let all = bodies.join("\n\n");
     for (helper, code) in backend.helpers() {
@@ -385,6 +405,24 @@ pub fn module(backend: &dyn Backend, env: &Env, functions: &[Function]) -> Resul
     }
     out.push_str(&all);
     Ok(out)
+}
+
+/// `f` with the adjoint of each written-out layer norm's input computed by
+/// the backend's fused layer-norm backward, when it has one: the adjoint is
+/// given the textbook form (see [`layer_norm`]), and the norms are returned
+/// for the generator to spell.
+fn fuse(backend: &dyn Backend, env: &Env, f: &Function) -> (Function, Vec<layer_norm::LayerNorm>) {
+    if !backend.fuses_layer_norm() || f.adjoint_of.is_empty() {
+        return (f.clone(), vec![]);
+    }
+    let norms = layer_norm::layer_norms(env, &f.expr, &f.adjoints, &f.adjoint_of);
+    let mut f = f.clone();
+    for n in &norms {
+        if let Some((_, body)) = f.adjoints.iter_mut().find(|(a, _)| *a == n.target) {
+            *body = n.adjoint();
+        }
+    }
+    (f, norms)
 }
 
 /// The parameters of the function computing `e`, in order, as a Python
@@ -601,7 +639,13 @@ fn signature(env: &Env, ids: &Identifiers, n: &Needs) -> Signature {
     Signature { positional, keyword, arrays, reads }
 }
 
-fn function(backend: &dyn Backend, env: &Env, ids: &Identifiers, f: &Function) -> Result<String, Error> {
+fn function(
+    backend: &dyn Backend,
+    env: &Env,
+    ids: &Identifiers,
+    f: &Function,
+    norms: &[layer_norm::LayerNorm],
+) -> Result<String, Error> {
     let outputs = f.outputs();
     let n = needs(env, &outputs);
     let sig = signature(env, ids, &n);
@@ -665,7 +709,8 @@ fn function(backend: &dyn Backend, env: &Env, ids: &Identifiers, f: &Function) -
         result(&mut g, k);
     }
     for (i, (d, body)) in n.defs.iter().zip(&bodies).enumerate() {
-        let code = g.expr(body);
+        let norm = norms.iter().find(|n| *n.target == **d);
+        let code = norm.and_then(|n| g.layer_norm_backward(n)).unwrap_or_else(|| g.expr(body));
         let name = ids.name(d);
         g.lines.push(backend.assign(&name, &code));
         bound.insert(name);
@@ -1059,6 +1104,13 @@ impl Gen<'_> {
         None
     }
 
+    /// The adjoint of a layer norm's input by the backend's fused call.
+    fn layer_norm_backward(&mut self, n: &layer_norm::LayerNorm) -> Option<String> {
+        let (g, c, s) = (self.expr(&n.grad), self.expr(&lower::lower(&n.centred)), self.expr(&lower::lower(&n.sd)));
+        let gain = n.gain.as_ref().map(|x| self.expr(&lower::lower(x)));
+        self.backend.layer_norm_backward(&g, &c, &s, gain.as_deref())
+    }
+
     /// `s ∘ (g - ((g ∘ s) 1) 1ᵀ)` (either order of each product and of the
     /// difference) where `s` is a softmax along rows: the softmax's
     /// backward, in one operation of the backend when it has one.
@@ -1408,6 +1460,7 @@ pub fn functions_of(env: &Env, items: &[Item]) -> Vec<Function> {
                         span: b.span,
                         adjoints: b.adjoints.clone(),
                         gradients: b.gradients.iter().map(|g| g.expr.clone()).collect(),
+                        adjoint_of: b.gradients.first().map(|g| g.adjoint_of.clone()).unwrap_or_default(),
                     };
                 }
             };
@@ -1431,7 +1484,15 @@ pub fn functions_of(env: &Env, items: &[Item]) -> Vec<Function> {
                     format!("{} = {}", crate::render::lhs_text(lhs, crate::print::Notation::Unicode), a.text())
                 }
             };
-            Function { name, expr, doc, span: a.span, adjoints: a.adjoints.clone(), gradients: vec![] }
+            Function {
+                name,
+                expr,
+                doc,
+                span: a.span,
+                adjoints: a.adjoints.clone(),
+                gradients: vec![],
+                adjoint_of: Default::default(),
+            }
         })
         .collect()
 }

@@ -156,6 +156,7 @@ fn functions(script: &str) -> (Session, Vec<Function>) {
             span: a.span,
             adjoints: a.adjoints.clone(),
             gradients: vec![],
+            adjoint_of: Default::default(),
         })
         .collect();
     (s, functions)
@@ -274,18 +275,8 @@ fn a_backward_program_releases_each_array_after_its_last_use() {
         .expect("example");
     let script = script.lines().filter(|l| !l.starts_with('∂')).collect::<Vec<_>>().join("\n")
         + "\n∂L/∂(Wq, Wk, Wv, γ1, β1, W1, b1, W2, b2, γ2, β2)\n";
-    let mut s = Session::default();
-    let items: Vec<Item> = s
-        .run(&script)
-        .expect("script runs")
-        .into_iter()
-        .filter_map(|o| match o {
-            crate::session::Outcome::Backward(b) => Some(Item::Backward(b)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(items.len(), 1);
-    let fs = functions_of(&s.env, &items);
+    let (s, fs) = programs(&script);
+    assert_eq!(fs.len(), 1);
     for b in [&numpy::NumPy as &dyn Backend, &torch::Torch] {
         let code = module(b, &s.env, &fs).unwrap();
         let body: Vec<&str> = code.lines().skip_while(|l| !l.starts_with("def value_and_grad_L")).collect();
@@ -331,4 +322,71 @@ fn factors_of_numbers_and_sizes_are_python_numbers() {
     let code = numpy::module(&s.env, &fs).unwrap();
     assert!(code.contains("Y = ((X / (n ** 0.5)) + ((2.0 / n) * X))"), "{code}");
     assert!(!code.contains("np.full") && !code.contains("np.sqrt"), "{code}");
+}
+
+/// A session that ran `script`, and a function for each backward program.
+fn programs(script: &str) -> (Session, Vec<Function>) {
+    let mut s = Session::default();
+    let items: Vec<Item> = s
+        .run(script)
+        .expect("script runs")
+        .into_iter()
+        .filter_map(|o| match o {
+            crate::session::Outcome::Backward(b) => Some(Item::Backward(b)),
+            _ => None,
+        })
+        .collect();
+    let fs = functions_of(&s.env, &items);
+    (s, fs)
+}
+
+/// The PyTorch module of a script's backward programs.
+fn torch_program(script: &str) -> String {
+    let (s, fs) = programs(script);
+    torch::module(&s.env, &fs).unwrap()
+}
+
+#[test]
+fn pytorch_computes_a_written_out_layer_norms_backward_in_one_call() {
+    let decl = "X: T x d; W: d x d; b0, γ, β: 1 x d; Y: T x d; ε: scalar; H = X W + b0";
+    let loss = "L = ‖Z - Y‖²; ∂L/∂(W, b0)";
+    let fused = |norm: &str| {
+        let code = torch_program(&format!("{decl}; {norm}; {loss}"));
+        code.lines().any(|l| l.trim() == "delta_H = _layer_norm_backward(delta_Z, C, s, gamma)")
+            || code.lines().any(|l| l.trim() == "delta_H = _layer_norm_backward(delta_Z, C, s, None)")
+    };
+    // As the examples write it, with the mean and variance named, with no
+    // gain or bias, and with the square as a power.
+    for norm in [
+        "C = H - H ones(d, 1) / d; s = sqrt((C ∘ C) ones(d, 1) / d + ε); Z = C ./ s ∘ γ + β",
+        "μ = H ones(d, 1) / d; C = H - μ; v = (C ∘ C) ones(d, 1) / d; s = sqrt(v + ε); Xn = C ./ s; Z = Xn ∘ γ + β",
+        "C = H - H ones(d, 1) / d; s = sqrt(ε + (C .^ 2) ones(d, 1) / d); Z = β + γ ∘ (C ./ s)",
+        "C = H - H ones(d, 1) / d; s = sqrt((C ∘ C) ones(d, 1) / d + ε); Z = C ./ s",
+    ] {
+        assert!(fused(norm), "{norm}\n{}", torch_program(&format!("{decl}; {norm}; {loss}")));
+    }
+    // Not a layer norm's backward alone: H, C or s reaches the loss another
+    // way too, the gain depends on H; or it is not a layer norm: the variance
+    // is not of C, the mean is by columns.
+    let norm = "C = H - H ones(d, 1) / d; s = sqrt((C ∘ C) ones(d, 1) / d + ε); Z = C ./ s ∘ γ + β";
+    let all = "∂L/∂(W, b0, γ, β)";
+    for script in [
+        format!("{norm}; O = Z ∘ Z + H; L = ‖O - Y‖²; {all}"),
+        format!("{norm}; O = Z ∘ C; L = ‖O - Y‖²; {all}"),
+        format!("{norm}; O = Z ./ (s ones(1, d)); L = ‖O - Y‖²; {all}"),
+        format!("{norm}; L = ‖Z - Y‖² + sum(H); {all}"),
+        format!("{norm}; L = ‖Z - Y‖² + sum(C); {all}"),
+        format!("g2 = γ + ones(1, T) H / T; C = H - H ones(d, 1) / d; s = sqrt((C ∘ C) ones(d, 1) / d + ε); Z = C ./ s ∘ g2 + β; L = ‖Z - Y‖²; {all}"),
+        format!("C = H - H ones(d, 1) / d; s = sqrt((H ∘ H) ones(d, 1) / d + ε); Z = C ./ s ∘ γ + β; L = ‖Z - Y‖²; {all}"),
+        format!("C = H - ones(T, 1) ones(1, T) H / T; s = sqrt((C ∘ C) ones(d, 1) / d + ε); Z = C ./ s ∘ γ + β; L = ‖Z - Y‖²; {all}"),
+    ] {
+        let code = torch_program(&format!("{decl}; {script}"));
+        assert!(code.contains("delta_H = "), "{script}\n{code}");
+        assert!(!code.contains("= _layer_norm_backward("), "{script}\n{code}");
+    }
+    // NumPy and JAX write the chain rule's form.
+    let script = format!("{decl}; C = H - H ones(d, 1) / d; s = sqrt((C ∘ C) ones(d, 1) / d + ε); Z = C ./ s; {loss}");
+    let (s, fs) = programs(&script);
+    assert!(!numpy::module(&s.env, &fs).unwrap().contains("layer_norm"));
+    assert!(!jax::module(&s.env, &fs).unwrap().contains("layer_norm"));
 }

@@ -65,6 +65,24 @@ const HELPERS: &[(&str, &str)] = &[
          source = index.reshape(r, c).T if order == 'C' else index.reshape(c, r).T\n    \
          return torch.eye(r * c, dtype=dtype, device=device)[source.reshape(-1)]\n",
     ),
+    (
+        "_layer_norm_backward",
+        "def _layer_norm_backward(g, c, s, gain):\n    \
+         \"\"\"∂L/∂H of N = C / s * gain (C = H - its row means, s = sqrt(mean(C * C) + eps) by rows), from g = ∂L/∂N.\n\n    \
+         One fused kernel, as autograd's layer norm; the formula itself when the result is to be differentiated,\n    \
+         as the kernel is not differentiable in s, or when the dtypes differ.\n    \
+         \"\"\"\n    \
+         rstd = torch.reciprocal(s)\n    \
+         tensors = (g, c, s) if gain is None else (g, c, s, gain)\n    \
+         if (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) or any(\n        \
+         t.dtype != g.dtype for t in tensors\n    ):\n        \
+         x = c * rstd\n        \
+         gx = g if gain is None else g * gain\n        \
+         return (gx - gx.mean(1, keepdim=True) - x * (gx * x).mean(1, keepdim=True)) * rstd\n    \
+         weight = None if gain is None else gain.reshape(-1)\n    \
+         mask = [True, False, False]\n    \
+         return torch.ops.aten.native_layer_norm_backward(g, c, [c.shape[1]], torch.zeros_like(s), rstd, weight, None, mask)[0]\n",
+    ),
 ];
 
 impl Backend for Torch {
@@ -222,6 +240,17 @@ impl Backend for Torch {
 
     fn softmax_backward(&self, g: &str, s: &str) -> Option<String> {
         Some(format!("torch.ops.aten._softmax_backward_data({g}, {s}, 1, {s}.dtype)"))
+    }
+
+    fn fuses_layer_norm(&self) -> bool {
+        true
+    }
+
+    // The kernel subtracts a mean and multiplies by `rstd`: given the
+    // centred rows and a zero mean it normalises them as given, so the
+    // input need not be kept for the backward pass.
+    fn layer_norm_backward(&self, g: &str, c: &str, s: &str, gain: Option<&str>) -> Option<String> {
+        Some(format!("_layer_norm_backward({g}, {c}, {s}, {})", gain.unwrap_or("None")))
     }
 
     fn times_step(&self, a: &str, b: &str) -> Option<String> {
