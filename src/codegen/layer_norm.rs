@@ -28,6 +28,11 @@
 //! (row means), which has the same value and names what the fused call reads,
 //! so that the generator computes exactly what it needs, and a backend
 //! without the call could still evaluate it.
+//!
+//! **The gain's and bias's gradients.** The same call gives `1ᵀ(δN ∘ X̂)` and
+//! `1ᵀ δN`, which are `∂L/∂γ` and `∂L/∂β` when `γ` and `β` are declared
+//! matrices that reach the loss only through this norm; the program then
+//! takes them from it, and `X̂` need not be kept for the backward pass.
 
 use crate::ir::{self, BigRational, Builtin, Expr, Func, Name, Op};
 use crate::shape::{Dim, Shape};
@@ -47,6 +52,10 @@ pub(super) struct LayerNorm {
     pub sd: Expr,
     /// The gain `γ` (`1×d`), when there is one.
     pub gain: Option<Expr>,
+    /// Which of the program's gradients are `∂L/∂γ` and `∂L/∂β`, when the
+    /// fused call can give them too: `γ` and `β` are declared matrices that
+    /// reach the loss only through this norm, and there is a gain.
+    pub params: Option<(Option<usize>, Option<usize>)>,
 }
 
 impl LayerNorm {
@@ -74,11 +83,13 @@ impl LayerNorm {
 /// computed by the fused backward, one for each such adjoint: `env` holds the script's definitions
 /// (not the adjoints), `loss` is the function differentiated, `adjoints` the
 /// program's named adjoints and `adjoint_of` the definition each belongs to.
+/// `wrt` names the variable of each of the program's gradients.
 pub(super) fn layer_norms(
     env: &Env,
     loss: &Expr,
     adjoints: &[(Name, Expr)],
     adjoint_of: &HashMap<Name, Name>,
+    wrt: &[Name],
 ) -> Vec<LayerNorm> {
     let named: HashSet<&Name> = adjoints.iter().map(|(n, _)| n).collect();
     let adjoint = |def: &str| -> Option<&Name> {
@@ -96,12 +107,18 @@ pub(super) fn layer_norms(
         // `C ./ s` and then `(C ./ s) ∘ γ + β` are both norms of one input:
         // the later, which includes the other, is kept.
         found.retain(|f: &LayerNorm| f.target != *target);
+        let gradient = |x: &Option<Expr>| {
+            let name = m.parameter(env, loss, x.as_ref()?)?;
+            wrt.iter().position(|w| *w == name)
+        };
+        let params = m.gain.is_some().then(|| (gradient(&m.gain), gradient(&m.bias)));
         found.push(LayerNorm {
             target: target.clone(),
             grad: ir::var(delta_n, shape, false),
             centred: m.centred,
             sd: m.sd,
             gain: m.gain,
+            params: params.filter(|p| *p != (None, None)),
         });
     }
     found
@@ -113,6 +130,7 @@ struct Match {
     centred: Expr,
     sd: Expr,
     gain: Option<Expr>,
+    bias: Option<Expr>,
     /// The other operands (`β`, `ε`), which must not depend on the input.
     others: Vec<Expr>,
     /// The norm's definitions: its output and the intermediates it names.
@@ -137,7 +155,7 @@ impl Match {
             }
             _ => (body.clone(), None),
         };
-        others.extend(bias);
+        others.extend(bias.clone());
         let (normalised, gain) = match &scaled.op {
             Op::Hadamard(x, y) => {
                 let row = |t: &Expr| super::lower::broadcast(t).filter(|(_, right)| !right).map(|(g, _)| g.clone());
@@ -177,7 +195,7 @@ impl Match {
             return None;
         };
         others.push(eps.clone());
-        Some(Match { input, centred: centred.clone(), sd: sd.clone(), gain, others, defs })
+        Some(Match { input, centred: centred.clone(), sd: sd.clone(), gain, bias, others, defs })
     }
 
     /// Whether every path from `loss` to the input goes through the output:
@@ -198,6 +216,30 @@ impl Match {
         }
         let mut seen = HashSet::new();
         self.gain.iter().chain(&self.others).all(|e| !depends(env, e, &hidden, &mut seen))
+    }
+}
+
+impl Match {
+    /// The name of the gain or bias `x` when it is a declared matrix that
+    /// reaches the loss only through this norm, as that operand: mentioned
+    /// by no other definition, nor by `loss`, nor by the norm's other
+    /// operands, and not its input. Its gradient is then what the fused call
+    /// gives for it.
+    fn parameter(&self, env: &Env, loss: &Expr, x: &Expr) -> Option<Name> {
+        let Op::Var { name, .. } = &x.op else { return None };
+        if env.definition(name).is_some() || *name == self.input {
+            return None;
+        }
+        let out = &*self.defs[0];
+        let elsewhere =
+            env.defs.iter().filter(|d| d.as_str() != out).any(|d| env.definition(d).is_some_and(|b| b.mentions(name)));
+        let only: HashSet<&str> = std::iter::once(&**name).collect();
+        let mut seen = HashSet::new();
+        let mut operands = self.gain.iter().chain(&self.others).filter(|e| *e != x);
+        let through = operands.any(|e| depends(env, e, &only, &mut seen));
+        // Once as an operand: `γ` used as the bias too is both.
+        let twice = self.gain.iter().chain(&self.others).filter(|e| *e == x).count() > 1;
+        (!elsewhere && !loss.mentions(name) && !through && !twice).then(|| name.clone())
     }
 }
 

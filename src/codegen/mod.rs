@@ -90,6 +90,9 @@ pub struct Function {
     /// For a backward program, the definition each named adjoint belongs
     /// to (`δd2` to `d2`); empty otherwise.
     pub adjoint_of: std::rc::Rc<HashMap<crate::ir::Name, crate::ir::Name>>,
+    /// For a backward program, the variable of each gradient; empty
+    /// otherwise.
+    pub wrt: Vec<crate::ir::Name>,
 }
 
 impl Function {
@@ -365,11 +368,13 @@ pub trait Backend {
         false
     }
 
-    /// The adjoint of `H` for a layer norm `N = C ./ (s 1ᵀ) ∘ 1 γ` of the rows
-    /// of `H` (`C = H - mean(H) 1ᵀ`, `s = sqrt(mean(C ∘ C) + ε)`), from the
-    /// adjoint `g` of `N`, the centred rows `c`, the standard deviations `s`
-    /// (a column) and the gain `gain` (a row; none is all ones).
-    fn layer_norm_backward(&self, _g: &str, _c: &str, _s: &str, _gain: Option<&str>) -> Option<String> {
+    /// The adjoint of `H` for a layer norm `N = C ./ (s 1ᵀ) ∘ 1 γ (+ 1 β)` of
+    /// the rows of `H` (`C = H - mean(H) 1ᵀ`, `s = sqrt(mean(C ∘ C) + ε)`),
+    /// from the adjoint `g` of `N`, the centred rows `c`, the standard
+    /// deviations `s` (a column) and the gain `gain` (a row; none is all
+    /// ones). With `params` (only given a gain), a tuple: that adjoint, then
+    /// the gradients of `γ` and `β` as 1-D arrays.
+    fn layer_norm_backward(&self, _g: &str, _c: &str, _s: &str, _gain: Option<&str>, _params: bool) -> Option<String> {
         None
     }
 }
@@ -415,7 +420,7 @@ fn fuse(backend: &dyn Backend, env: &Env, f: &Function) -> (Function, Vec<layer_
     if !backend.fuses_layer_norm() || f.adjoint_of.is_empty() {
         return (f.clone(), vec![]);
     }
-    let norms = layer_norm::layer_norms(env, &f.expr, &f.adjoints, &f.adjoint_of);
+    let norms = layer_norm::layer_norms(env, &f.expr, &f.adjoints, &f.adjoint_of, &f.wrt);
     let mut f = f.clone();
     for n in &norms {
         if let Some((_, body)) = f.adjoints.iter_mut().find(|(a, _)| *a == n.target) {
@@ -684,9 +689,13 @@ fn function(
     // definitions it names are, into a name of its own: its adjoint is then
     // still fresh in cache, and can be released early, as autodiff does.
     let scheduled = outputs.len() > 1;
+    // Gradients a fused layer-norm backward gives with its adjoint.
+    let norms: Vec<&layer_norm::LayerNorm> = norms.iter().filter(|m| n.defs.contains(&m.target.to_string())).collect();
+    let provided: HashSet<usize> =
+        norms.iter().filter_map(|m| m.params).flat_map(|(a, b)| a.into_iter().chain(b)).map(|k| k + 1).collect();
     let mut due: Vec<Vec<usize>> = vec![vec![]; n.defs.len() + 1];
     if scheduled {
-        for (k, o) in outputs.iter().enumerate().skip(1) {
+        for (k, o) in outputs.iter().enumerate().skip(1).filter(|(k, _)| !provided.contains(k)) {
             let mut names = vec![];
             o.var_names(&mut names);
             let after = n.defs.iter().rposition(|d| names.iter().any(|x| **x == **d));
@@ -708,17 +717,42 @@ fn function(
     for &k in &due[0] {
         result(&mut g, k);
     }
+    let mut given = vec![];
     for (i, (d, body)) in n.defs.iter().zip(&bodies).enumerate() {
-        let norm = norms.iter().find(|n| *n.target == **d);
-        let code = norm.and_then(|n| g.layer_norm_backward(n)).unwrap_or_else(|| g.expr(body));
         let name = ids.name(d);
-        g.lines.push(backend.assign(&name, &code));
+        let norm = norms.iter().find(|m| *m.target == **d);
+        match norm.and_then(|m| g.layer_norm_backward(m).map(|code| (m, code))) {
+            Some((m, code)) => match m.params {
+                Some((gain, bias)) => {
+                    let mut targets = vec![name.clone()];
+                    for k in [gain, bias] {
+                        let Some(k) = k.map(|k| k + 1) else {
+                            targets.push("_".into());
+                            continue;
+                        };
+                        targets.push(format!("_g{k}"));
+                        let shape = &outputs[k].shape;
+                        let dims = [g.dim(&shape.rows), g.dim(&shape.cols)];
+                        given.push((k, backend.fresh_array(&backend.reshape(&format!("_g{k}"), &dims))));
+                    }
+                    g.lines.push(backend.assign(&targets.join(", "), &code));
+                }
+                None => g.lines.push(backend.assign(&name, &code)),
+            },
+            None => {
+                let code = g.expr(body);
+                g.lines.push(backend.assign(&name, &code));
+            }
+        }
         bound.insert(name);
         for &k in &due[i + 1] {
             result(&mut g, k);
         }
     }
     result(&mut g, 0);
+    for (k, code) in given {
+        results[k] = code;
+    }
     bound.extend(g.temps.values().cloned());
     let value = if f.gradients.is_empty() {
         results[0].clone()
@@ -1108,7 +1142,7 @@ impl Gen<'_> {
     fn layer_norm_backward(&mut self, n: &layer_norm::LayerNorm) -> Option<String> {
         let (g, c, s) = (self.expr(&n.grad), self.expr(&lower::lower(&n.centred)), self.expr(&lower::lower(&n.sd)));
         let gain = n.gain.as_ref().map(|x| self.expr(&lower::lower(x)));
-        self.backend.layer_norm_backward(&g, &c, &s, gain.as_deref())
+        self.backend.layer_norm_backward(&g, &c, &s, gain.as_deref(), n.params.is_some())
     }
 
     /// `s ∘ (g - ((g ∘ s) 1) 1ᵀ)` (either order of each product and of the
@@ -1461,6 +1495,7 @@ pub fn functions_of(env: &Env, items: &[Item]) -> Vec<Function> {
                         adjoints: b.adjoints.clone(),
                         gradients: b.gradients.iter().map(|g| g.expr.clone()).collect(),
                         adjoint_of: b.gradients.first().map(|g| g.adjoint_of.clone()).unwrap_or_default(),
+                        wrt: b.gradients.iter().map(|g| crate::ir::Name::from(g.wrt().unwrap_or_default())).collect(),
                     };
                 }
             };
@@ -1492,6 +1527,7 @@ pub fn functions_of(env: &Env, items: &[Item]) -> Vec<Function> {
                 adjoints: a.adjoints.clone(),
                 gradients: vec![],
                 adjoint_of: Default::default(),
+                wrt: vec![],
             }
         })
         .collect()

@@ -157,6 +157,7 @@ fn functions(script: &str) -> (Session, Vec<Function>) {
             adjoints: a.adjoints.clone(),
             gradients: vec![],
             adjoint_of: Default::default(),
+            wrt: vec![],
         })
         .collect();
     (s, functions)
@@ -280,14 +281,17 @@ fn a_backward_program_releases_each_array_after_its_last_use() {
     for b in [&numpy::NumPy as &dyn Backend, &torch::Torch] {
         let code = module(b, &s.env, &fs).unwrap();
         let body: Vec<&str> = code.lines().skip_while(|l| !l.starts_with("def value_and_grad_L")).collect();
+        // Whether a line assigns to `name` (alone, or as one of a tuple).
+        let binds = |l: &str, name: &str| {
+            l.starts_with("    ") && l.split_once(" = ").is_some_and(|(to, _)| to.trim().split(", ").any(|t| t == name))
+        };
         let mut released = 0;
         for (i, line) in body.iter().enumerate() {
             let Some(names) = line.trim().strip_prefix("del ") else { continue };
             for name in names.split(", ") {
                 released += 1;
                 // Bound before, used before, and never named again.
-                let bound = format!("    {name} = ");
-                assert!(body[..i].iter().any(|l| l.starts_with(&bound)), "{name} is not bound before\n{code}");
+                assert!(body[..i].iter().any(|l| binds(l, name)), "{name} is not bound before\n{code}");
                 assert!(body[i + 1..].iter().all(|l| !identifiers(l).contains(&name)), "{name} used after del\n{code}");
             }
         }
@@ -295,8 +299,8 @@ fn a_backward_program_releases_each_array_after_its_last_use() {
         assert!(released >= 20, "{released} released\n{code}");
         // Each gradient is computed when its adjoint is: ∂L/∂β2 right
         // after δZ, long before the attention's.
-        let at = |pat: &str| body.iter().position(|l| l.contains(pat)).unwrap_or_else(|| panic!("{pat}\n{code}"));
-        assert!(at("_g11 = ") < at("delta_H2 = ") && at("delta_H1 = ") < at("_g3 = "), "{code}");
+        let at = |name: &str| body.iter().position(|l| binds(l, name)).unwrap_or_else(|| panic!("{name}\n{code}"));
+        assert!(at("_g11") <= at("delta_H2") && at("delta_H1") < at("_g3"), "{code}");
     }
     let jax = module(&jax::Jax, &s.env, &fs).unwrap();
     assert!(!jax.contains("del "), "{jax}");
@@ -365,6 +369,29 @@ fn pytorch_computes_a_written_out_layer_norms_backward_in_one_call() {
     ] {
         assert!(fused(norm), "{norm}\n{}", torch_program(&format!("{decl}; {norm}; {loss}")));
     }
+    // The gain's and bias's gradients come from the same call, unless they
+    // reach the loss another way too.
+    let norm = "C = H - H ones(d, 1) / d; s = sqrt((C ∘ C) ones(d, 1) / d + ε); Z = C ./ s ∘ γ + β";
+    for (rest, line) in [
+        ("L = ‖Z - Y‖²", "delta_H, _g3, _g4 = _layer_norm_backward(delta_Z, C, s, gamma, params=True)"),
+        (
+            "O = Z ∘ Z + ones(T, 1) β; L = ‖O - Y‖²",
+            "delta_H, _g3, _ = _layer_norm_backward(delta_Z, C, s, gamma, params=True)",
+        ),
+        ("L = ‖Z - Y‖² + sum(γ)", "delta_H, _, _g4 = _layer_norm_backward(delta_Z, C, s, gamma, params=True)"),
+        ("L = ‖Z - Y‖² + sum(γ) + sum(β)", "delta_H = _layer_norm_backward(delta_Z, C, s, gamma)"),
+    ] {
+        let code = torch_program(&format!("{decl}; {norm}; {rest}; ∂L/∂(W, b0, γ, β)"));
+        assert!(code.lines().any(|l| l.trim() == line), "{rest}\n{code}");
+        let returned = code.lines().rev().find(|l| l.trim_start().starts_with("return ")).unwrap();
+        for k in ["_g3", "_g4"] {
+            if line.contains(k) {
+                assert!(returned.contains(&format!("{k}.reshape(1, d)")), "{returned}");
+            }
+        }
+    }
+    let shared = torch_program(&format!("{decl}; C = H - H ones(d, 1) / d; s = sqrt((C ∘ C) ones(d, 1) / d + ε); Z = C ./ s ∘ γ + γ; L = ‖Z - Y‖²; ∂L/∂(W, b0, γ)"));
+    assert!(shared.contains("delta_H = _layer_norm_backward(delta_Z, C, s, gamma)\n"), "{shared}");
     // Not a layer norm's backward alone: H, C or s reaches the loss another
     // way too, the gain depends on H; or it is not a layer norm: the variance
     // is not of C, the mean is by columns.

@@ -67,10 +67,11 @@ const HELPERS: &[(&str, &str)] = &[
     ),
     (
         "_layer_norm_backward",
-        "def _layer_norm_backward(g, c, s, gain):\n    \
-         \"\"\"∂L/∂H of N = C / s * gain (C = H - its row means, s = sqrt(mean(C * C) + eps) by rows), from g = ∂L/∂N.\n\n    \
-         One fused kernel, as autograd's layer norm; the formula itself when the result is to be differentiated,\n    \
-         as the kernel is not differentiable in s, or when the dtypes differ.\n    \
+        "def _layer_norm_backward(g, c, s, gain, params=False):\n    \
+         \"\"\"∂L/∂H of N = C / s * gain (+ bias) (C = H - its row means, s = sqrt(mean(C * C) + eps) by rows), from\n    \
+         g = ∂L/∂N; with params, also ∂L/∂gain and ∂L/∂bias, 1-D. One fused kernel, as autograd's layer norm;\n    \
+         the formula itself when the result is to be differentiated, as the kernel is not differentiable in s,\n    \
+         or when the dtypes differ.\n    \
          \"\"\"\n    \
          rstd = torch.reciprocal(s)\n    \
          tensors = (g, c, s) if gain is None else (g, c, s, gain)\n    \
@@ -78,10 +79,14 @@ const HELPERS: &[(&str, &str)] = &[
          t.dtype != g.dtype for t in tensors\n    ):\n        \
          x = c * rstd\n        \
          gx = g if gain is None else g * gain\n        \
-         return (gx - gx.mean(1, keepdim=True) - x * (gx * x).mean(1, keepdim=True)) * rstd\n    \
+         dh = (gx - gx.mean(1, keepdim=True) - x * (gx * x).mean(1, keepdim=True)) * rstd\n        \
+         return (dh, (g * x).sum(0), g.sum(0)) if params else dh\n    \
          weight = None if gain is None else gain.reshape(-1)\n    \
-         mask = [True, False, False]\n    \
-         return torch.ops.aten.native_layer_norm_backward(g, c, [c.shape[1]], torch.zeros_like(s), rstd, weight, None, mask)[0]\n",
+         # The bias's gradient is the column sums of g: its value is not read, only its shape.\n    \
+         mask = [True, params, params]\n    \
+         out = torch.ops.aten.native_layer_norm_backward(\n        \
+         g, c, [c.shape[1]], torch.zeros_like(s), rstd, weight, weight if params else None, mask\n    )\n    \
+         return out if params else out[0]\n",
     ),
 ];
 
@@ -249,8 +254,13 @@ impl Backend for Torch {
     // The kernel subtracts a mean and multiplies by `rstd`: given the
     // centred rows and a zero mean it normalises them as given, so the
     // input need not be kept for the backward pass.
-    fn layer_norm_backward(&self, g: &str, c: &str, s: &str, gain: Option<&str>) -> Option<String> {
-        Some(format!("_layer_norm_backward({g}, {c}, {s}, {})", gain.unwrap_or("None")))
+    fn layer_norm_backward(&self, g: &str, c: &str, s: &str, gain: Option<&str>, params: bool) -> Option<String> {
+        let gain = gain.unwrap_or("None");
+        Some(if params {
+            format!("_layer_norm_backward({g}, {c}, {s}, {gain}, params=True)")
+        } else {
+            format!("_layer_norm_backward({g}, {c}, {s}, {gain})")
+        })
     }
 
     fn times_step(&self, a: &str, b: &str) -> Option<String> {
