@@ -1233,23 +1233,38 @@ fn torch_layer_norm_backward_is_fused_right_and_differentiable() {
         return;
     }
     // A layer norm written out, after a linear layer: δH is computed by one
-    // fused call. With a residual around it (O = Z ∘ Z + H) it is not, as
-    // δH has a second part. Both against autograd of torch's own layer norm.
+    // fused call, with the gain's and bias's gradients or without a gain.
+    // With a residual around it (O = Z ∘ Z + H) it is not, as δH has a second
+    // part. All against autograd of torch's own layer norm.
     let decl = "X: T x d; W: d x d; b0, γ, β: 1 x d; Y: T x d; ε: scalar; H = X W + b0\n\
-                C = H - H ones(d, 1) / d; s = sqrt((C ∘ C) ones(d, 1) / d + ε); Z = C ./ s ∘ γ + β\n";
+                C = H - H ones(d, 1) / d; s = sqrt((C ∘ C) ones(d, 1) / d + ε)\n";
+    let norm = ("Z = C ./ s ∘ γ + β", "F.layer_norm(H, (d,), v['gamma'].reshape(d), v['beta'].reshape(d), eps)");
+    let all = ["W", "b0", "γ", "β"];
     let cases = [
-        ("L = ‖Z - Y‖²", "((Z - Y) ** 2).sum()", true),
+        (norm, "L = ‖Z - Y‖²", "((Z - Y) ** 2).sum()", &all[..], true),
         // β reaches the loss twice: its gradient is not the fused call's.
-        ("O = Z ∘ Z + ones(T, 1) β; L = ‖O - Y‖²", "((Z * Z + v['beta'] - Y) ** 2).sum()", true),
-        ("O = Z ∘ Z + H; L = ‖O - Y‖²", "((Z * Z + H - Y) ** 2).sum()", false),
+        (norm, "O = Z ∘ Z + ones(T, 1) β; L = ‖O - Y‖²", "((Z * Z + v['beta'] - Y) ** 2).sum()", &all[..], true),
+        (norm, "O = Z ∘ Z + H; L = ‖O - Y‖²", "((Z * Z + H - Y) ** 2).sum()", &all[..], false),
+        (
+            ("Z = C ./ s + β", "F.layer_norm(H, (d,), None, v['beta'].reshape(d), eps)"),
+            "L = ‖Z - Y‖²",
+            "((Z - Y) ** 2).sum()",
+            &["W", "b0", "β"][..],
+            true,
+        ),
     ];
-    for (loss, reference, fused) in cases {
-        let script = format!("{decl}{loss}\n∂L/∂(W, b0, γ, β)\n");
+    for ((z, z_reference), loss, reference, wrt, fused) in cases {
+        let script = format!("{decl}{z}\n{loss}\n∂L/∂({})\n", wrt.join(", "));
         let module = torch_programs(&script);
         assert_eq!(module.contains("= _layer_norm_backward(delta_Z"), fused, "{module}");
+        let params: Vec<String> =
+            wrt.iter().map(|p| format!("{:?}", p.replace('γ', "gamma").replace('β', "beta"))).collect();
+        let params = params.join(", ");
         let driver = format!(
-            r#"import torch
+            r#"import inspect, torch
 {module}
+def program(v):
+    return value_and_grad_L(**{{k: v[k] for k in inspect.signature(value_and_grad_L).parameters}})
 torch.manual_seed(0)
 T, d = 5, 4
 eps = 1e-3
@@ -1258,14 +1273,15 @@ def inputs(dtype):
     r = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
     return dict(X=r(T, d), W=r(d, d), b0=r(1, d), gamma=1 + r(1, d) / 4, beta=r(1, d), Y=r(T, d),
                 epsilon=torch.full((1, 1), eps, dtype=dtype))
+F = torch.nn.functional
 def loss(v):
     Y, H = v["Y"], v["X"] @ v["W"] + v["b0"]
-    Z = torch.nn.functional.layer_norm(H, (d,), v["gamma"].reshape(d), v["beta"].reshape(d), eps)
+    Z = {z_reference}
     return {reference}
-params = ["W", "b0", "gamma", "beta"]
+params = [{params}]
 for dtype, tol in [(torch.float64, 1e-10), (torch.float32, 1e-4)]:
     v = inputs(dtype)
-    value, grads = value_and_grad_L(**v)
+    value, grads = program(v)
     w = {{k: t.clone().requires_grad_(k in params) for k, t in v.items()}}
     want = torch.autograd.grad(loss(w), [w[k] for k in params])
     assert torch.allclose(value.reshape(()), loss(v), rtol=tol, atol=tol), (value, loss(v))
@@ -1277,7 +1293,7 @@ for dtype, tol in [(torch.float64, 1e-10), (torch.float32, 1e-4)]:
 v = inputs(torch.float64)
 r = torch.randn(d, d, dtype=torch.float64)
 w = {{k: t.clone().requires_grad_(k in params) for k, t in v.items()}}
-_, grads = value_and_grad_L(**w)
+_, grads = program(w)
 got = torch.autograd.grad((grads[0] * r).sum(), [w[k] for k in params])
 (gw,) = torch.autograd.grad(loss(w), w["W"], create_graph=True)
 want = torch.autograd.grad((gw * r).sum(), [w[k] for k in params])
@@ -1285,7 +1301,7 @@ for k, a, b in zip(params, got, want):
     assert torch.allclose(a, b, rtol=1e-9, atol=1e-9), (k, a, b)
 # Any device: the meta device computes shapes only.
 meta = {{k: torch.empty(t.shape, dtype=torch.float32, device="meta") for k, t in v.items()}}
-value, grads = value_and_grad_L(**meta)
+value, grads = program(meta)
 assert all(g.device.type == "meta" and g.dtype == torch.float32 for g in grads)
 print("ok")
 "#

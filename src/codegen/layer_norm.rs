@@ -80,10 +80,10 @@ impl LayerNorm {
 }
 
 /// The layer norms of a backward program whose input adjoint can be
-/// computed by the fused backward, one for each such adjoint: `env` holds the script's definitions
-/// (not the adjoints), `loss` is the function differentiated, `adjoints` the
-/// program's named adjoints and `adjoint_of` the definition each belongs to.
-/// `wrt` names the variable of each of the program's gradients.
+/// computed by the fused backward, one for each such adjoint: `env` holds
+/// the script's definitions (not the adjoints), `loss` is the function
+/// differentiated, `adjoints` the program's named adjoints, `adjoint_of` the
+/// definition each belongs to, and `wrt` the variable of each gradient.
 pub(super) fn layer_norms(
     env: &Env,
     loss: &Expr,
@@ -145,26 +145,20 @@ impl Match {
         let mut others = vec![];
         // N = X̂ ∘ 1 γ + 1 β, either order of each, γ and β optional.
         let (scaled, bias) = match &body.op {
-            Op::Add(ts) if ts.len() == 2 => {
-                let row = |t: &Expr| super::lower::broadcast(t).filter(|(_, right)| !right).map(|(b, _)| b.clone());
-                match (row(&ts[0]), row(&ts[1])) {
-                    (_, Some(b)) => (ts[0].clone(), Some(b)),
-                    (Some(b), None) => (ts[1].clone(), Some(b)),
-                    _ => return None,
-                }
-            }
+            Op::Add(ts) if ts.len() == 2 => match (row_spread(&ts[0]), row_spread(&ts[1])) {
+                (_, Some(b)) => (ts[0].clone(), Some(b)),
+                (Some(b), None) => (ts[1].clone(), Some(b)),
+                _ => return None,
+            },
             _ => (body.clone(), None),
         };
         others.extend(bias.clone());
         let (normalised, gain) = match &scaled.op {
-            Op::Hadamard(x, y) => {
-                let row = |t: &Expr| super::lower::broadcast(t).filter(|(_, right)| !right).map(|(g, _)| g.clone());
-                match (row(x), row(y)) {
-                    (_, Some(g)) => (x.clone(), Some(g)),
-                    (Some(g), None) => (y.clone(), Some(g)),
-                    _ => return None,
-                }
-            }
+            Op::Hadamard(x, y) => match (row_spread(x), row_spread(y)) {
+                (_, Some(g)) => (x.clone(), Some(g)),
+                (Some(g), None) => (y.clone(), Some(g)),
+                _ => return None,
+            },
             _ => (scaled, None),
         };
         // X̂ = C ./ (s 1ᵀ)
@@ -178,14 +172,16 @@ impl Match {
         }
         let Op::Add(ts) = &inner.op else { return None };
         let [a, b] = ts.as_slice() else { return None };
+        // The names a failed try resolves are not the norm's.
         let variance = |v: &Expr, defs: &mut Vec<Name>| {
-            let squares = row_mean(resolve(env, v, defs))?;
+            let mut named = defs.clone();
+            let squares = row_mean(resolve(env, v, &mut named))?;
             let square = match &squares.op {
                 Op::Hadamard(x, y) if same(env, x, y) => x,
                 Op::HadamardPow(x, k) if *k == ir::rat(2) => x,
                 _ => return None,
             };
-            same(env, square, centred).then_some(())
+            same(env, square, centred).then(|| *defs = named)
         };
         let eps = if variance(a, &mut defs).is_some() {
             b
@@ -217,9 +213,7 @@ impl Match {
         let mut seen = HashSet::new();
         self.gain.iter().chain(&self.others).all(|e| !depends(env, e, &hidden, &mut seen))
     }
-}
 
-impl Match {
     /// The name of the gain or bias `x` when it is a declared matrix that
     /// reaches the loss only through this norm, as that operand: mentioned
     /// by no other definition, nor by `loss`, nor by the norm's other
@@ -241,6 +235,11 @@ impl Match {
         let twice = self.gain.iter().chain(&self.others).filter(|e| *e == x).count() > 1;
         (!elsewhere && !loss.mentions(name) && !through && !twice).then(|| name.clone())
     }
+}
+
+/// `b` when `t` is `1 b`, a row spread down the rows.
+fn row_spread(t: &Expr) -> Option<Expr> {
+    super::lower::broadcast(t).filter(|(_, right)| !right).map(|(b, _)| b.clone())
 }
 
 /// Whether `b` is the built-in function `f`.
@@ -265,10 +264,10 @@ fn resolve<'e>(env: &'e Env, e: &'e Expr, defs: &mut Vec<Name>) -> &'e Expr {
 /// Whether two operands are one value: equal, or one the name of the other.
 fn same(env: &Env, a: &Expr, b: &Expr) -> bool {
     let body = |e: &Expr| match &e.op {
-        Op::Var { name, .. } => env.definition(name).cloned(),
+        Op::Var { name, .. } => env.definition(name),
         _ => None,
     };
-    a == b || body(a).as_ref() == Some(b) || body(b).as_ref() == Some(a)
+    a == b || body(a) == Some(b) || body(b) == Some(a)
 }
 
 /// `x` when `e` is the mean of each row of `x`: `x 1 / d` or `(1/d) x 1`.

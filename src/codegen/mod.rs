@@ -361,19 +361,14 @@ pub trait Backend {
         None
     }
 
-    /// Whether [`layer_norm_backward`](Backend::layer_norm_backward)
-    /// spells anything: the generator then computes the adjoint of a written-out
-    /// layer norm's input with it.
-    fn fuses_layer_norm(&self) -> bool {
-        false
-    }
-
     /// The adjoint of `H` for a layer norm `N = C ./ (s 1ᵀ) ∘ 1 γ (+ 1 β)` of
     /// the rows of `H` (`C = H - mean(H) 1ᵀ`, `s = sqrt(mean(C ∘ C) + ε)`),
     /// from the adjoint `g` of `N`, the centred rows `c`, the standard
     /// deviations `s` (a column) and the gain `gain` (a row; none is all
     /// ones). With `params` (only given a gain), a tuple: that adjoint, then
-    /// the gradients of `γ` and `β` as 1-D arrays.
+    /// the gradients of `γ` and `β` as 1-D arrays. A backend that has no such
+    /// call returns `None` whatever the arguments: the generator then writes
+    /// the chain rule's form.
     fn layer_norm_backward(&self, _g: &str, _c: &str, _s: &str, _gain: Option<&str>, _params: bool) -> Option<String> {
         None
     }
@@ -417,7 +412,8 @@ pub fn module(backend: &dyn Backend, env: &Env, functions: &[Function]) -> Resul
 /// given the textbook form (see [`layer_norm`]), and the norms are returned
 /// for the generator to spell.
 fn fuse(backend: &dyn Backend, env: &Env, f: &Function) -> (Function, Vec<layer_norm::LayerNorm>) {
-    if !backend.fuses_layer_norm() || f.adjoint_of.is_empty() {
+    let spelled = backend.layer_norm_backward("g", "c", "s", None, false).is_some();
+    if !spelled || f.adjoint_of.is_empty() {
         return (f.clone(), vec![]);
     }
     let norms = layer_norm::layer_norms(env, &f.expr, &f.adjoints, &f.adjoint_of, &f.wrt);
@@ -720,30 +716,19 @@ fn function(
     let mut given = vec![];
     for (i, (d, body)) in n.defs.iter().zip(&bodies).enumerate() {
         let name = ids.name(d);
-        let norm = norms.iter().find(|m| *m.target == **d);
-        match norm.and_then(|m| g.layer_norm_backward(m).map(|code| (m, code))) {
-            Some((m, code)) => match m.params {
-                Some((gain, bias)) => {
-                    let mut targets = vec![name.clone()];
-                    for k in [gain, bias] {
-                        let Some(k) = k.map(|k| k + 1) else {
-                            targets.push("_".into());
-                            continue;
-                        };
-                        targets.push(format!("_g{k}"));
-                        let shape = &outputs[k].shape;
-                        let dims = [g.dim(&shape.rows), g.dim(&shape.cols)];
-                        given.push((k, backend.fresh_array(&backend.reshape(&format!("_g{k}"), &dims))));
-                    }
-                    g.lines.push(backend.assign(&targets.join(", "), &code));
-                }
-                None => g.lines.push(backend.assign(&name, &code)),
-            },
+        let line = match norms.iter().find(|m| *m.target == **d) {
+            Some(m) => {
+                let code = g.layer_norm_backward(m).expect("fuse keeps norms only for a backend that spells them");
+                let (targets, taken) = g.fused_targets(&name, m, &outputs);
+                given.extend(taken);
+                backend.assign(&targets, &code)
+            }
             None => {
                 let code = g.expr(body);
-                g.lines.push(backend.assign(&name, &code));
+                backend.assign(&name, &code)
             }
-        }
+        };
+        g.lines.push(line);
         bound.insert(name);
         for &k in &due[i + 1] {
             result(&mut g, k);
@@ -1143,6 +1128,29 @@ impl Gen<'_> {
         let (g, c, s) = (self.expr(&n.grad), self.expr(&lower::lower(&n.centred)), self.expr(&lower::lower(&n.sd)));
         let gain = n.gain.as_ref().map(|x| self.expr(&lower::lower(x)));
         self.backend.layer_norm_backward(&g, &c, &s, gain.as_deref(), n.params.is_some())
+    }
+
+    /// What the line of a fused layer-norm backward assigns: the adjoint's
+    /// `name` alone, or with the gain's and bias's gradients
+    /// (`delta_H, _g3, _`); and the code of each gradient it gives (by its
+    /// place among the function's `outputs`), reshaped to its shape.
+    fn fused_targets(&self, name: &str, n: &layer_norm::LayerNorm, outputs: &[Expr]) -> (String, Vec<(usize, String)>) {
+        let Some((gain, bias)) = n.params else { return (name.to_string(), vec![]) };
+        let mut targets = vec![name.to_string()];
+        let mut given = vec![];
+        for k in [gain, bias] {
+            match k.map(|k| k + 1) {
+                Some(k) => {
+                    let t = format!("_g{k}");
+                    let shape = &outputs[k].shape;
+                    let dims = [self.dim(&shape.rows), self.dim(&shape.cols)];
+                    given.push((k, self.backend.fresh_array(&self.backend.reshape(&t, &dims))));
+                    targets.push(t);
+                }
+                None => targets.push("_".to_string()),
+            }
+        }
+        (targets.join(", "), given)
     }
 
     /// `s ∘ (g - ((g ∘ s) 1) 1ᵀ)` (either order of each product and of the

@@ -247,10 +247,6 @@ impl Backend for Torch {
         Some(format!("torch.ops.aten._softmax_backward_data({g}, {s}, 1, {s}.dtype)"))
     }
 
-    fn fuses_layer_norm(&self) -> bool {
-        true
-    }
-
     // The kernel subtracts a mean and multiplies by `rstd`: given the
     // centred rows and a zero mean it normalises them as given, so the
     // input need not be kept for the backward pass.
