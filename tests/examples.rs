@@ -109,3 +109,20 @@ fn readme_steps_are_what_matdiff_prints() {
     assert_eq!(s.render(&answers[0]), shown.trim_end());
     assert!(shown.lines().all(|l| l.contains("  # ")), "{shown}");
 }
+
+/// The README's layer-norm command prints the line it shows: run through
+/// `sh` as written, with `matdiff` the binary under test.
+#[test]
+fn readme_layer_norm_command_prints_what_it_shows() {
+    let readme = include_str!("../README.md");
+    let marker = "```sh\nmatdiff --format torch -e 'X: T x d;";
+    let start = readme.find(marker).expect("the layer-norm command in the README") + "```sh\n".len();
+    let block = &readme[start..start + readme[start..].find("```").expect("end of the block")];
+    let (command, shown) = block.split_once("\n# ").expect("the command, then the line it prints");
+    let bin = assert_cmd::cargo::cargo_bin("matdiff");
+    let dir = bin.parent().expect("the binary's folder");
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+    let out = std::process::Command::new("sh").arg("-c").arg(command).env("PATH", path).output().expect("sh runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), shown.trim_end());
+}
